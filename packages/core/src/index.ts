@@ -1,1 +1,6 @@
-export {};
+export * from './host_tensor';
+export * from './module';
+export * from './layers';
+export * from './backend';
+export * from './layout';
+export * from './safetensors';

@@ -1,0 +1,40 @@
+// Compute kernels behind the N-API glue in addon.cc. All tensors are dense row-major float32;
+// images are NHWC and conv filters HWIO ([kh, kw, in, out]; depthwise: [kh, kw, in, multiplier]).
+// Outputs arrive zero-filled from JS.
+#pragma once
+#include <cstdint>
+
+namespace wn {
+
+/** Geometry of a 2-D convolution, as computed by tfjs's backend_util.computeConv2DInfo. */
+struct ConvGeom {
+  int64_t n, h, w, c;     // input batch, height, width, channels
+  int64_t oh, ow, oc;     // output height, width, channels (depthwise: c * multiplier)
+  int64_t kh, kw;         // filter size
+  int64_t sh, sw;         // strides
+  int64_t dh, dw;         // dilations
+  int64_t pt, pl;         // top and left padding
+};
+
+/** Fused epilogue activations, numbered as in native.ts. */
+enum Activation { kLinear, kRelu, kRelu6, kElu, kSigmoid, kLeakyRelu, kPrelu };
+
+// gemm.cc
+/** out[i] = op(a[i % batchA]) @ op(b[i % batchB]) for i < batch; op transposes when ta / tb. */
+void batch_matmul(const float* a, const float* b, float* out, int64_t batch, int64_t batchA,
+                  int64_t batchB, int64_t m, int64_t n, int64_t k, bool ta, bool tb);
+/** y = act(y + bias) over rows of `channels`; bias / alpha have 1 or `channels` entries (or are null). */
+void bias_activation(float* y, int64_t size, int64_t channels, const float* bias, int64_t bias_len,
+                     Activation act, const float* alpha, int64_t alpha_len, float leaky_alpha);
+
+// conv.cc (im2col + sgemm)
+void conv2d(const float* x, const float* w, float* y, const ConvGeom& g);
+void conv2d_backprop_input(const float* dy, const float* w, float* dx, const ConvGeom& g);
+void conv2d_backprop_filter(const float* x, const float* dy, float* dw, const ConvGeom& g);
+
+// depthwise.cc (direct loops)
+void depthwise(const float* x, const float* w, float* y, const ConvGeom& g);
+void depthwise_backprop_input(const float* dy, const float* w, float* dx, const ConvGeom& g);
+void depthwise_backprop_filter(const float* x, const float* dy, float* dw, const ConvGeom& g);
+
+}  // namespace wn

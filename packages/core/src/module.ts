@@ -1,0 +1,318 @@
+/**
+ * Module tree addressed by PyTorch state-dict keys (`blocks.3.depthwise.weight`).
+ *
+ * Parameters live in memory in the layout the tfjs kernels want (NHWC activations, Linear
+ * `[in, out]`, Conv2d `[kh, kw, in, out]`); on disk and in `stateDict()` they are in PyTorch
+ * layout. The conversion happens once, in `Parameter.load` / `Parameter.toHost`.
+ * Variables are allocated lazily, so a full-size configuration can be built and inspected
+ * (keys, shapes) without allocating its weights.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { HostTensor, numel } from './host_tensor';
+
+/** How a PyTorch tensor maps to its tfjs counterpart. */
+export type Layout =
+  /** same layout in both (biases, norms, embeddings, GRN gamma/beta). */
+  | 'identity'
+  /** Linear weight: torch [out, in] ↔ tfjs [in, out]. */
+  | 'linear'
+  /** Conv2d weight: torch [out, in, kh, kw] ↔ tfjs [kh, kw, in, out]. */
+  | 'conv'
+  /** ConvTranspose2d weight: torch [in, out, kh, kw] ↔ tfjs conv2dTranspose [kh, kw, out, in]. */
+  | 'conv_transpose'
+  /** depthwise / grouped-as-depthwise weight: torch [C, m, kh, kw] ↔ tfjs [kh, kw, C*m, 1]. */
+  | 'depthwise';
+
+const TO_TF_PERM: Record<Layout, number[] | null> = {
+  identity: null,
+  linear: [1, 0],
+  conv: [2, 3, 1, 0],
+  conv_transpose: [2, 3, 1, 0],
+  depthwise: [2, 3, 0, 1],
+};
+
+/** Initialiser for a parameter, in tfjs layout. */
+export type Init = (tfShape: number[]) => tf.Tensor;
+
+export const init = {
+  zeros: (): Init => (s) => tf.zeros(s),
+  ones: (): Init => (s) => tf.ones(s),
+  constant: (v: number): Init => (s) => tf.fill(s, v),
+  normal: (std: number, seed?: number): Init => (s) => tf.randomNormal(s, 0, std, 'float32', seed),
+  uniform: (bound: number, seed?: number): Init => (s) => tf.randomUniform(s, -bound, bound, 'float32', seed),
+};
+
+export interface ParameterOptions {
+  layout?: Layout;
+  init?: Init;
+  /** false for buffers (BatchNorm running statistics). */
+  trainable?: boolean;
+  /** on-disk dtype; `I64` buffers (num_batches_tracked) are held as int32 in memory. */
+  dtype?: 'F32' | 'I64';
+}
+
+export class Parameter {
+  readonly torchShape: number[];
+  readonly layout: Layout;
+  readonly trainable: boolean;
+  readonly dtype: 'F32' | 'I64';
+  private readonly initFn: Init;
+  private variable: tf.Variable | null = null;
+
+  constructor(torchShape: number[], opts: ParameterOptions = {}) {
+    this.torchShape = torchShape;
+    this.layout = opts.layout ?? 'identity';
+    this.trainable = opts.trainable ?? true;
+    this.dtype = opts.dtype ?? 'F32';
+    this.initFn = opts.init ?? init.zeros();
+  }
+
+  /** Shape of the in-memory (tfjs) tensor. */
+  get shape(): number[] {
+    const perm = TO_TF_PERM[this.layout];
+    return perm ? perm.map((p) => this.torchShape[p]) : this.torchShape.slice();
+  }
+
+  get size(): number {
+    return numel(this.torchShape);
+  }
+
+  get allocated(): boolean {
+    return this.variable !== null;
+  }
+
+  /** The tfjs variable; initialised on first use. */
+  get value(): tf.Variable {
+    if (!this.variable) {
+      const initial = tf.tidy(() => {
+        const t = this.initFn(this.shape);
+        return this.dtype === 'I64' ? t.toInt() : t;
+      });
+      this.variable = tf.variable(initial, this.trainable);
+      initial.dispose();
+    }
+    return this.variable;
+  }
+
+  /** Replace the value with a tensor already in tfjs layout (takes ownership of nothing). */
+  assign(t: tf.Tensor): void {
+    if (!this.variable) {
+      this.variable = tf.variable(t, this.trainable);
+    } else {
+      this.variable.assign(t);
+    }
+  }
+
+  /** Load from a PyTorch-layout host tensor (shape must already be checked). */
+  load(host: HostTensor): void {
+    const t = tf.tidy(() => {
+      const perm = TO_TF_PERM[this.layout];
+      if (this.dtype === 'I64') {
+        const src = host.data;
+        const ints = src instanceof BigInt64Array ? Int32Array.from(src, (v) => Number(v)) : Int32Array.from(src as ArrayLike<number>);
+        return tf.tensor(ints, this.torchShape, 'int32');
+      }
+      const data = host.data instanceof Float32Array ? host.data : Float32Array.from(host.data as ArrayLike<number>);
+      const torch = tf.tensor(data, this.torchShape, 'float32');
+      return perm ? tf.transpose(torch, perm) : torch;
+    });
+    this.assign(t);
+    t.dispose();
+  }
+
+  /** The value in PyTorch layout, in host memory. */
+  toHost(): HostTensor {
+    if (this.dtype === 'I64') {
+      const v = this.value.dataSync();
+      return { dtype: 'I64', shape: this.torchShape.slice(), data: BigInt64Array.from(v, (x) => BigInt(x)) };
+    }
+    const perm = TO_TF_PERM[this.layout];
+    const data = tf.tidy(() => {
+      if (!perm) return this.value.dataSync() as Float32Array;
+      const inverse = perm.map((_, i) => perm.indexOf(i));
+      return tf.transpose(this.value, inverse).dataSync() as Float32Array;
+    });
+    return { dtype: 'F32', shape: this.torchShape.slice(), data: Float32Array.from(data) };
+  }
+
+  dispose(): void {
+    this.variable?.dispose();
+    this.variable = null;
+  }
+}
+
+/** Anything that can hand out tensors by key: a Map, a safetensors file, a sharded checkpoint. */
+export interface TensorSource {
+  keys(): string[];
+  get(key: string): HostTensor;
+  /** shape without reading the data, when the source can. */
+  info?(key: string): { shape: number[] };
+}
+
+export interface LoadOptions {
+  /** Reject missing and unexpected keys (default true). */
+  strict?: boolean;
+  /** Keys in the source to ignore silently (e.g. `text_model.embeddings.position_ids`). */
+  ignore?: (key: string) => boolean;
+  /** Name of the file (or folder) for error messages. */
+  source?: string;
+}
+
+export class StateDictError extends Error {
+  constructor(
+    message: string,
+    readonly missing: string[],
+    readonly unexpected: string[],
+    readonly mismatched: { key: string; expected: number[]; found: number[] }[],
+  ) {
+    super(message);
+    this.name = 'StateDictError';
+  }
+}
+
+function sourceOf(tensors: TensorSource | Map<string, HostTensor>): TensorSource {
+  if (tensors instanceof Map) {
+    return {
+      keys: () => [...tensors.keys()],
+      get: (k) => {
+        const t = tensors.get(k);
+        if (!t) throw new Error(`no tensor "${k}"`);
+        return t;
+      },
+      info: (k) => ({ shape: tensors.get(k)!.shape }),
+    };
+  }
+  return tensors;
+}
+
+const fmt = (s: number[]) => `[${s.join(', ')}]`;
+
+export class Module {
+  /** true while training: Dropout active, BatchNorm uses batch statistics. */
+  training = false;
+  private readonly ownParams = new Map<string, Parameter>();
+  private readonly children = new Map<string, Module | null>();
+
+  /** Declare a parameter under `name` with its PyTorch shape. */
+  protected param(name: string, torchShape: number[], opts: ParameterOptions = {}): Parameter {
+    const p = new Parameter(torchShape, opts);
+    this.ownParams.set(name, p);
+    return p;
+  }
+
+  /** Declare a child module under `name` (null keeps the slot without keys, like a None entry). */
+  protected child<T extends Module | null>(name: string, m: T): T {
+    this.children.set(name, m);
+    return m;
+  }
+
+  namedChildren(): [string, Module | null][] {
+    return [...this.children.entries()];
+  }
+
+  /** Every parameter and buffer with its full state-dict key. */
+  namedParameters(prefix = ''): [string, Parameter][] {
+    const out: [string, Parameter][] = [];
+    for (const [n, p] of this.ownParams) out.push([prefix + n, p]);
+    for (const [n, m] of this.children) if (m) out.push(...m.namedParameters(`${prefix}${n}.`));
+    return out;
+  }
+
+  /** Trainable parameters (what an optimizer updates). */
+  trainableParameters(): [string, Parameter][] {
+    return this.namedParameters().filter(([, p]) => p.trainable);
+  }
+
+  /** All tensors in PyTorch layout with their diffusers/transformers keys. */
+  stateDict(): Map<string, HostTensor> {
+    return new Map(this.namedParameters().map(([k, p]) => [k, p.toHost()]));
+  }
+
+  /**
+   * Load PyTorch-layout tensors. Every missing key, unexpected key and shape mismatch is
+   * reported together in one StateDictError.
+   */
+  loadStateDict(tensors: TensorSource | Map<string, HostTensor>, opts: LoadOptions = {}): void {
+    const strict = opts.strict ?? true;
+    const src = sourceOf(tensors);
+    const own = new Map(this.namedParameters());
+    const available = src.keys().filter((k) => !opts.ignore?.(k));
+    const availableSet = new Set(available);
+    const missing = [...own.keys()].filter((k) => !availableSet.has(k));
+    const unexpected = available.filter((k) => !own.has(k));
+    const mismatched: { key: string; expected: number[]; found: number[] }[] = [];
+    for (const k of available) {
+      const p = own.get(k);
+      if (!p) continue;
+      const shape = src.info ? src.info(k).shape : src.get(k).shape;
+      if (shape.length !== p.torchShape.length || shape.some((d, i) => d !== p.torchShape[i])) {
+        mismatched.push({ key: k, expected: p.torchShape, found: shape });
+      }
+    }
+    const problems: string[] = [];
+    if (strict && missing.length) problems.push(`missing keys (${missing.length}): ${missing.join(', ')}`);
+    if (strict && unexpected.length) problems.push(`unexpected keys (${unexpected.length}): ${unexpected.join(', ')}`);
+    for (const m of mismatched) problems.push(`shape mismatch for ${m.key}: expected ${fmt(m.expected)}, found ${fmt(m.found)}`);
+    if (problems.length) {
+      const where = opts.source ? ` from ${opts.source}` : '';
+      throw new StateDictError(
+        `Error loading state dict into ${this.constructor.name}${where}:\n  ${problems.join('\n  ')}`,
+        missing,
+        unexpected,
+        mismatched,
+      );
+    }
+    for (const k of available) own.get(k)?.load(src.get(k));
+  }
+
+  /** Switch Dropout / BatchNorm behaviour for this module and all children. */
+  train(mode = true): this {
+    this.training = mode;
+    for (const m of this.children.values()) m?.train(mode);
+    return this;
+  }
+
+  eval(): this {
+    return this.train(false);
+  }
+
+  /** Number of parameters (trainable and buffers), without allocating them. */
+  numParameters(): number {
+    return this.namedParameters().reduce((a, [, p]) => a + p.size, 0);
+  }
+
+  /** Free every variable of the tree. */
+  dispose(): void {
+    for (const [, p] of this.namedParameters()) p.dispose();
+  }
+}
+
+/** A list of child modules keyed `0, 1, 2, …` (PyTorch `nn.ModuleList`); null entries keep their index without keys. */
+export class ModuleList<T extends Module | null = Module> extends Module {
+  readonly items: T[];
+  constructor(items: T[]) {
+    super();
+    this.items = items;
+    items.forEach((m, i) => this.child(String(i), m));
+  }
+  get length(): number {
+    return this.items.length;
+  }
+  at(i: number): T {
+    return this.items[i];
+  }
+}
+
+/** A module with a single-tensor forward, so it can sit in a Sequential. */
+export interface Callable {
+  forward(x: tf.Tensor): tf.Tensor;
+}
+
+export type Layer = Module & Callable;
+
+/** PyTorch `nn.Sequential`: children keyed by index, applied in order. */
+export class Sequential extends ModuleList<Layer> implements Callable {
+  forward(x: tf.Tensor): tf.Tensor {
+    return this.items.reduce((h, m) => m.forward(h), x);
+  }
+}

@@ -1,0 +1,70 @@
+/**
+ * Stage C: `WuerstchenPrior` (diffusers `modeling_wuerstchen_prior.py`; spec inference.md §2.8).
+ * Maps a noisy 16-channel semantic latent, the noise ratio r and CLIP-bigG text embeddings to
+ * the predicted noise.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { Conv2d, LeakyReLU, Linear, Module, ModuleList, Sequential } from '@wuerstchen/core';
+import { AttnBlock, ResBlock, TimestepBlock, WuerstchenLayerNorm, genREmbedding } from './common';
+import { Trace } from './trace';
+
+/** `prior/config.json` fields (class defaults; the published checkpoint uses c 1536, c_cond 1280, depth 32, nhead 24). */
+export interface WuerstchenPriorConfig {
+  c_in: number;
+  c: number;
+  c_cond: number;
+  c_r: number;
+  depth: number;
+  nhead: number;
+  dropout: number;
+}
+
+export const PRIOR_DEFAULTS: WuerstchenPriorConfig = { c_in: 16, c: 1280, c_cond: 1024, c_r: 64, depth: 16, nhead: 16, dropout: 0.1 };
+
+type PriorBlock = ResBlock | TimestepBlock | AttnBlock;
+
+export class WuerstchenPrior extends Module {
+  readonly config: WuerstchenPriorConfig;
+  readonly projection: Conv2d;
+  readonly condMapper: Sequential;
+  readonly blocks: ModuleList<PriorBlock>;
+  readonly out: Sequential;
+
+  constructor(config: Partial<WuerstchenPriorConfig> = {}) {
+    super();
+    const cfg = (this.config = { ...PRIOR_DEFAULTS, ...config });
+    this.projection = this.child('projection', new Conv2d(cfg.c_in, cfg.c, 1));
+    this.condMapper = this.child('cond_mapper', new Sequential([new Linear(cfg.c_cond, cfg.c), new LeakyReLU(0.2), new Linear(cfg.c, cfg.c)]));
+    const blocks: PriorBlock[] = [];
+    for (let i = 0; i < cfg.depth; i++) {
+      blocks.push(new ResBlock(cfg.c, 0, 3, cfg.dropout), new TimestepBlock(cfg.c, cfg.c_r), new AttnBlock(cfg.c, cfg.c, cfg.nhead, true, cfg.dropout));
+    }
+    this.blocks = this.child('blocks', new ModuleList(blocks));
+    this.out = this.child('out', new Sequential([new WuerstchenLayerNorm(cfg.c), new Conv2d(cfg.c, 2 * cfg.c_in, 1)]));
+  }
+
+  /**
+   * x: `[B, h, w, c_in]` (NHWC), r: `[B]`, c: `[B, S, c_cond]` → predicted noise `[B, h, w, c_in]`:
+   * `(x − a) / (|1 − b| + 1e-5)`.
+   */
+  forward(x: tf.Tensor, r: tf.Tensor, c: tf.Tensor, trace?: Trace): tf.Tensor {
+    return tf.tidy(() => {
+      const rEmbed = genREmbedding(r, this.config.c_r);
+      const cEmbed = this.condMapper.forward(c);
+      trace?.('r_embed', rEmbed);
+      trace?.('c_embed', cEmbed);
+      let h = this.projection.forward(x);
+      trace?.('x_projected', h);
+      for (const block of this.blocks.items) {
+        if (block instanceof ResBlock) h = block.forward(h);
+        else if (block instanceof TimestepBlock) h = block.forward(h, rEmbed);
+        else h = block.forward(h, cEmbed);
+      }
+      trace?.('blocks_out', h);
+      const [a, b] = tf.split(this.out.forward(h), 2, 3);
+      trace?.('a', a);
+      trace?.('b', b);
+      return tf.div(tf.sub(x, a), tf.add(tf.abs(tf.sub(1, b)), 1e-5));
+    });
+  }
+}
