@@ -12,8 +12,7 @@
         "src/addon.cc",
         "src/gemm.cc",
         "src/conv.cc",
-        "src/depthwise.cc",
-        "src/elementwise.cc"
+        "src/depthwise.cc"
       ],
       "include_dirs": ["<(openblas_include)"],
       "defines": ["NAPI_VERSION=8"],

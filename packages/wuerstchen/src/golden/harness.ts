@@ -151,7 +151,7 @@ function compare(ctx: CaseContext, result: RunResult): CaseReport {
   for (const c of result.checks ?? []) if (!c.ok) problems.push(`${c.name}: ${c.detail ?? 'failed'}`);
   if (!expected.length && !(result.checks ?? []).length) problems.push('runner produced nothing to check');
   for (const t of Object.values(result.tensors)) t.dispose();
-  return { name: spec.case, passed: problems.length === 0, maxAbsErr: worst, tolerance: spec.tolerance, problems };
+  return { name: spec.case, passed: problems.length === 0, maxAbsErr: worst, tolerance: spec.tolerance ?? null, problems };
 }
 
 export interface IndexEntry {
@@ -173,7 +173,7 @@ export async function runCase(folder: string, name: string): Promise<CaseReport>
   const dir = path.join(folder, name);
   const spec = JSON.parse(fs.readFileSync(path.join(dir, 'case.json'), 'utf8')) as CaseSpec;
   const runner = runners.get(spec.module);
-  const base = { name, passed: false, maxAbsErr: NaN, tolerance: spec.tolerance };
+  const base = { name, passed: false, maxAbsErr: NaN, tolerance: spec.tolerance ?? null };
   if (!runner) return { ...base, problems: [`module ${spec.module} is not implemented by the project yet`] };
   const ctx = new CaseContext(dir, spec, folder);
   try {

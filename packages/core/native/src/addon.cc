@@ -1,0 +1,197 @@
+// N-API bindings: unpack Float32Arrays and integers, check sizes, call the kernels in kernels.h.
+// Every function is synchronous and writes into an output array that JS allocated (zero-filled).
+#include <node_api.h>
+
+#include <string>
+
+#include "kernels.h"
+#include "parallel.h"
+
+namespace {
+
+using wn::ConvGeom;
+
+/** Reads call arguments by position. The first bad argument throws a JS TypeError; later reads return
+ *  neutral values, and the binding returns as soon as ok() is false. */
+class Args {
+ public:
+  Args(napi_env env, napi_callback_info info) : env_(env) {
+    napi_get_cb_info(env, info, &argc_, argv_, nullptr, nullptr);
+  }
+  bool ok() const { return ok_; }
+
+  /** A Float32Array of at least `min_len` elements; null or undefined gives nullptr when `optional`. */
+  float* f32(size_t i, int64_t min_len, bool optional = false, int64_t* len = nullptr) {
+    if (optional && is_nullish(i)) return nullptr;
+    napi_typedarray_type type;
+    size_t length = 0;
+    void* data = nullptr;
+    bool is_typed = false;
+    if (i < argc_) napi_is_typedarray(env_, argv_[i], &is_typed);
+    if (!is_typed || napi_get_typedarray_info(env_, argv_[i], &type, &length, &data, nullptr, nullptr) != napi_ok ||
+        type != napi_float32_array) {
+      return fail(i, "must be a Float32Array"), nullptr;
+    }
+    if (static_cast<int64_t>(length) < min_len) return fail(i, "is too short"), nullptr;
+    if (len) *len = static_cast<int64_t>(length);
+    return static_cast<float*>(data);
+  }
+
+  int64_t i64(size_t i) {
+    int64_t v = 0;
+    if (i >= argc_ || napi_get_value_int64(env_, argv_[i], &v) != napi_ok) fail(i, "must be a number");
+    return v;
+  }
+
+  double f64(size_t i) {
+    double v = 0;
+    if (i >= argc_ || napi_get_value_double(env_, argv_[i], &v) != napi_ok) fail(i, "must be a number");
+    return v;
+  }
+
+  bool flag(size_t i) {
+    bool v = false;
+    if (i >= argc_ || napi_get_value_bool(env_, argv_[i], &v) != napi_ok) fail(i, "must be a boolean");
+    return v;
+  }
+
+  /** An array [n, h, w, c, oh, ow, oc, kh, kw, sh, sw, dh, dw, pt, pl] of positive sizes. */
+  ConvGeom geom(size_t i) {
+    int64_t v[15] = {0};
+    uint32_t length = 0;
+    bool is_array = false;
+    if (i < argc_) napi_is_array(env_, argv_[i], &is_array);
+    if (!is_array || napi_get_array_length(env_, argv_[i], &length) != napi_ok || length != 15) {
+      fail(i, "must be an array of 15 conv sizes");
+      return ConvGeom{};
+    }
+    for (uint32_t j = 0; j < 15; j++) {
+      napi_value e;
+      napi_get_element(env_, argv_[i], j, &e);
+      if (napi_get_value_int64(env_, e, &v[j]) != napi_ok || (j < 13 && v[j] <= 0) || v[j] < 0) {
+        fail(i, "must be an array of 15 conv sizes");
+        return ConvGeom{};
+      }
+    }
+    return ConvGeom{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13], v[14]};
+  }
+
+ private:
+  bool is_nullish(size_t i) {
+    napi_valuetype t = napi_undefined;
+    if (i < argc_) napi_typeof(env_, argv_[i], &t);
+    return t == napi_null || t == napi_undefined;
+  }
+  void fail(size_t i, const char* what) {
+    if (ok_) napi_throw_type_error(env_, nullptr, ("argument " + std::to_string(i) + " " + what).c_str());
+    ok_ = false;
+  }
+
+  static constexpr size_t kMaxArgs = 12;
+  napi_env env_;
+  size_t argc_ = kMaxArgs;
+  napi_value argv_[kMaxArgs] = {};
+  bool ok_ = true;
+};
+
+/** matmul(a, b, out, batch, batchA, batchB, m, n, k, transposeA, transposeB) */
+napi_value MatMul(napi_env env, napi_callback_info info) {
+  Args args(env, info);
+  const int64_t batch = args.i64(3), batch_a = args.i64(4), batch_b = args.i64(5);
+  const int64_t m = args.i64(6), n = args.i64(7), k = args.i64(8);
+  const bool ta = args.flag(9), tb = args.flag(10);
+  if (args.ok() && (batch_a <= 0 || batch_b <= 0 || batch % batch_a || batch % batch_b || m <= 0 || n <= 0 || k <= 0)) {
+    napi_throw_range_error(env, nullptr, "matmul: bad sizes");
+    return nullptr;
+  }
+  const float* a = args.f32(0, batch_a * m * k);
+  const float* b = args.f32(1, batch_b * k * n);
+  float* out = args.f32(2, batch * m * n);
+  if (args.ok()) wn::batch_matmul(a, b, out, batch, batch_a, batch_b, m, n, k, ta, tb);
+  return nullptr;
+}
+
+/** biasActivation(y, channels, bias | null, activation, alpha | null, leakyAlpha) */
+napi_value BiasActivation(napi_env env, napi_callback_info info) {
+  Args args(env, info);
+  int64_t size = 0, bias_len = 0, alpha_len = 0;
+  float* y = args.f32(0, 0, false, &size);
+  const int64_t channels = args.i64(1);
+  const float* bias = args.f32(2, 1, true, &bias_len);
+  const int64_t act = args.i64(3);
+  const float* alpha = args.f32(4, 1, true, &alpha_len);
+  const float leaky = static_cast<float>(args.f64(5));
+  if (!args.ok()) return nullptr;
+  const auto fits = [channels](const float* p, int64_t len) { return !p || len == 1 || len == channels; };
+  if (channels <= 0 || size % channels || !fits(bias, bias_len) || !fits(alpha, alpha_len) || act < wn::kLinear ||
+      act > wn::kPrelu || (act == wn::kPrelu && !alpha)) {
+    napi_throw_range_error(env, nullptr, "biasActivation: bad sizes");
+    return nullptr;
+  }
+  wn::bias_activation(y, size, channels, bias, bias_len, static_cast<wn::Activation>(act), alpha, alpha_len, leaky);
+  return nullptr;
+}
+
+/** Which tensor of a convolution an argument is, for the size check. */
+enum class Role { kInput, kOutput, kFilter, kDepthwiseFilter };
+
+int64_t size_of(Role role, const ConvGeom& g) {
+  switch (role) {
+    case Role::kInput: return g.n * g.h * g.w * g.c;
+    case Role::kOutput: return g.n * g.oh * g.ow * g.oc;
+    case Role::kFilter: return g.kh * g.kw * g.c * g.oc;
+    case Role::kDepthwiseFilter: return g.kh * g.kw * g.oc;
+  }
+  return 0;
+}
+
+using ConvFn = void (*)(const float*, const float*, float*, const ConvGeom&);
+
+/** fn(in0, in1, out, geom) for any of the six convolution kernels. */
+template <ConvFn Fn, Role R0, Role R1, Role R2>
+napi_value Conv(napi_env env, napi_callback_info info) {
+  Args args(env, info);
+  const ConvGeom g = args.geom(3);
+  if (!args.ok()) return nullptr;
+  const float* in0 = args.f32(0, size_of(R0, g));
+  const float* in1 = args.f32(1, size_of(R1, g));
+  float* out = args.f32(2, size_of(R2, g));
+  if (args.ok()) Fn(in0, in1, out, g);
+  return nullptr;
+}
+
+/** info() -> { threads, config, coreName } of the OpenBLAS library in use. */
+napi_value Info(napi_env env, napi_callback_info) {
+  napi_value result, threads, config, core;
+  napi_create_object(env, &result);
+  napi_create_int32(env, openblas_get_num_threads(), &threads);
+  napi_create_string_utf8(env, openblas_get_config(), NAPI_AUTO_LENGTH, &config);
+  napi_create_string_utf8(env, openblas_get_corename(), NAPI_AUTO_LENGTH, &core);
+  napi_set_named_property(env, result, "threads", threads);
+  napi_set_named_property(env, result, "config", config);
+  napi_set_named_property(env, result, "coreName", core);
+  return result;
+}
+
+}  // namespace
+
+NAPI_MODULE_INIT() {
+  constexpr Role I = Role::kInput, O = Role::kOutput, F = Role::kFilter, D = Role::kDepthwiseFilter;
+  const napi_property_descriptor props[] = {
+      {"matmul", nullptr, MatMul, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"biasActivation", nullptr, BiasActivation, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"conv2d", nullptr, Conv<wn::conv2d, I, F, O>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"conv2dBackpropInput", nullptr, Conv<wn::conv2d_backprop_input, O, F, I>, nullptr, nullptr, nullptr,
+       napi_default, nullptr},
+      {"conv2dBackpropFilter", nullptr, Conv<wn::conv2d_backprop_filter, I, O, F>, nullptr, nullptr, nullptr,
+       napi_default, nullptr},
+      {"depthwise", nullptr, Conv<wn::depthwise, I, D, O>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"depthwiseBackpropInput", nullptr, Conv<wn::depthwise_backprop_input, O, D, I>, nullptr, nullptr, nullptr,
+       napi_default, nullptr},
+      {"depthwiseBackpropFilter", nullptr, Conv<wn::depthwise_backprop_filter, I, O, D>, nullptr, nullptr, nullptr,
+       napi_default, nullptr},
+      {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return exports;
+}
