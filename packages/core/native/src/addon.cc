@@ -177,20 +177,21 @@ napi_value Info(napi_env env, napi_callback_info) {
 
 NAPI_MODULE_INIT() {
   constexpr Role I = Role::kInput, O = Role::kOutput, F = Role::kFilter, D = Role::kDepthwiseFilter;
+  // Ordinary writable properties, so that tests can spy on the calls.
   const napi_property_descriptor props[] = {
-      {"matmul", nullptr, MatMul, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"biasActivation", nullptr, BiasActivation, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"conv2d", nullptr, Conv<wn::conv2d, I, F, O>, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"matmul", nullptr, MatMul, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"biasActivation", nullptr, BiasActivation, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"conv2d", nullptr, Conv<wn::conv2d, I, F, O>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"conv2dBackpropInput", nullptr, Conv<wn::conv2d_backprop_input, O, F, I>, nullptr, nullptr, nullptr,
-       napi_default, nullptr},
+       napi_default_jsproperty, nullptr},
       {"conv2dBackpropFilter", nullptr, Conv<wn::conv2d_backprop_filter, I, O, F>, nullptr, nullptr, nullptr,
-       napi_default, nullptr},
-      {"depthwise", nullptr, Conv<wn::depthwise, I, D, O>, nullptr, nullptr, nullptr, napi_default, nullptr},
+       napi_default_jsproperty, nullptr},
+      {"depthwise", nullptr, Conv<wn::depthwise, I, D, O>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"depthwiseBackpropInput", nullptr, Conv<wn::depthwise_backprop_input, O, D, I>, nullptr, nullptr, nullptr,
-       napi_default, nullptr},
+       napi_default_jsproperty, nullptr},
       {"depthwiseBackpropFilter", nullptr, Conv<wn::depthwise_backprop_filter, I, O, D>, nullptr, nullptr, nullptr,
-       napi_default, nullptr},
-      {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
+       napi_default_jsproperty, nullptr},
+      {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -10,6 +10,6 @@ export class Embedding extends Module {
   }
   /** ids: int32 tensor of any shape → [...shape, dim]. */
   forward(ids: tf.Tensor): tf.Tensor {
-    return tf.gather(this.weight.value, ids.toInt());
+    return tf.tidy(() => tf.gather(this.weight.value, ids.dtype === 'int32' ? ids : ids.toInt()));
   }
 }

@@ -75,7 +75,7 @@ export class BatchNorm2d extends Module {
       const unbiased = tf.mul(variance, count / Math.max(count - 1, 1));
       this.runningMean.value.assign(tf.add(tf.mul(this.runningMean.value, 1 - m), tf.mul(mean, m)));
       this.runningVar.value.assign(tf.add(tf.mul(this.runningVar.value, 1 - m), tf.mul(unbiased, m)));
-      this.numBatchesTracked.value.assign(tf.add(this.numBatchesTracked.value, 1));
+      this.numBatchesTracked.value.assign(tf.add(this.numBatchesTracked.value, tf.scalar(1, 'int32')));
     });
     const y = tf.tidy(() => tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, this.eps))), this.weight.value), this.bias.value));
     mean.dispose();

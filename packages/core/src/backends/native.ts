@@ -1,0 +1,305 @@
+/**
+ * The 'native' tfjs backend: tfjs's cpu backend (tensors live in ordinary JS memory, every cpu kernel
+ * works) with the hot kernels replaced by a C++ addon over OpenBLAS (packages/core/native, built by
+ * scripts/build-native.js). See docs/native.md.
+ */
+import * as path from 'path';
+import * as fs from 'fs';
+import * as tf from '@tensorflow/tfjs';
+import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
+
+/** Functions of wuerstchen_native.node (native/src/addon.cc). Outputs are zero-filled arrays from JS. */
+interface Addon {
+  matmul(a: Float32Array, b: Float32Array, out: Float32Array, batch: number, batchA: number, batchB: number,
+    m: number, n: number, k: number, transposeA: boolean, transposeB: boolean): void;
+  biasActivation(y: Float32Array, channels: number, bias: Float32Array | null, activation: number,
+    alpha: Float32Array | null, leakyAlpha: number): void;
+  conv2d: ConvFn;
+  conv2dBackpropInput: ConvFn;
+  conv2dBackpropFilter: ConvFn;
+  depthwise: ConvFn;
+  depthwiseBackpropInput: ConvFn;
+  depthwiseBackpropFilter: ConvFn;
+  info(): { threads: number; config: string; coreName: string };
+}
+
+/** (in0, in1, out, geometry) where geometry is the output of `geometry()` below. */
+type ConvFn = (in0: Float32Array, in1: Float32Array, out: Float32Array, geometry: number[]) => void;
+
+export interface NativeInfo {
+  /** Threads OpenBLAS (and the addon's own loops) use; OPENBLAS_NUM_THREADS or all cores. */
+  threads: number;
+  /** e.g. 'OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH NO_AFFINITY Cooperlake MAX_THREADS=64'. */
+  blas: string;
+  /** OpenBLAS kernel set in use, e.g. 'Haswell' or 'SkylakeX' (OPENBLAS_CORETYPE can force it). */
+  coreType: string;
+}
+
+/** Same place relative to src/backends/native.ts (ts-jest) and dist/backends/native.js (tsc). */
+const ADDON_PATH = path.join(__dirname, '..', '..', 'native', 'build', 'Release', 'wuerstchen_native.node');
+
+let addon: Addon | null | undefined;
+
+function loadAddon(): Addon | null {
+  if (addon === undefined) {
+    addon = null;
+    if (fs.existsSync(ADDON_PATH)) {
+      try {
+        addon = require(ADDON_PATH) as Addon;
+      } catch (e) {
+        console.warn(`native backend: cannot load ${ADDON_PATH}: ${(e as Error).message}`);
+      }
+    }
+  }
+  return addon;
+}
+
+/** Whether the compiled addon is present and loads. */
+export function nativeAvailable(): boolean {
+  return loadAddon() !== null;
+}
+
+/** The BLAS library behind the native backend, or null when the addon is unavailable. */
+export function nativeInfo(): NativeInfo | null {
+  const info = loadAddon()?.info();
+  return info ? { threads: info.threads, blas: info.config, coreType: info.coreName } : null;
+}
+
+/**
+ * Registers the 'native' backend (a MathBackendCPU with every cpu kernel, the hot ones replaced by
+ * native ones) and returns true; returns false, registering nothing, when the addon is not built.
+ * Select it with `await tf.setBackend('native')`.
+ */
+export function registerNativeBackend(): boolean {
+  const native = loadAddon();
+  if (!native) return false;
+  if (tf.findBackendFactory('native')) return true;
+  tf.registerBackend('native', () => new MathBackendCPU());
+  for (const config of tf.getKernelsForBackend('cpu')) tf.registerKernel({ ...config, backendName: 'native' });
+  for (const config of nativeKernels(native)) {
+    tf.unregisterKernel(config.kernelName, 'native');
+    tf.registerKernel(config);
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Kernels. Each returns null for a case it does not handle, and the cpu kernel runs instead.
+
+/** Kernel arguments; optional inputs (bias, preluActivationWeights) may be undefined. */
+type Inputs = Record<string, tf.TensorInfo>;
+type Args = { inputs: Inputs; backend: MathBackendCPU; attrs: Record<string, unknown> };
+type NativeKernel = (args: Args, native: Addon) => tf.TensorInfo | null;
+
+function nativeKernels(native: Addon): tf.KernelConfig[] {
+  const kernels: Record<string, NativeKernel> = {
+    BatchMatMul: batchMatMul,
+    _FusedMatMul: fusedMatMul,
+    Conv2D: conv2d,
+    FusedConv2D: fusedConv2d,
+    Conv2DBackpropInput: conv2dBackpropInput,
+    Conv2DBackpropFilter: conv2dBackpropFilter,
+    DepthwiseConv2dNative: depthwise,
+    FusedDepthwiseConv2D: fusedDepthwise,
+    DepthwiseConv2dNativeBackpropInput: depthwiseBackpropInput,
+    DepthwiseConv2dNativeBackpropFilter: depthwiseBackpropFilter,
+  };
+  return Object.entries(kernels).map(([kernelName, kernel]) => {
+    const cpu = cpuKernel(kernelName);
+    const kernelFunc = (args: Args) => kernel(args, native) ?? cpu(args as never);
+    return { kernelName, backendName: 'native', kernelFunc: kernelFunc as unknown as tf.KernelFunc };
+  });
+}
+
+function cpuKernel(kernelName: string): tf.KernelFunc {
+  const config = tf.getKernel(kernelName, 'cpu');
+  if (!config) throw new Error(`native backend: no cpu kernel ${kernelName}`);
+  return config.kernelFunc;
+}
+
+function values(backend: MathBackendCPU, t: tf.TensorInfo): Float32Array {
+  return backend.data.get(t.dataId).values as Float32Array;
+}
+
+function allFloat32(...ts: (tf.TensorInfo | undefined)[]): boolean {
+  return ts.every((t) => t === undefined || t.dtype === 'float32');
+}
+
+function output(backend: MathBackendCPU, shape: number[], fill: (out: Float32Array) => void): tf.TensorInfo {
+  const out = new Float32Array(tf.util.sizeFromShape(shape));
+  fill(out);
+  return backend.makeTensorInfo(shape, 'float32', out);
+}
+
+// --- matmul ---
+
+function batchMatMul({ inputs, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
+  return matMul(backend, native, inputs.a, inputs.b, attrs.transposeA === true, attrs.transposeB === true);
+}
+
+/**
+ * tfjs flattens the batch dims of both operands and pairs batch i of the output with a[i % batchA] and
+ * b[i % batchB]. That agrees with numpy broadcasting only when each operand's broadcast dims are all
+ * in front; other cases go to the cpu kernel so that results stay identical to it.
+ */
+function matMul(backend: MathBackendCPU, native: Addon, a: tf.TensorInfo, b: tf.TensorInfo,
+  transposeA: boolean, transposeB: boolean): tf.TensorInfo | null {
+  if (!allFloat32(a, b) || a.shape.length < 2 || b.shape.length < 2) return null;
+  const [a0, a1] = a.shape.slice(-2);
+  const [b0, b1] = b.shape.slice(-2);
+  const [m, k] = transposeA ? [a1, a0] : [a0, a1];
+  const [kB, n] = transposeB ? [b1, b0] : [b0, b1];
+  const outerA = a.shape.slice(0, -2);
+  const outerB = b.shape.slice(0, -2);
+  const outer = tf.broadcast_util.assertAndGetBroadcastShape(outerA, outerB);
+  const batch = tf.util.sizeFromShape(outer);
+  const batchA = tf.util.sizeFromShape(outerA);
+  const batchB = tf.util.sizeFromShape(outerB);
+  if (k !== kB || m * n * k * batch === 0 || !leadingBroadcast(outerA, outer) || !leadingBroadcast(outerB, outer)) {
+    return null;
+  }
+  return output(backend, [...outer, m, n], (out) =>
+    native.matmul(values(backend, a), values(backend, b), out, batch, batchA, batchB, m, n, k, transposeA, transposeB));
+}
+
+/** Whether `dims` broadcasts to `out` by repeating only along leading dims. */
+function leadingBroadcast(dims: number[], out: number[]): boolean {
+  const padded = [...new Array<number>(out.length - dims.length).fill(1), ...dims];
+  const first = padded.findIndex((d) => d !== 1);
+  return first < 0 || padded.slice(first).every((d, i) => d === out[first + i]);
+}
+
+function fusedMatMul({ inputs, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
+  if (!knownActivation(attrs.activation)) return null;
+  const y = matMul(backend, native, inputs.a, inputs.b, attrs.transposeA === true, attrs.transposeB === true);
+  return y && epilogue(backend, native, y, inputs, attrs);
+}
+
+// --- bias + activation of the fused kernels ---
+
+/** Position = activation code in native/src/kernels.h. */
+const ACTIVATIONS = ['linear', 'relu', 'relu6', 'elu', 'sigmoid', 'leakyrelu', 'prelu'];
+const ACTIVATION_KERNELS: Record<string, string> = {
+  relu: 'Relu', relu6: 'Relu6', elu: 'Elu', sigmoid: 'Sigmoid', leakyrelu: 'LeakyRelu', prelu: 'Prelu',
+};
+
+function knownActivation(activation: unknown): boolean {
+  return activation === undefined || ACTIVATIONS.includes(activation as string);
+}
+
+/** Whether t broadcasts against y as a scalar or a vector over y's last dim, without changing y's shape. */
+function channelVector(t: tf.TensorInfo | undefined, y: tf.TensorInfo): boolean {
+  if (!t) return true;
+  const size = tf.util.sizeFromShape(t.shape);
+  const channels = y.shape[y.shape.length - 1];
+  return t.shape.length <= y.shape.length && (size === 1 || (size === channels && t.shape[t.shape.length - 1] === channels));
+}
+
+/** y = activation(y + bias), like tfjs's fused kernels; y is a fresh result and may be updated in place. */
+function epilogue(backend: MathBackendCPU, native: Addon, y: tf.TensorInfo, inputs: Inputs,
+  attrs: Record<string, unknown>): tf.TensorInfo {
+  const bias: tf.TensorInfo | undefined = inputs.bias;
+  const alpha: tf.TensorInfo | undefined = inputs.preluActivationWeights;
+  const activation = (attrs.activation as string | undefined) ?? 'linear';
+  const leakyAlpha = (attrs.leakyreluAlpha as number | undefined) ?? 0.2;
+  if (allFloat32(bias, alpha) && channelVector(bias, y) && channelVector(alpha, y) && y.shape.length > 0) {
+    native.biasActivation(values(backend, y), y.shape[y.shape.length - 1], bias ? values(backend, bias) : null,
+      ACTIVATIONS.indexOf(activation), alpha ? values(backend, alpha) : null, leakyAlpha);
+    return y;
+  }
+  let result = y;
+  const step = (kernelName: string, stepInputs: tf.NamedTensorInfoMap, stepAttrs = {}) => {
+    const next = cpuKernel(kernelName)({ inputs: stepInputs, backend, attrs: stepAttrs }) as tf.TensorInfo;
+    backend.disposeIntermediateTensorInfo(result);
+    result = next;
+  };
+  if (bias) step('Add', { a: result, b: bias });
+  if (activation === 'prelu') step('Prelu', { x: result, alpha });
+  else if (activation !== 'linear') step(ACTIVATION_KERNELS[activation], { x: result }, { alpha: leakyAlpha });
+  return result;
+}
+
+// --- convolutions (NHWC only; NCHW goes to the cpu kernels) ---
+
+type ConvInfo = tf.backend_util.Conv2DInfo;
+type Shape4 = [number, number, number, number];
+
+/** The int64 layout of ConvGeom in native/src/kernels.h. */
+function geometry(c: ConvInfo): number[] {
+  return [c.batchSize, c.inHeight, c.inWidth, c.inChannels, c.outHeight, c.outWidth, c.outChannels,
+    c.filterHeight, c.filterWidth, c.strideHeight, c.strideWidth, c.dilationHeight, c.dilationWidth,
+    c.padInfo.top, c.padInfo.left];
+}
+
+/** computeConv2DInfo for NHWC, or null for NCHW and for empty tensors. */
+function convInfo(inShape: number[], filterShape: number[], attrs: Record<string, unknown>, depthwise: boolean,
+  dilations: unknown = attrs.dilations): ConvInfo | null {
+  if (attrs.dataFormat === 'NCHW') return null;
+  const info = tf.backend_util.computeConv2DInfo(inShape as Shape4, filterShape as Shape4,
+    attrs.strides as [number, number], (dilations ?? 1) as [number, number], attrs.pad as 'same',
+    attrs.dimRoundingMode as 'floor' | undefined, depthwise);
+  const empty = tf.util.sizeFromShape(info.inShape) * tf.util.sizeFromShape(info.outShape) *
+    tf.util.sizeFromShape(info.filterShape) === 0;
+  return empty ? null : info;
+}
+
+function sameShape(a: number[], b: number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+function conv2d({ inputs: { x, filter }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
+  const info = allFloat32(x, filter) ? convInfo(x.shape, filter.shape, attrs, false) : null;
+  return info && output(backend, info.outShape, (y) =>
+    native.conv2d(values(backend, x), values(backend, filter), y, geometry(info)));
+}
+
+function fusedConv2d(args: Args, native: Addon): tf.TensorInfo | null {
+  if (!knownActivation(args.attrs.activation)) return null;
+  const y = conv2d(args, native);
+  return y && epilogue(args.backend, native, y, args.inputs, args.attrs);
+}
+
+function conv2dBackpropInput({ inputs: { dy, filter }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
+  const info = allFloat32(dy, filter) ? convInfo(attrs.inputShape as number[], filter.shape, attrs, false, 1) : null;
+  return info && sameShape(dy.shape, info.outShape) ? output(backend, info.inShape, (dx) =>
+    native.conv2dBackpropInput(values(backend, dy), values(backend, filter), dx, geometry(info))) : null;
+}
+
+function conv2dBackpropFilter({ inputs: { x, dy }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
+  const info = allFloat32(x, dy) ? convInfo(x.shape, attrs.filterShape as number[], attrs, false, 1) : null;
+  return info && sameShape(dy.shape, info.outShape) ? output(backend, info.filterShape, (dw) =>
+    native.conv2dBackpropFilter(values(backend, x), values(backend, dy), dw, geometry(info))) : null;
+}
+
+function depthwise({ inputs: { x, filter }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
+  const dilations = attrs.dilations ?? 1;
+  if (!tf.backend_util.eitherStridesOrDilationsAreOne(attrs.strides as number, dilations as number)) return null;
+  const info = allFloat32(x, filter) ? convInfo(x.shape, filter.shape, attrs, true) : null;
+  return info && output(backend, info.outShape, (y) =>
+    native.depthwise(values(backend, x), values(backend, filter), y, geometry(info)));
+}
+
+function fusedDepthwise(args: Args, native: Addon): tf.TensorInfo | null {
+  if (!knownActivation(args.attrs.activation)) return null;
+  const y = depthwise(args, native);
+  return y && epilogue(args.backend, native, y, args.inputs, args.attrs);
+}
+
+/** The cpu kernels for the depthwise gradients ignore dilations, so only dilation 1 is handled here. */
+function undilated(attrs: Record<string, unknown>): boolean {
+  return tf.backend_util.tupleValuesAreOne((attrs.dilations ?? 1) as number);
+}
+
+function depthwiseBackpropInput({ inputs: { dy, filter }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
+  const ok = allFloat32(dy, filter) && undilated(attrs);
+  const info = ok ? convInfo(attrs.inputShape as number[], filter.shape, attrs, true) : null;
+  return info && sameShape(dy.shape, info.outShape) ? output(backend, info.inShape, (dx) =>
+    native.depthwiseBackpropInput(values(backend, dy), values(backend, filter), dx, geometry(info))) : null;
+}
+
+function depthwiseBackpropFilter({ inputs: { x, dy }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
+  const ok = allFloat32(x, dy) && undilated(attrs);
+  const info = ok ? convInfo(x.shape, attrs.filterShape as number[], attrs, true) : null;
+  return info && sameShape(dy.shape, info.outShape) ? output(backend, info.filterShape, (dw) =>
+    native.depthwiseBackpropFilter(values(backend, x), values(backend, dy), dw, geometry(info))) : null;
+}

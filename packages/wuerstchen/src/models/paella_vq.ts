@@ -1,0 +1,251 @@
+/**
+ * Stage A: `PaellaVQModel` (diffusers `modeling_paella_vq_model.py`; spec inference.md §2.11,
+ * keys §3.3). A VQGAN with a 4× spatial compression: image `[B, H, W, 3]` ↔ latents
+ * `[B, H/4, W/4, 4]`. Activations are NHWC.
+ */
+import * as tf from '@tensorflow/tfjs';
+import {
+  BatchNorm2d,
+  ChannelLayerNorm,
+  Conv2d,
+  ConvTranspose2d,
+  Embedding,
+  GELU,
+  Layer,
+  Linear,
+  Module,
+  Parameter,
+  PixelShuffle,
+  PixelUnshuffle,
+  Sequential,
+  init,
+  replicatePad,
+} from '@wuerstchen/core';
+
+/** `vqgan/config.json` fields (class defaults = the published checkpoint, §1.3). */
+export interface PaellaVQConfig {
+  in_channels: number;
+  out_channels: number;
+  up_down_scale_factor: number;
+  levels: number;
+  bottleneck_blocks: number;
+  embed_dim: number;
+  latent_channels: number;
+  num_vq_embeddings: number;
+  /** Latent scale the decoder pipeline applies before `decode` (`decode(0.3764·latents)`); unused here. */
+  scale_factor: number;
+}
+
+export const PAELLA_VQ_DEFAULTS: PaellaVQConfig = {
+  in_channels: 3,
+  out_channels: 3,
+  up_down_scale_factor: 2,
+  levels: 2,
+  bottleneck_blocks: 12,
+  embed_dim: 384,
+  latent_channels: 4,
+  num_vq_embeddings: 8192,
+  scale_factor: 0.3764,
+};
+
+/** `nn.ReplicationPad2d(p)`: edge-replicate padding (no keys). */
+export class ReplicationPad2d extends Module {
+  constructor(readonly padding: number) {
+    super();
+  }
+  forward(x: tf.Tensor): tf.Tensor {
+    return replicatePad(x as tf.Tensor4D, this.padding);
+  }
+}
+
+/**
+ * MixingResidualBlock(C, E) (§2.11), with `gammas` g0..g5:
+ * `x += depthwise(LN(x)·(1+g0) + g1)·g2; x += channelwise(LN(x)·(1+g3) + g4)·g5`.
+ * depthwise = ReplicationPad2d(1) → Conv2d(C, C, 3, groups=C); channelwise = Linear(C→E) → GELU → Linear(E→C).
+ */
+export class MixingResidualBlock extends Module {
+  readonly gammas: Parameter;
+  readonly norm1: ChannelLayerNorm;
+  readonly depthwise: Sequential;
+  readonly norm2: ChannelLayerNorm;
+  readonly channelwise: Sequential;
+
+  constructor(readonly inpChannels: number, embedDim: number) {
+    super();
+    this.norm1 = this.child('norm1', new ChannelLayerNorm(inpChannels, 1e-6));
+    this.depthwise = this.child('depthwise', new Sequential([new ReplicationPad2d(1), new Conv2d(inpChannels, inpChannels, 3, { groups: inpChannels })]));
+    this.norm2 = this.child('norm2', new ChannelLayerNorm(inpChannels, 1e-6));
+    this.channelwise = this.child('channelwise', new Sequential([new Linear(inpChannels, embedDim), new GELU(), new Linear(embedDim, inpChannels)]));
+    this.gammas = this.param('gammas', [6], { init: init.zeros() });
+  }
+
+  forward(x: tf.Tensor): tf.Tensor {
+    // Two scopes, so the first half's temporaries are freed before the MLP's wide hidden layer exists.
+    const g = tf.unstack(this.gammas.value);
+    const mix = (h: tf.Tensor, norm: ChannelLayerNorm, branch: Sequential, scale: tf.Tensor, shift: tf.Tensor, gate: tf.Tensor) =>
+      tf.tidy(() => tf.add(h, tf.mul(branch.forward(tf.add(tf.mul(norm.forward(h), tf.add(scale, 1)), shift)), gate)));
+    const x1 = mix(x, this.norm1, this.depthwise, g[0], g[1], g[2]);
+    const x2 = mix(x1, this.norm2, this.channelwise, g[3], g[4], g[5]);
+    x1.dispose();
+    g.forEach((t) => t.dispose());
+    return x2;
+  }
+}
+
+/** Detach from the gradient tape (`tensor.detach()`): identity forward, zero gradient. */
+const stopGradient = tf.customGrad((x) => ({
+  value: tf.clone(x as tf.Tensor),
+  gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy),
+}));
+
+/** Rows of the distance matrix computed per chunk, so `rows × n_e` stays ≤ 2^24 floats. */
+const DIST_CHUNK_FLOATS = 1 << 24;
+
+export interface VQOutput {
+  /** `z + sg(z_q − z)`: the codebook vectors, with the straight-through gradient to z. `[B, h, w, C]`. */
+  quantized: tf.Tensor4D;
+  /** int32 `[B·h·w]`, nearest codebook row, flattened in (n, h, w) order. */
+  indices: tf.Tensor1D;
+}
+
+export interface VQLossOutput extends VQOutput {
+  /** `mean((sg(z_q) − z)²)` (pulls the encoder towards the codebook). */
+  commitmentLoss: tf.Scalar;
+  /** `mean((z_q − sg(z))²)` (pulls the codebook towards the encoder). */
+  codebookLoss: tf.Scalar;
+  /** `β·commitment + codebook` (diffusers `VectorQuantizer(legacy=False)`). */
+  loss: tf.Scalar;
+}
+
+/**
+ * diffusers `VectorQuantizer(n_e, vq_embed_dim, beta=0.25, legacy=False)` (§2.11):
+ * nearest codebook row by euclidean distance, straight-through estimator.
+ */
+export class VectorQuantizer extends Module {
+  readonly embedding: Embedding;
+  constructor(readonly nE: number, readonly vqEmbedDim: number, readonly beta = 0.25) {
+    super();
+    this.embedding = this.child('embedding', new Embedding(nE, vqEmbedDim));
+  }
+
+  /** Nearest codebook index of every pixel of z `[B, h, w, C]` → int32 `[B·h·w]`. */
+  nearest(z: tf.Tensor): tf.Tensor1D {
+    return tf.tidy(() => {
+      if (z.rank !== 4 || z.shape[3] !== this.vqEmbedDim) {
+        throw new Error(`VectorQuantizer: expected NHWC latents with ${this.vqEmbedDim} channels, got [${z.shape}]`);
+      }
+      const flat = z.reshape([-1, this.vqEmbedDim]) as tf.Tensor2D;
+      const e = this.embedding.weight.value as tf.Tensor2D;
+      // argmin_k ‖z − e_k‖² = argmin_k (‖e_k‖² − 2·z·e_k): ‖z‖² is the same for every k.
+      const eNorm = tf.sum(tf.square(e), 1);
+      const rows = Math.max(1, Math.floor(DIST_CHUNK_FLOATS / this.nE));
+      const parts: tf.Tensor1D[] = [];
+      for (let start = 0; start < flat.shape[0]; start += rows) {
+        const chunk = flat.slice([start, 0], [Math.min(rows, flat.shape[0] - start), -1]);
+        parts.push(tf.argMin(tf.sub(eNorm, tf.mul(tf.matMul(chunk, e, false, true), 2)), 1));
+      }
+      return (parts.length === 1 ? parts[0] : tf.concat(parts)).toInt() as tf.Tensor1D;
+    });
+  }
+
+  forward(z: tf.Tensor): VQOutput {
+    return tf.tidy(() => {
+      const indices = this.nearest(z);
+      const zq = this.embedding.forward(indices).reshape(z.shape);
+      const quantized = tf.add(z, stopGradient(tf.sub(zq, z))) as tf.Tensor4D;
+      return { quantized, indices };
+    });
+  }
+
+  /** forward plus the VQ loss terms, for training. */
+  forwardWithLoss(z: tf.Tensor): VQLossOutput {
+    return tf.tidy(() => {
+      const indices = this.nearest(z);
+      const zq = this.embedding.forward(indices).reshape(z.shape);
+      const commitmentLoss = tf.mean(tf.squaredDifference(stopGradient(zq), z)) as tf.Scalar;
+      const codebookLoss = tf.mean(tf.squaredDifference(zq, stopGradient(z))) as tf.Scalar;
+      const loss = tf.add(tf.mul(commitmentLoss, this.beta), codebookLoss) as tf.Scalar;
+      const quantized = tf.add(z, stopGradient(tf.sub(zq, z))) as tf.Tensor4D;
+      return { quantized, indices, commitmentLoss, codebookLoss, loss };
+    });
+  }
+}
+
+/** Apply layers in order, freeing each intermediate as soon as the next one exists (never the input). */
+function chain(layers: Layer[], x: tf.Tensor): tf.Tensor {
+  let h = x;
+  for (const layer of layers) {
+    const next = layer.forward(h);
+    if (h !== x) h.dispose();
+    h = next;
+  }
+  return h;
+}
+
+export class PaellaVQModel extends Module {
+  readonly config: PaellaVQConfig;
+  readonly inBlock: Sequential;
+  readonly downBlocks: Sequential;
+  readonly vquantizer: VectorQuantizer;
+  readonly upBlocks: Sequential;
+  readonly outBlock: Sequential;
+
+  constructor(config: Partial<PaellaVQConfig> = {}) {
+    super();
+    const cfg = (this.config = { ...PAELLA_VQ_DEFAULTS, ...config });
+    const r = cfg.up_down_scale_factor;
+    const c = Array.from({ length: cfg.levels }, (_, i) => Math.floor(cfg.embed_dim / 2 ** (cfg.levels - 1 - i)));
+    const last = c[cfg.levels - 1];
+
+    this.inBlock = this.child('in_block', new Sequential([new PixelUnshuffle(r), new Conv2d(cfg.in_channels * r * r, c[0], 1)]));
+
+    const down: Layer[] = [];
+    for (let i = 0; i < cfg.levels; i++) {
+      if (i > 0) down.push(new Conv2d(c[i - 1], c[i], 4, { stride: 2, padding: 1 }));
+      down.push(new MixingResidualBlock(c[i], c[i] * 4));
+    }
+    down.push(new Sequential([new Conv2d(last, cfg.latent_channels, 1, { bias: false }), new BatchNorm2d(cfg.latent_channels)]));
+    this.downBlocks = this.child('down_blocks', new Sequential(down));
+
+    this.vquantizer = this.child('vquantizer', new VectorQuantizer(cfg.num_vq_embeddings, cfg.latent_channels, 0.25));
+
+    const up: Layer[] = [new Sequential([new Conv2d(cfg.latent_channels, last, 1)])];
+    for (let i = 0; i < cfg.levels; i++) {
+      const ci = c[cfg.levels - 1 - i];
+      for (let j = 0; j < (i === 0 ? cfg.bottleneck_blocks : 1); j++) up.push(new MixingResidualBlock(ci, ci * 4));
+      if (i < cfg.levels - 1) up.push(new ConvTranspose2d(ci, c[cfg.levels - 2 - i], 4, { stride: 2, padding: 1 }));
+    }
+    this.upBlocks = this.child('up_blocks', new Sequential(up));
+
+    this.outBlock = this.child('out_block', new Sequential([new Conv2d(c[0], cfg.out_channels * r * r, 1), new PixelShuffle(r)]));
+  }
+
+  /** image `[B, H, W, in_channels]` → unquantised, unscaled latents `[B, H/4, W/4, latent_channels]`. */
+  encode(image: tf.Tensor): tf.Tensor4D {
+    const { in_channels: ch } = this.config;
+    if (image.rank !== 4 || image.shape[3] !== ch) {
+      throw new Error(`PaellaVQModel.encode: expected an NHWC image [B, H, W, ${ch}], got [${image.shape}]`);
+    }
+    return tf.tidy(() => chain(this.downBlocks.items, this.inBlock.forward(image))) as tf.Tensor4D;
+  }
+
+  /**
+   * latents `[B, h, w, latent_channels]` → image `[B, 4h, 4w, out_channels]`. With
+   * `forceNotQuantize` (the default, what the pipelines do) the latents are decoded as they are.
+   */
+  decode(latents: tf.Tensor, forceNotQuantize = true): tf.Tensor4D {
+    const { latent_channels: ch } = this.config;
+    if (latents.rank !== 4 || latents.shape[3] !== ch) {
+      throw new Error(`PaellaVQModel.decode: expected NHWC latents [B, h, w, ${ch}], got [${latents.shape}]`);
+    }
+    return tf.tidy(() => {
+      const quant = forceNotQuantize ? latents : this.vquantizer.forward(latents).quantized;
+      return this.outBlock.forward(chain(this.upBlocks.items, quant));
+    }) as tf.Tensor4D;
+  }
+
+  /** diffusers `forward`: `decode(encode(image))`, without quantisation. */
+  forward(image: tf.Tensor): tf.Tensor4D {
+    return tf.tidy(() => this.decode(this.encode(image)));
+  }
+}

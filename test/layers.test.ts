@@ -1,0 +1,137 @@
+import * as tf from '@tensorflow/tfjs';
+import {
+  Attention,
+  BatchNorm2d,
+  ChannelLayerNorm,
+  Conv2d,
+  ConvTranspose2d,
+  Embedding,
+  GlobalResponseNorm,
+  LayerNorm,
+  Linear,
+  Module,
+  StateDictError,
+  gelu,
+  pixelShuffle,
+  pixelUnshuffle,
+  quickGelu,
+  replicatePad,
+  resizeBicubicAA,
+} from '../packages/core/src';
+
+beforeAll(async () => {
+  await tf.setBackend('cpu');
+});
+
+const rand = (shape: number[], seed = 1) => tf.randomNormal(shape, 0, 1, 'float32', seed);
+
+/** Run `fn` a few times and check no tensor survives a call. */
+function expectNoLeak(fn: () => tf.Tensor | tf.Tensor[]): void {
+  const dispose = (r: tf.Tensor | tf.Tensor[]) => (Array.isArray(r) ? r.forEach((t) => t.dispose()) : r.dispose());
+  dispose(fn()); // first call allocates lazily-initialised parameters
+  const before = tf.memory().numTensors;
+  for (let i = 0; i < 3; i++) dispose(fn());
+  expect(tf.memory().numTensors).toBe(before);
+}
+
+describe('layers do not leak tensors over repeated forward calls', () => {
+  const x = rand([2, 6, 5, 8]);
+  const cases: [string, () => tf.Tensor][] = [];
+  const lin = new Linear(8, 4);
+  cases.push(['Linear', () => lin.forward(x)]);
+  const conv = new Conv2d(8, 6, 3, { padding: 1 });
+  cases.push(['Conv2d', () => conv.forward(x)]);
+  const convS2 = new Conv2d(8, 6, 4, { stride: 2, padding: 1 });
+  cases.push(['Conv2d stride 2', () => convS2.forward(x)]);
+  const dw = new Conv2d(8, 8, 3, { padding: 1, groups: 8, paddingMode: 'replicate' });
+  cases.push(['depthwise replicate', () => dw.forward(x)]);
+  const grouped = new Conv2d(8, 4, 3, { padding: 1, groups: 4 });
+  cases.push(['grouped m=2', () => grouped.forward(x)]);
+  const convT = new ConvTranspose2d(8, 3, 4, { stride: 2, padding: 1 });
+  cases.push(['ConvTranspose2d', () => convT.forward(x)]);
+  const ln = new LayerNorm(8);
+  cases.push(['LayerNorm', () => ln.forward(x)]);
+  const cln = new ChannelLayerNorm(8);
+  cases.push(['ChannelLayerNorm', () => cln.forward(x)]);
+  const bn = new BatchNorm2d(8);
+  cases.push(['BatchNorm2d eval', () => bn.forward(x)]);
+  const grn = new GlobalResponseNorm(8);
+  cases.push(['GlobalResponseNorm', () => grn.forward(x)]);
+  const attn = new Attention(8, { heads: 2, dimHead: 4 });
+  const tokens = rand([2, 5, 8], 2);
+  cases.push(['Attention', () => attn.forward(tokens)]);
+  const emb = new Embedding(10, 4);
+  const ids = tf.tensor2d([[1, 2, 3]], [1, 3], 'int32');
+  cases.push(['Embedding', () => emb.forward(ids)]);
+  cases.push(['gelu', () => gelu(x)]);
+  cases.push(['quickGelu', () => quickGelu(x)]);
+  cases.push(['pixelShuffle', () => tf.tidy(() => pixelShuffle(pixelUnshuffle(rand([1, 4, 6, 3]) as tf.Tensor4D, 2), 2))]);
+  cases.push(['resizeBicubicAA', () => resizeBicubicAA(x as tf.Tensor4D, [9, 3])]);
+  test.each(cases)('%s', (_, fn) => expectNoLeak(fn));
+
+  test('BatchNorm2d train mode updates statistics without leaking', () => {
+    bn.train();
+    expectNoLeak(() => bn.forward(x));
+    expect(Number(bn.numBatchesTracked.value.dataSync()[0])).toBe(4);
+    bn.eval();
+  });
+});
+
+describe('PyTorch semantics', () => {
+  test('pixelUnshuffle uses torch channel order c·r² + i·r + j', () => {
+    // x[n, h, w, c] = 100c + 10h + w, 2 channels, 4×4
+    const vals: number[] = [];
+    for (let h = 0; h < 4; h++) for (let w = 0; w < 4; w++) for (let c = 0; c < 2; c++) vals.push(100 * c + 10 * h + w);
+    const y = pixelUnshuffle(tf.tensor4d(vals, [1, 4, 4, 2]), 2);
+    const first = Array.from(y.slice([0, 0, 0, 0], [1, 1, 1, 8]).dataSync());
+    expect(first).toEqual([0, 1, 10, 11, 100, 101, 110, 111]);
+  });
+
+  test('replicatePad copies edges', () => {
+    const y = replicatePad(tf.tensor4d([1, 2, 3, 4], [1, 2, 2, 1]), 1);
+    expect(Array.from(y.dataSync())).toEqual([1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4]);
+  });
+
+  test('ConvTranspose2d output size follows (in−1)·s − 2p + k', () => {
+    const m = new ConvTranspose2d(3, 2, 4, { stride: 2, padding: 1 });
+    expect(m.forward(rand([1, 5, 7, 3])).shape).toEqual([1, 10, 14, 2]);
+    m.dispose();
+  });
+
+  test('state dict round-trips through PyTorch layouts', () => {
+    const a = new Conv2d(3, 4, 3);
+    const b = new Conv2d(3, 4, 3);
+    b.loadStateDict(a.stateDict());
+    const x = rand([1, 5, 5, 3]);
+    expect(tf.max(tf.abs(tf.sub(a.forward(x), b.forward(x)))).dataSync()[0]).toBe(0);
+    expect(a.stateDict().get('weight')!.shape).toEqual([4, 3, 3, 3]);
+  });
+});
+
+describe('loadStateDict errors', () => {
+  class Two extends Module {
+    readonly a = this.child('a', new Linear(2, 3));
+    readonly b = this.child('b', new Linear(3, 1));
+  }
+  test('reports every missing, unexpected and mismatched key at once', () => {
+    const src = new Two().stateDict();
+    src.delete('a.bias');
+    src.set('c.weight', { dtype: 'F32', shape: [1], data: new Float32Array(1) });
+    src.set('b.weight', { dtype: 'F32', shape: [3, 1], data: new Float32Array(3) });
+    let err: StateDictError | undefined;
+    try {
+      new Two().loadStateDict(src, { source: 'model.safetensors' });
+    } catch (e) {
+      err = e as StateDictError;
+    }
+    expect(err).toBeInstanceOf(StateDictError);
+    expect(err!.missing).toEqual(['a.bias']);
+    expect(err!.unexpected).toEqual(['c.weight']);
+    expect(err!.mismatched).toEqual([{ key: 'b.weight', expected: [1, 3], found: [3, 1] }]);
+    expect(err!.message).toContain('model.safetensors');
+  });
+
+  test('wrong input width names the layer and shape', () => {
+    expect(() => new Linear(4, 2).forward(rand([2, 3]))).toThrow(/Linear\(4→2\).*3 features/);
+  });
+});

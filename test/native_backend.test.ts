@@ -1,0 +1,298 @@
+/**
+ * The 'native' backend (packages/core/src/backends/native.ts) against tfjs's cpu backend: every
+ * overridden kernel on random inputs, gradients, fallbacks, and tensor leaks. When the addon is not
+ * built this file fails under CI (or WUERSTCHEN_REQUIRE_NATIVE=1) and otherwise reports it in one test.
+ */
+import * as path from 'path';
+import * as tf from '@tensorflow/tfjs';
+import { nativeAvailable, nativeInfo, registerNativeBackend } from '../packages/core/src/backends/native';
+
+const required = Boolean(process.env.CI) || process.env.WUERSTCHEN_REQUIRE_NATIVE === '1';
+const available = registerNativeBackend();
+const ADDON = path.join(__dirname, '../packages/core/native/build/Release/wuerstchen_native.node');
+
+if (!available) {
+  test('native backend is unavailable (addon not built)', () => {
+    const message = 'native backend unavailable: packages/core/native/build/Release/wuerstchen_native.node is ' +
+      'missing; apt-get install libopenblas-dev, then node scripts/build-native.js';
+    if (required) throw new Error(`${message} (required because CI or WUERSTCHEN_REQUIRE_NATIVE=1 is set)`);
+    console.log(message);
+    expect(nativeAvailable()).toBe(false);
+    expect(nativeInfo()).toBeNull();
+    expect(registerNativeBackend()).toBe(false);
+  });
+} else {
+  describe('native backend', () => nativeSuite());
+}
+
+function nativeSuite(): void {
+  // The addon's exports are writable, so its calls can be counted to tell native runs from fallbacks.
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const addon = require(ADDON) as Record<string, (...args: unknown[]) => unknown>;
+
+  let seed = 1;
+  /** Deterministic uniform values in [-1, 1). */
+  function rand(shape: number[]): { shape: number[]; data: Float32Array } {
+    const data = new Float32Array(tf.util.sizeFromShape(shape));
+    for (let i = 0; i < data.length; i++) {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      data[i] = (seed / 2147483648) * 2 - 1;
+    }
+    return { shape, data };
+  }
+  const T = (r: { shape: number[]; data: Float32Array }) => tf.tensor(r.data, r.shape);
+
+  async function runOn(backend: string, f: () => tf.Tensor | tf.Tensor[]): Promise<{ shape: number[]; data: Float32Array }[]> {
+    await tf.setBackend(backend);
+    const out = tf.tidy(() => [f()].flat());
+    const result = out.map((t) => ({ shape: t.shape, data: t.dataSync() as Float32Array }));
+    tf.dispose(out);
+    return result;
+  }
+
+  /** Runs f on cpu and native and checks the results agree; returns how often `nativeFn` was called. */
+  async function compare(f: () => tf.Tensor | tf.Tensor[], nativeFn: string, rtol = 1e-4): Promise<number> {
+    const expected = await runOn('cpu', f);
+    const spy = jest.spyOn(addon, nativeFn);
+    try {
+      const actual = await runOn('native', f);
+      expect(actual.length).toBe(expected.length);
+      actual.forEach((a, i) => {
+        expect(a.shape).toEqual(expected[i].shape);
+        let scale = 1e-6, err = 0;
+        expected[i].data.forEach((e, j) => {
+          scale = Math.max(scale, Math.abs(e));
+          err = Math.max(err, Math.abs(e - a.data[j]));
+        });
+        expect(err / scale).toBeLessThanOrEqual(rtol);
+      });
+      return spy.mock.calls.length;
+    } finally {
+      spy.mockRestore();
+    }
+  }
+
+  afterAll(() => tf.setBackend('cpu'));
+
+  test('reports the BLAS library', () => {
+    const info = nativeInfo();
+    console.log('native backend:', info);
+    expect(nativeAvailable()).toBe(true);
+    expect(info?.threads).toBeGreaterThanOrEqual(1);
+    expect(info?.blas).toMatch(/OpenBLAS/);
+    expect(typeof info?.coreType).toBe('string');
+    expect(tf.getKernelsForBackend('native').length).toBe(tf.getKernelsForBackend('cpu').length);
+    expect(registerNativeBackend()).toBe(true);
+  });
+
+  describe('BatchMatMul', () => {
+    const cases: [number[], number[], boolean, boolean][] = [
+      [[7, 5], [5, 9], false, false],
+      [[5, 7], [5, 9], true, false],
+      [[7, 5], [9, 5], false, true],
+      [[5, 7], [9, 5], true, true],
+      [[33, 65], [65, 47], false, false],
+      [[3, 7, 5], [3, 5, 9], false, false],
+      [[3, 5, 7], [3, 9, 5], true, true],
+      [[2, 3, 7, 5], [5, 9], false, false], // shared right operand
+      [[2, 3, 5, 7], [9, 5], true, true],
+      [[7, 5], [2, 3, 5, 9], false, false], // shared left operand
+      [[1, 7, 5], [4, 5, 9], false, false],
+      [[2, 3, 7, 5], [3, 5, 9], false, false], // broadcast over the leading dim
+      [[4, 1, 7, 5], [4, 5, 9], false, false],
+    ];
+    test.each(cases)('%j @ %j transposeA=%s transposeB=%s', async (a, b, ta, tb) => {
+      const [x, y] = [rand(a), rand(b)];
+      expect(await compare(() => tf.matMul(T(x), T(y), ta, tb), 'matmul')).toBe(1);
+    });
+
+    test('batch broadcasting that tfjs does not pair as numpy does falls back to cpu', async () => {
+      const [x, y] = [rand([2, 3, 4, 5]), rand([2, 1, 5, 6])];
+      expect(await compare(() => tf.matMul(T(x), T(y)), 'matmul')).toBe(0);
+    });
+
+    test('gradients', async () => {
+      for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]]) {
+        const [x, y] = [rand(ta ? [3, 8, 6] : [3, 6, 8]), rand(tb ? [5, 8] : [8, 5])];
+        const dy = rand([3, 6, 5]);
+        const f = (p: tf.Tensor, q: tf.Tensor) => tf.matMul(p, q, ta, tb).mul(T(dy)).sum();
+        expect(await compare(() => tf.grads(f)([T(x), T(y)]), 'matmul')).toBeGreaterThan(0);
+      }
+    });
+  });
+
+  describe('_FusedMatMul', () => {
+    const activations = ['linear', 'relu', 'relu6', 'elu', 'sigmoid', 'leakyrelu', 'prelu'] as const;
+    test.each(activations)('bias + %s', async (activation) => {
+      const [x, y, bias, alpha] = [rand([2, 7, 5]), rand([5, 9]), rand([9]), rand([9])];
+      const f = () => tf.fused.matMul({
+        a: T(x), b: T(y), bias: T(bias), activation, preluActivationWeights: T(alpha), leakyreluAlpha: 0.3,
+      });
+      expect(await compare(f, 'biasActivation')).toBe(1);
+    });
+
+    test('transposed operands, scalar bias, no activation', async () => {
+      const [x, y, bias] = [rand([5, 7]), rand([9, 5]), rand([1])];
+      const f = () => tf.fused.matMul({ a: T(x), b: T(y), transposeA: true, transposeB: true, bias: T(bias) });
+      expect(await compare(f, 'matmul')).toBe(1);
+    });
+
+    test('a bias that is not per-channel uses the generic epilogue', async () => {
+      const [x, y, bias, alpha] = [rand([7, 5]), rand([5, 9]), rand([7, 9]), rand([7, 1])];
+      const f = () => tf.fused.matMul({
+        a: T(x), b: T(y), bias: T(bias), activation: 'prelu', preluActivationWeights: T(alpha),
+      });
+      expect(await compare(f, 'biasActivation')).toBe(0);
+      expect(await compare(f, 'matmul')).toBe(1);
+    });
+
+    test('gradients through bias and relu', async () => {
+      const [x, y, bias, dy] = [rand([6, 8]), rand([8, 5]), rand([5]), rand([6, 5])];
+      const f = (p: tf.Tensor, q: tf.Tensor, r: tf.Tensor) =>
+        tf.fused.matMul({ a: p, b: q, bias: r, activation: 'relu' }).mul(T(dy)).sum();
+      expect(await compare(() => tf.grads(f)([T(x), T(y), T(bias)]), 'matmul')).toBeGreaterThan(0);
+    });
+  });
+
+  type Pad = 'same' | 'valid' | number | [[number, number], [number, number], [number, number], [number, number]];
+  const explicit: Pad = [[0, 0], [1, 2], [0, 1], [0, 0]];
+
+  describe('Conv2D', () => {
+    const cases: [number[], number[], number | [number, number], Pad, number][] = [
+      [[2, 9, 11, 3], [3, 3, 3, 5], 1, 'same', 1],
+      [[2, 9, 11, 3], [3, 3, 3, 5], 2, 'same', 1],
+      [[2, 9, 11, 3], [3, 3, 3, 5], 1, 'valid', 1],
+      [[2, 9, 11, 3], [3, 3, 3, 5], 2, 'valid', 1],
+      [[1, 10, 7, 4], [5, 3, 4, 6], [2, 1], explicit, 1],
+      [[1, 10, 7, 4], [2, 2, 4, 3], 2, 'same', 1],
+      [[1, 10, 7, 4], [3, 3, 4, 3], 1, 1, 1],
+      [[2, 8, 8, 6], [1, 1, 6, 5], 1, 'same', 1], // pointwise: a plain sgemm
+      [[2, 8, 8, 6], [1, 1, 6, 5], 2, 'valid', 1],
+      [[1, 11, 9, 3], [3, 3, 3, 4], 1, 'same', 2], // dilated
+      [[1, 36, 30, 512], [3, 3, 512, 3], 1, 'same', 1], // patch matrix built in two slices
+    ];
+    test.each(cases)('x %j filter %j strides %j pad %j dilation %d', async (xs, fs, strides, pad, dilation) => {
+      const [x, w] = [rand(xs), rand(fs)];
+      expect(await compare(() => tf.conv2d(T(x) as tf.Tensor4D, T(w) as tf.Tensor4D, strides, pad, 'NHWC', dilation),
+        'conv2d')).toBe(1);
+    });
+
+    test('NCHW falls back to cpu', async () => {
+      const [x, w] = [rand([1, 3, 6, 7]), rand([3, 3, 3, 2])];
+      expect(await compare(() => tf.conv2d(T(x) as tf.Tensor4D, T(w) as tf.Tensor4D, 1, 'same', 'NCHW'), 'conv2d'))
+        .toBe(0);
+    });
+
+    const gradCases: [number[], number[], number, Pad][] = [
+      [[2, 9, 11, 3], [3, 3, 3, 5], 1, 'same'],
+      [[2, 9, 11, 3], [3, 3, 3, 5], 2, 'same'],
+      [[2, 9, 11, 3], [3, 3, 3, 5], 2, 'valid'],
+      [[1, 10, 7, 4], [5, 3, 4, 6], 1, explicit],
+      [[2, 8, 8, 6], [1, 1, 6, 5], 1, 'valid'],
+      [[4, 36, 30, 512], [3, 3, 512, 3], 2, 'same'], // patch slices that cross images
+    ];
+    test.each(gradCases)('gradients: x %j filter %j strides %d pad %j', async (xs, fs, strides, pad) => {
+      const [x, w] = [rand(xs), rand(fs)];
+      const dy = tf.tidy(() => tf.conv2d(tf.zeros(xs) as tf.Tensor4D, tf.zeros(fs) as tf.Tensor4D, strides, pad));
+      const g = rand(dy.shape);
+      dy.dispose();
+      const f = (p: tf.Tensor, q: tf.Tensor) =>
+        tf.conv2d(p as tf.Tensor4D, q as tf.Tensor4D, strides, pad).mul(T(g)).sum();
+      const inputCalls = await compare(() => tf.grads(f)([T(x), T(w)]), 'conv2dBackpropInput');
+      const filterCalls = await compare(() => tf.grads(f)([T(x), T(w)]), 'conv2dBackpropFilter');
+      expect([inputCalls, filterCalls]).toEqual([1, 1]);
+    });
+
+    test.each([[1, 'same'], [2, 'same'], [2, 'valid']] as [number, 'same' | 'valid'][])(
+      'conv2dTranspose and its gradients, strides %d pad %s', async (strides, pad) => {
+        const [x, w] = [rand([2, 5, 4, 6]), rand([3, 3, 4, 6])];
+        const outShape: [number, number, number, number] =
+          pad === 'same' ? [2, 5 * strides, 4 * strides, 4] : [2, (5 - 1) * strides + 3, (4 - 1) * strides + 3, 4];
+        const g = rand(outShape);
+        const f = (p: tf.Tensor, q: tf.Tensor) =>
+          tf.conv2dTranspose(p as tf.Tensor4D, q as tf.Tensor4D, outShape, strides, pad).mul(T(g)).sum();
+        expect(await compare(() => tf.conv2dTranspose(T(x) as tf.Tensor4D, T(w) as tf.Tensor4D, outShape, strides, pad),
+          'conv2dBackpropInput')).toBe(1);
+        expect(await compare(() => tf.grads(f)([T(x), T(w)]), 'conv2dBackpropFilter')).toBe(1);
+      });
+  });
+
+  describe('FusedConv2D', () => {
+    test.each(['linear', 'relu', 'elu', 'prelu'] as const)('bias + %s', async (activation) => {
+      const [x, w, bias, alpha] = [rand([2, 7, 9, 3]), rand([3, 3, 3, 5]), rand([5]), rand([5])];
+      const f = () => tf.fused.conv2d({
+        x: T(x) as tf.Tensor4D, filter: T(w) as tf.Tensor4D, strides: 2, pad: 'same', bias: T(bias), activation,
+        preluActivationWeights: T(alpha),
+      });
+      expect(await compare(f, 'conv2d')).toBe(1);
+    });
+
+    test('gradients through bias and relu', async () => {
+      const [x, w, bias, g] = [rand([2, 7, 9, 3]), rand([3, 3, 3, 5]), rand([5]), rand([2, 7, 9, 5])];
+      const f = (p: tf.Tensor, q: tf.Tensor, r: tf.Tensor) => tf.fused.conv2d({
+        x: p as tf.Tensor4D, filter: q as tf.Tensor4D, strides: 1, pad: 'same', bias: r, activation: 'relu',
+      }).mul(T(g)).sum();
+      expect(await compare(() => tf.grads(f)([T(x), T(w), T(bias)]), 'conv2dBackpropFilter')).toBe(1);
+    });
+  });
+
+  describe('DepthwiseConv2dNative', () => {
+    const cases: [number[], number[], number, Pad, number][] = [
+      [[2, 9, 10, 4], [3, 3, 4, 1], 1, 'same', 1],
+      [[2, 9, 10, 4], [3, 3, 4, 1], 2, 'same', 1],
+      [[2, 9, 10, 4], [3, 3, 4, 2], 1, 'valid', 1], // channel multiplier 2
+      [[2, 9, 10, 4], [3, 3, 4, 2], 2, 'valid', 1],
+      [[1, 10, 7, 5], [5, 3, 5, 1], 1, explicit, 1],
+      [[1, 11, 9, 3], [3, 3, 3, 1], 1, 'same', 2], // dilated
+      [[2, 24, 24, 96], [3, 3, 96, 1], 1, 'same', 1],
+    ];
+    test.each(cases)('x %j filter %j strides %d pad %j dilation %d', async (xs, fs, strides, pad, dilation) => {
+      const [x, w] = [rand(xs), rand(fs)];
+      const f = () => tf.depthwiseConv2d(T(x) as tf.Tensor4D, T(w) as tf.Tensor4D, strides, pad, 'NHWC', dilation);
+      expect(await compare(f, 'depthwise')).toBe(1);
+    });
+
+    test.each(cases.filter((c) => c[4] === 1))('gradients: x %j filter %j strides %d pad %j', async (xs, fs, strides, pad) => {
+      const [x, w] = [rand(xs), rand(fs)];
+      const dy = tf.tidy(() => tf.depthwiseConv2d(tf.zeros(xs) as tf.Tensor4D, tf.zeros(fs) as tf.Tensor4D, strides, pad));
+      const g = rand(dy.shape);
+      dy.dispose();
+      const f = (p: tf.Tensor, q: tf.Tensor) =>
+        tf.depthwiseConv2d(p as tf.Tensor4D, q as tf.Tensor4D, strides, pad).mul(T(g)).sum();
+      const inputCalls = await compare(() => tf.grads(f)([T(x), T(w)]), 'depthwiseBackpropInput');
+      const filterCalls = await compare(() => tf.grads(f)([T(x), T(w)]), 'depthwiseBackpropFilter');
+      expect([inputCalls, filterCalls]).toEqual([1, 1]);
+    });
+
+    test.each(['relu6', 'sigmoid', 'leakyrelu'] as const)('fused with bias + %s', async (activation) => {
+      const [x, w, bias] = [rand([2, 9, 10, 4]), rand([3, 3, 4, 2]), rand([8])];
+      const f = () => tf.fused.depthwiseConv2d({
+        x: T(x) as tf.Tensor4D, filter: T(w) as tf.Tensor4D, strides: 1, pad: 'same', bias: T(bias), activation,
+        leakyreluAlpha: 0.1,
+      });
+      expect(await compare(f, 'depthwise')).toBe(1);
+    });
+  });
+
+  test('no tensors leak over repeated forward and backward passes', async () => {
+    await tf.setBackend('native');
+    const [x, w, dw, a, b, bias] = [
+      T(rand([2, 8, 8, 6])), T(rand([3, 3, 6, 4])), T(rand([3, 3, 6, 1])), T(rand([2, 6, 5])), T(rand([5, 7])),
+      T(rand([7, 1])),
+    ];
+    const step = () => tf.tidy(() => {
+      const f = (p: tf.Tensor, q: tf.Tensor, r: tf.Tensor, s: tf.Tensor) => {
+        const c = tf.fused.conv2d({ x: p as tf.Tensor4D, filter: q as tf.Tensor4D, strides: 1, pad: 'same', activation: 'relu' });
+        const d = tf.depthwiseConv2d(p as tf.Tensor4D, r as tf.Tensor4D, 2, 'same');
+        const m = tf.fused.matMul({ a: s, b, bias, activation: 'elu' }); // generic epilogue path
+        return c.sum().add(d.sum()).add(m.sum());
+      };
+      return tf.grads(f)([x, w, dw, a]);
+    });
+    tf.dispose(step());
+    const before = tf.memory().numTensors;
+    for (let i = 0; i < 3; i++) tf.dispose(step());
+    expect(tf.memory().numTensors).toBe(before);
+    tf.dispose([x, w, dw, a, b, bias]);
+  });
+}
