@@ -50,10 +50,13 @@ function nativeSuite(): void {
     return result;
   }
 
-  /** Runs f on cpu and native and checks the results agree; returns how often `nativeFn` was called. */
-  async function compare(f: () => tf.Tensor | tf.Tensor[], nativeFn: string, rtol = 1e-4): Promise<number> {
+  /** Runs f on cpu and on native, checks that the results agree, and returns how often the addon
+   *  function `nativeFn` was called (one name: a count; several: a list of counts). */
+  async function compare(f: () => tf.Tensor | tf.Tensor[], nativeFn: string): Promise<number>;
+  async function compare(f: () => tf.Tensor | tf.Tensor[], nativeFn: string[]): Promise<number[]>;
+  async function compare(f: () => tf.Tensor | tf.Tensor[], nativeFn: string | string[]): Promise<number | number[]> {
     const expected = await runOn('cpu', f);
-    const spy = jest.spyOn(addon, nativeFn);
+    const spies = [nativeFn].flat().map((name) => jest.spyOn(addon, name));
     try {
       const actual = await runOn('native', f);
       expect(actual.length).toBe(expected.length);
@@ -64,11 +67,12 @@ function nativeSuite(): void {
           scale = Math.max(scale, Math.abs(e));
           err = Math.max(err, Math.abs(e - a.data[j]));
         });
-        expect(err / scale).toBeLessThanOrEqual(rtol);
+        expect(err / scale).toBeLessThanOrEqual(1e-4);
       });
-      return spy.mock.calls.length;
+      const counts = spies.map((spy) => spy.mock.calls.length);
+      return Array.isArray(nativeFn) ? counts : counts[0];
     } finally {
-      spy.mockRestore();
+      spies.forEach((spy) => spy.mockRestore());
     }
   }
 
@@ -99,7 +103,7 @@ function nativeSuite(): void {
       [[7, 5], [2, 3, 5, 9], false, false], // shared left operand
       [[1, 7, 5], [4, 5, 9], false, false],
       [[2, 3, 7, 5], [3, 5, 9], false, false], // broadcast over the leading dim
-      [[4, 1, 7, 5], [4, 5, 9], false, false],
+      [[4, 1, 7, 5], [1, 5, 9], false, false],
     ];
     test.each(cases)('%j @ %j transposeA=%s transposeB=%s', async (a, b, ta, tb) => {
       const [x, y] = [rand(a), rand(b)];
@@ -113,7 +117,7 @@ function nativeSuite(): void {
 
     test('gradients', async () => {
       for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]]) {
-        const [x, y] = [rand(ta ? [3, 8, 6] : [3, 6, 8]), rand(tb ? [5, 8] : [8, 5])];
+        const [x, y] = [rand(ta ? [3, 8, 6] : [3, 6, 8]), rand(tb ? [3, 5, 8] : [3, 8, 5])];
         const dy = rand([3, 6, 5]);
         const f = (p: tf.Tensor, q: tf.Tensor) => tf.matMul(p, q, ta, tb).mul(T(dy)).sum();
         expect(await compare(() => tf.grads(f)([T(x), T(y)]), 'matmul')).toBeGreaterThan(0);
@@ -189,7 +193,7 @@ function nativeSuite(): void {
       [[2, 9, 11, 3], [3, 3, 3, 5], 2, 'valid'],
       [[1, 10, 7, 4], [5, 3, 4, 6], 1, explicit],
       [[2, 8, 8, 6], [1, 1, 6, 5], 1, 'valid'],
-      [[4, 36, 30, 512], [3, 3, 512, 3], 2, 'same'], // patch slices that cross images
+      [[4, 36, 30, 512], [3, 3, 512, 1], 2, 'same'], // patch slices that cross images
     ];
     test.each(gradCases)('gradients: x %j filter %j strides %d pad %j', async (xs, fs, strides, pad) => {
       const [x, w] = [rand(xs), rand(fs)];
@@ -198,9 +202,8 @@ function nativeSuite(): void {
       dy.dispose();
       const f = (p: tf.Tensor, q: tf.Tensor) =>
         tf.conv2d(p as tf.Tensor4D, q as tf.Tensor4D, strides, pad).mul(T(g)).sum();
-      const inputCalls = await compare(() => tf.grads(f)([T(x), T(w)]), 'conv2dBackpropInput');
-      const filterCalls = await compare(() => tf.grads(f)([T(x), T(w)]), 'conv2dBackpropFilter');
-      expect([inputCalls, filterCalls]).toEqual([1, 1]);
+      expect(await compare(() => tf.grads(f)([T(x), T(w)]), ['conv2dBackpropInput', 'conv2dBackpropFilter']))
+        .toEqual([1, 1]);
     });
 
     test.each([[1, 'same'], [2, 'same'], [2, 'valid']] as [number, 'same' | 'valid'][])(
@@ -244,7 +247,7 @@ function nativeSuite(): void {
       [[2, 9, 10, 4], [3, 3, 4, 2], 2, 'valid', 1],
       [[1, 10, 7, 5], [5, 3, 5, 1], 1, explicit, 1],
       [[1, 11, 9, 3], [3, 3, 3, 1], 1, 'same', 2], // dilated
-      [[2, 24, 24, 96], [3, 3, 96, 1], 1, 'same', 1],
+      [[2, 24, 24, 32], [3, 3, 32, 1], 1, 'same', 1],
     ];
     test.each(cases)('x %j filter %j strides %d pad %j dilation %d', async (xs, fs, strides, pad, dilation) => {
       const [x, w] = [rand(xs), rand(fs)];
@@ -259,9 +262,8 @@ function nativeSuite(): void {
       dy.dispose();
       const f = (p: tf.Tensor, q: tf.Tensor) =>
         tf.depthwiseConv2d(p as tf.Tensor4D, q as tf.Tensor4D, strides, pad).mul(T(g)).sum();
-      const inputCalls = await compare(() => tf.grads(f)([T(x), T(w)]), 'depthwiseBackpropInput');
-      const filterCalls = await compare(() => tf.grads(f)([T(x), T(w)]), 'depthwiseBackpropFilter');
-      expect([inputCalls, filterCalls]).toEqual([1, 1]);
+      expect(await compare(() => tf.grads(f)([T(x), T(w)]), ['depthwiseBackpropInput', 'depthwiseBackpropFilter']))
+        .toEqual([1, 1]);
     });
 
     test.each(['relu6', 'sigmoid', 'leakyrelu'] as const)('fused with bias + %s', async (activation) => {
@@ -278,7 +280,7 @@ function nativeSuite(): void {
     await tf.setBackend('native');
     const [x, w, dw, a, b, bias] = [
       T(rand([2, 8, 8, 6])), T(rand([3, 3, 6, 4])), T(rand([3, 3, 6, 1])), T(rand([2, 6, 5])), T(rand([5, 7])),
-      T(rand([7, 1])),
+      T(rand([6, 1])),
     ];
     const step = () => tf.tidy(() => {
       const f = (p: tf.Tensor, q: tf.Tensor, r: tf.Tensor, s: tf.Tensor) => {

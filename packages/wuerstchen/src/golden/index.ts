@@ -2,6 +2,8 @@
 import './runners/blocks';
 import './runners/models';
 import './runners/clip';
+import './runners/tokenizer';
 import './runners/scheduler';
 import './runners/checkpoints';
+import './runners/pipeline';
 export * from './harness';

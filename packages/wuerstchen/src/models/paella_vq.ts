@@ -92,11 +92,16 @@ export class MixingResidualBlock extends Module {
   }
 }
 
-/** Detach from the gradient tape (`tensor.detach()`): identity forward, zero gradient. */
-const stopGradient = tf.customGrad((x) => ({
-  value: tf.clone(x as tf.Tensor),
-  gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy),
-}));
+/**
+ * Run `fn` off the gradient tape (`torch.no_grad`): the result is a new root, so no gradient
+ * flows through it and integer results (codebook indices) can feed a differentiable gather.
+ */
+function noGrad<T extends tf.Tensor>(fn: () => T): T {
+  return tf.customGrad(() => ({ value: fn(), gradFunc: () => [] }))() as T;
+}
+
+/** `tensor.detach()`. */
+const detach = <T extends tf.Tensor>(t: T): T => noGrad(() => tf.clone(t));
 
 /** Rows of the distance matrix computed per chunk, so `rows × n_e` stays ≤ 2^24 floats. */
 const DIST_CHUNK_FLOATS = 1 << 24;
@@ -148,24 +153,27 @@ export class VectorQuantizer extends Module {
     });
   }
 
+  /** Indices (off the tape) and the codebook rows `z_q` (differentiable w.r.t. the codebook). */
+  private lookup(z: tf.Tensor): { indices: tf.Tensor1D; zq: tf.Tensor } {
+    const indices = noGrad(() => this.nearest(z));
+    return { indices, zq: this.embedding.forward(indices).reshape(z.shape) };
+  }
+
   forward(z: tf.Tensor): VQOutput {
     return tf.tidy(() => {
-      const indices = this.nearest(z);
-      const zq = this.embedding.forward(indices).reshape(z.shape);
-      const quantized = tf.add(z, stopGradient(tf.sub(zq, z))) as tf.Tensor4D;
-      return { quantized, indices };
+      const { indices, zq } = this.lookup(z);
+      return { quantized: tf.add(z, detach(tf.sub(zq, z))) as tf.Tensor4D, indices };
     });
   }
 
   /** forward plus the VQ loss terms, for training. */
   forwardWithLoss(z: tf.Tensor): VQLossOutput {
     return tf.tidy(() => {
-      const indices = this.nearest(z);
-      const zq = this.embedding.forward(indices).reshape(z.shape);
-      const commitmentLoss = tf.mean(tf.squaredDifference(stopGradient(zq), z)) as tf.Scalar;
-      const codebookLoss = tf.mean(tf.squaredDifference(zq, stopGradient(z))) as tf.Scalar;
+      const { indices, zq } = this.lookup(z);
+      const commitmentLoss = tf.mean(tf.squaredDifference(detach(zq), z)) as tf.Scalar;
+      const codebookLoss = tf.mean(tf.squaredDifference(zq, detach(z))) as tf.Scalar;
       const loss = tf.add(tf.mul(commitmentLoss, this.beta), codebookLoss) as tf.Scalar;
-      const quantized = tf.add(z, stopGradient(tf.sub(zq, z))) as tf.Tensor4D;
+      const quantized = tf.add(z, detach(tf.sub(zq, z))) as tf.Tensor4D;
       return { quantized, indices, commitmentLoss, codebookLoss, loss };
     });
   }

@@ -1,0 +1,188 @@
+#!/usr/bin/env node
+'use strict';
+/**
+ * `npm run bench [-- options]`: one JSON line per measurement on stdout, progress on stderr.
+ *
+ *   npm run bench                          all measurements, default backend (native if built, else wasm)
+ *   npm run bench -- matmul conv           only names containing "matmul" or "conv"
+ *   npm run bench -- --backend wasm        cpu | wasm | native | all | a comma list (cpu,wasm)
+ *   npm run bench -- --torch               also run bench/torch_reference.py for each measurement, interleaved
+ *   npm run bench -- --torch-only          only the PyTorch reference
+ *   npm run bench -- --max-seconds 600     skip a measurement whose warm-up + 1 run is estimated to take longer
+ *   npm run bench -- --repeats 5           fixed number of timed runs (default: by warm-up time)
+ *   npm run bench -- --list                print the measurement names and shapes
+ *   npm run bench -- --python /usr/bin/python3   interpreter for --torch (default: first with torch of $PYTHON, python3, /usr/bin/python3)
+ *
+ * Each measurement runs in its own process (bench/worker.js; the torch script likewise), so
+ * peak_rss_mb is that measurement's own high-water mark (it includes node + tfjs, ~100 MB).
+ */
+const path = require('path');
+const { spawn, spawnSync } = require('child_process');
+const { MEASUREMENTS } = require('./measurements');
+
+const ROOT = path.join(__dirname, '..');
+
+function usage() {
+  const lines = require('fs').readFileSync(__filename, 'utf8').split('\n');
+  const start = lines.findIndex((l) => l.includes('npm run bench [-- options]'));
+  return lines
+    .slice(start, lines.findIndex((l, i) => i > start && l.startsWith(' */')))
+    .map((l) => l.replace(/^ \* ?/, ''))
+    .join('\n');
+}
+
+function parseArgs(argv) {
+  const opts = { filters: [], backend: null, torch: false, torchOnly: false, maxSeconds: 600, repeats: null, list: false, python: null };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const next = () => {
+      if (a.includes('=')) return a.slice(a.indexOf('=') + 1);
+      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
+      return argv[++i];
+    };
+    const key = a.split('=')[0];
+    if (key === '--backend') opts.backend = next();
+    else if (key === '--torch') opts.torch = true;
+    else if (key === '--torch-only') opts.torchOnly = opts.torch = true;
+    else if (key === '--max-seconds') opts.maxSeconds = Number(next());
+    else if (key === '--repeats') opts.repeats = Number(next());
+    else if (key === '--list') opts.list = true;
+    else if (key === '--python') opts.python = next();
+    else if (key === '--help' || key === '-h') {
+      process.stderr.write(usage() + '\n');
+      process.exit(0);
+    } else if (a.startsWith('--')) throw new Error(`unknown option ${a}\n\n${usage()}`);
+    else opts.filters.push(a);
+  }
+  return opts;
+}
+
+function nativeAvailable() {
+  try {
+    return require(path.join(ROOT, 'packages/core/dist/backends/native.js')).nativeAvailable();
+  } catch {
+    return false;
+  }
+}
+
+function resolveBackends(spec) {
+  const native = nativeAvailable();
+  if (!spec) return [native ? 'native' : 'wasm'];
+  const list = spec === 'all' ? ['cpu', 'wasm', ...(native ? ['native'] : [])] : spec.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const b of list) {
+    if (!['cpu', 'wasm', 'native', 'tensorflow'].includes(b)) throw new Error(`unknown backend "${b}" (cpu, wasm, native, all)`);
+  }
+  return list;
+}
+
+function findPython(explicit) {
+  const candidates = [explicit, process.env.PYTHON, 'python3', '/usr/bin/python3', 'python'].filter(Boolean);
+  for (const py of candidates) {
+    const r = spawnSync(py, ['-c', 'import torch'], { stdio: 'ignore' });
+    if (r.status === 0) return py;
+  }
+  return null;
+}
+
+/** Run a child, pass its stderr through, return the JSON lines it printed on stdout. */
+function runChild(cmd, argv, timeoutSeconds, fallback) {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    let timedOut = false;
+    child.stdout.on('data', (d) => (out += d));
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeoutSeconds * 1000);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const records = out
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => {
+          try {
+            return JSON.parse(l);
+          } catch {
+            return null;
+          }
+        })
+        .filter((r) => r && r.name);
+      if (records.length) return resolve(records);
+      const why = timedOut ? `killed after ${timeoutSeconds} s` : `process ended with ${signal ? `signal ${signal}` : `exit code ${code}`} and no result (out of memory?)`;
+      resolve([{ ...fallback, seconds: null, gflops: null, peak_rss_mb: null, skipped: why }]);
+    });
+  });
+}
+
+const fmt = (x) => (x == null ? '–' : x >= 100 ? x.toFixed(0) : x >= 1 ? x.toFixed(2) : x.toFixed(4));
+
+function summary(records, backends, torch) {
+  const cols = [...backends, ...(torch ? ['torch'] : [])];
+  const rows = [['name', ...cols.map((c) => `${c} s`), ...(torch ? backends.map((b) => `${b}/torch`) : [])]];
+  const names = [...new Set(records.map((r) => r.name))];
+  for (const n of names) {
+    const get = (b) => records.find((r) => r.name === n && r.backend === b);
+    const sec = (b) => {
+      const r = get(b);
+      return !r ? '' : r.skipped ? 'skip' : fmt(r.seconds);
+    };
+    const t = get('torch');
+    const ratios = torch
+      ? backends.map((b) => {
+          const r = get(b);
+          return r && t && r.seconds && t.seconds ? `${(r.seconds / t.seconds).toFixed(2)}×` : '–';
+        })
+      : [];
+    rows.push([n, ...cols.map(sec), ...ratios]);
+  }
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
+  return rows.map((r) => r.map((c, i) => String(c).padEnd(widths[i])).join('  ')).join('\n');
+}
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  const selected = MEASUREMENTS.filter((m) => !opts.filters.length || opts.filters.some((f) => m.name.includes(f)));
+  if (opts.list) {
+    for (const m of MEASUREMENTS) process.stdout.write(`${m.name}\t${m.shape}\n`);
+    return;
+  }
+  if (!selected.length) throw new Error(`no measurement matches ${opts.filters.join(', ')}; --list shows the names`);
+  const backends = opts.torchOnly ? [] : resolveBackends(opts.backend);
+  let python = null;
+  if (opts.torch) {
+    python = findPython(opts.python);
+    if (!python) {
+      process.stderr.write('bench: --torch: no python with torch found (apt-get install -y python3-torch libopenblas0-pthread); skipping torch\n');
+    }
+  }
+  process.stderr.write(
+    `bench: ${selected.length} measurement(s) on ${[...backends, ...(python ? [`torch (${python})`] : [])].join(', ') || 'nothing'}; ` +
+      `max ${opts.maxSeconds} s each\n`,
+  );
+  const timeout = 2 * opts.maxSeconds + 900;
+  const common = ['--max-seconds', String(opts.maxSeconds), ...(opts.repeats ? ['--repeats', String(opts.repeats)] : [])];
+  const records = [];
+  const print = (rs) => {
+    for (const r of rs) {
+      records.push(r);
+      process.stdout.write(JSON.stringify(r) + '\n');
+    }
+  };
+  for (const m of selected) {
+    for (const b of backends) {
+      process.stderr.write(`bench: ${m.name} on ${b}…\n`);
+      print(await runChild(process.execPath, [path.join(__dirname, 'worker.js'), '--name', m.name, '--backend', b, ...common], timeout, { name: m.name, backend: b, shape: m.shape }));
+    }
+    if (python) {
+      process.stderr.write(`bench: ${m.name} on torch…\n`);
+      print(await runChild(python, [path.join(__dirname, 'torch_reference.py'), '--only', m.name, ...common], timeout, { name: m.name, backend: 'torch', shape: m.shape }));
+    }
+  }
+  process.stderr.write('\n' + summary(records, backends, !!python) + '\n');
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench: ${e.message}\n`);
+  process.exit(1);
+});

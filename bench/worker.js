@@ -1,0 +1,197 @@
+#!/usr/bin/env node
+'use strict';
+/**
+ * Runs ONE measurement on ONE backend in this (fresh) process and writes one JSON line to stdout,
+ * so that peak_rss_mb (the process's maxRSS) belongs to that measurement alone.
+ * Normally started by bench/run.js:  node bench/worker.js --name matmul --backend wasm [--max-seconds 600] [--repeats N]
+ * Everything else (progress, tfjs banners) goes to stderr.
+ */
+const path = require('path');
+const util = require('util');
+const os = require('os');
+
+// stdout carries only the result line
+for (const k of ['log', 'info', 'warn', 'debug']) console[k] = (...a) => process.stderr.write(util.format(...a) + '\n');
+
+const ROOT = path.join(__dirname, '..');
+const GiB = 1024 ** 3;
+const WASM_HEAP_MAX = 4 * GiB;
+
+function parseArgs(argv) {
+  const out = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a.startsWith('--')) {
+      const [k, v] = a.includes('=') ? a.slice(2).split('=') : [a.slice(2), argv[++i]];
+      out[k] = v;
+    }
+  }
+  return out;
+}
+
+const args = parseArgs(process.argv.slice(2));
+const name = args.name;
+const backend = args.backend || 'wasm';
+const maxSeconds = Number(args['max-seconds'] || 600);
+const repeats = args.repeats ? Number(args.repeats) : null;
+
+const round = (x, d = 4) => (x == null ? null : Number(x.toPrecision(d)));
+const log = (msg) => process.stderr.write(`[bench ${name}/${backend}] ${msg}\n`);
+
+function emit(record) {
+  const peak = process.resourceUsage().maxRSS / 1024; // KiB → MiB
+  const def = require('./measurements').MEASUREMENTS.find((x) => x.name === name);
+  const base = { name, backend, shape: record.shape ?? (def ? def.shape : null), seconds: null, gflops: null, peak_rss_mb: Math.round(peak) };
+  const line = JSON.stringify({ ...base, ...record, peak_rss_mb: Math.round(peak) });
+  require('fs').writeSync(1, line + '\n');
+}
+
+/** Lazily loaded model code (packages/core and packages/wuerstchen dist, built by `npm run build`). */
+const W = {
+  get core() {
+    return require(path.join(ROOT, 'packages/core/dist/index.js'));
+  },
+  get common() {
+    return require(path.join(ROOT, 'packages/wuerstchen/dist/models/common.js'));
+  },
+  get prior() {
+    return require(path.join(ROOT, 'packages/wuerstchen/dist/models/prior.js'));
+  },
+  get diffnext() {
+    return require(path.join(ROOT, 'packages/wuerstchen/dist/models/diffnext.js'));
+  },
+  get paella() {
+    const file = path.join(ROOT, 'packages/wuerstchen/dist/models/paella_vq.js');
+    try {
+      return require(file);
+    } catch (e) {
+      if (e.code === 'MODULE_NOT_FOUND' && String(e.message).includes('paella_vq')) return null;
+      throw e;
+    }
+  },
+};
+
+function time(f) {
+  const t = process.hrtime.bigint();
+  f();
+  return Number(process.hrtime.bigint() - t) / 1e9;
+}
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+function threadsOf(tf, backendName) {
+  if (backendName === 'native') {
+    const info = require(path.join(ROOT, 'packages/core/dist/backends/native.js')).nativeInfo();
+    return info ? { threads: info.threads, blas: `${info.blas} (core ${info.coreType})` } : {};
+  }
+  if (backendName === 'wasm') {
+    try {
+      return { threads: require('@tensorflow/tfjs-backend-wasm').getThreadsCount() };
+    } catch {
+      return {};
+    }
+  }
+  if (backendName === 'cpu') return { threads: 1 };
+  return {};
+}
+
+async function main() {
+  const { MEASUREMENTS } = require('./measurements');
+  const m = MEASUREMENTS.find((x) => x.name === name);
+  if (!m) throw new Error(`unknown measurement "${name}"`);
+  const loadAvg = round(os.loadavg()[0], 3);
+  const started = Date.now();
+  const common = { shape: m.shape, work_gflop: m.flops == null ? null : round(m.flops / 1e9, 5), load_avg_1m: loadAvg };
+
+  const tf = require('@tensorflow/tfjs');
+  const got = await W.core.useBackend(backend, { quiet: true });
+  const info = threadsOf(tf, got);
+
+  // 1. capability checks (nothing allocated yet)
+  for (const k of m.kernels || []) {
+    if (!tf.getKernel(k, got)) {
+      return emit({ ...common, ...info, skipped: `kernel '${k}' is not registered for backend '${got}'` });
+    }
+  }
+  if (got === 'wasm' && m.weightBytes) {
+    const bytes = m.weightBytes(W);
+    if (bytes > 0.75 * WASM_HEAP_MAX) {
+      return emit({
+        ...common,
+        ...info,
+        skipped: `fp32 weights alone are ${(bytes / GiB).toFixed(2)} GiB and the wasm heap is capped at 4 GiB (activations come on top); not attempted`,
+      });
+    }
+  }
+
+  // 2. estimate from a smaller run
+  let estimate = null;
+  if (m.probe && m.flops) {
+    log(`probe: ${m.probe.what}`);
+    const p = m.probe.setup(tf, W);
+    let t = time(p.run);
+    if (t < 2) t = Math.min(t, time(p.run));
+    p.dispose();
+    const perRun = (t * m.flops) / m.probe.flops;
+    estimate = perRun;
+    const total = 2 * perRun; // warm-up + one timed run
+    const rate = m.probe.flops / 1e9 / t;
+    log(`probe took ${t.toFixed(3)} s (${rate.toFixed(2)} GFLOP/s) → estimated ${perRun.toFixed(1)} s per run`);
+    if (total > maxSeconds) {
+      return emit({
+        ...common,
+        ...info,
+        estimated_seconds: round(perRun, 3),
+        skipped:
+          `estimated ${Math.round(total)} s for warm-up + 1 timed run (${Math.round(perRun)} s per run, > --max-seconds ${maxSeconds}), ` +
+          `extrapolated by FLOPs from ${m.probe.what}: ${t.toFixed(2)} s for ${(m.probe.flops / 1e9).toFixed(2)} GFLOP = ${rate.toFixed(2)} GFLOP/s`,
+      });
+    }
+  }
+
+  // 3. the measurement
+  let ctx;
+  const setupSeconds = time(() => {
+    ctx = m.setup(tf, W);
+  });
+  log(`setup ${setupSeconds.toFixed(2)} s; warm-up…`);
+  const warm = time(ctx.run);
+  let n = repeats ?? (warm > 20 ? 1 : warm > 5 ? 3 : warm > 0.05 ? 5 : 20);
+  const left = maxSeconds - (Date.now() - started) / 1000;
+  if (repeats == null) n = Math.max(1, Math.min(n, Math.floor(left / warm)));
+  log(`warm-up ${warm.toFixed(3)} s; timing ${n} run(s)`);
+  const times = [];
+  for (let i = 0; i < n; i++) {
+    times.push(time(ctx.run));
+    if (warm > 5) log(`  run ${i + 1}/${n}: ${times[i].toFixed(3)} s`);
+  }
+  const tensorsBefore = tf.memory().numTensors;
+  ctx.dispose();
+  const med = median(times);
+  emit({
+    ...common,
+    seconds: round(med, 4),
+    gflops: m.flops == null ? null : round(m.flops / 1e9 / med, 4),
+    runs: n,
+    min_seconds: round(Math.min(...times), 4),
+    max_seconds: round(Math.max(...times), 4),
+    warmup_seconds: round(warm, 4),
+    setup_seconds: round(setupSeconds, 3),
+    ...(estimate != null ? { estimated_seconds: round(estimate, 3) } : {}),
+    ...(m.flopsNote ? { flops_note: m.flopsNote } : {}),
+    ...info,
+    live_tensors: tensorsBefore,
+  });
+}
+
+main()
+  .then(() => process.exit(0))
+  .catch((e) => {
+    log(e && e.stack ? e.stack : String(e));
+    emit({ skipped: `error: ${String((e && e.message) || e).split('\n')[0].slice(0, 400)}` });
+    process.exit(0);
+  });

@@ -1,0 +1,242 @@
+/**
+ * Training configurations ("schedules as data", JSON files under configs/). A configuration names
+ * the stage, the models, the optimiser, the objective and an ordered list of phases; the trainer
+ * walks the phases by itself and records the current one in its state.
+ *
+ * String values may use `${shared}` (= $WUERSTCHEN_SHARED, default `<repo>/../shared`) and
+ * `${configDir}`; relative paths are resolved against the config file's folder.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+
+export type Stage = 'a' | 'b' | 'c';
+
+export interface PhaseConfig {
+  name: string;
+  /** optimizer updates in this phase. */
+  steps: number;
+  /** images per update (= micro batch × grad_accum). */
+  batch_size: number;
+  grad_accum: number;
+  /** crop side of the training image (Stage A/B input; Stage C crop before the effnet resize). */
+  image_size: number;
+  /** side of the semantic compressor's input (Stage B/C). */
+  effnet_size?: number;
+  /** aspect-ratio mixing (Stage C, phase C3): H/W ratios; each batch uses one bucket of area effnet_size². */
+  aspect_ratios?: number[];
+  /** bucket dims are multiples of this (the compressor's stride), default 32. */
+  bucket_multiple?: number;
+  /** probability of a random bucket instead of the nearest (SC bucketeer_random_ratio 0.05). */
+  bucket_random_p?: number;
+  random_crop: boolean;
+  hflip: boolean;
+  /** overrides optimizer.lr for this phase. */
+  lr?: number;
+  /** free-form note (e.g. the paper's latent size). */
+  note?: string;
+}
+
+export interface OptimizerConfig {
+  lr: number;
+  betas: [number, number];
+  eps: number;
+  weight_decay: number;
+  /** linear warm-up updates (GradualWarmupScheduler; not restarted between phases). */
+  warmup: number;
+  grad_clip: number;
+}
+
+export interface TrainConfig {
+  stage: Stage;
+  name: string;
+  seed: number;
+  /** constructor config of the trained model (prior / decoder / vqgan). */
+  model: Record<string, unknown>;
+  /** start from these weights instead of the seeded init (a model folder or a run folder). */
+  init_from?: string;
+  /** Stage B/C: CLIP text encoder folder (transformers layout) and tokenizer folder. */
+  text_encoder?: string;
+  tokenizer?: string;
+  /** Stage B (trained jointly) / Stage C (frozen): the semantic compressor. */
+  effnet?: { from?: string; config?: Record<string, unknown> };
+  /** Stage B: the frozen Stage A. */
+  vqgan?: { from?: string; config?: Record<string, unknown> };
+  /** Stage A: the discriminator. */
+  discriminator?: { c_hidden: number; depth: number; lr: number; betas: [number, number]; weight_decay: number };
+  optimizer: OptimizerConfig;
+  /** Stage A proxy schedule (OneCycle) instead of warm-up. */
+  one_cycle?: { pct_start: number; div_factor: number; final_div_factor: number };
+  ema: { every: number; start: number; beta: number } | null;
+  objective: {
+    t_sampler: 'dome' | 'uniform' | 'gdf';
+    p2: { k: number; gamma: number } | null;
+    caption_dropout: number;
+    caption_dropout_mode: 'batch' | 'sample';
+    effnet_dropout: number;
+    effnet_noise: number;
+    effnet_noise_tmax: number;
+    /** Stage A weights. */
+    rec_weight: number;
+    adv_weight: number;
+    vq_weight: number;
+    commitment: number;
+    disc_start: number;
+  };
+  /** dropout in the trained model: 'seeded' (tf.dropout with seeds from the run RNG) or 'off'. */
+  dropout: 'seeded' | 'off';
+  phases: PhaseConfig[];
+  checkpoint_every: number;
+  keep_checkpoints: number;
+  sample_every: number;
+  sample_prompts: string[];
+  sample_steps: number;
+  sample_cfg: number;
+  sample_images: number;
+  log_every: number;
+  shuffle_buffer: number;
+}
+
+export class ConfigError extends Error {
+  constructor(file: string, detail: string) {
+    super(`${file}: ${detail}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export function sharedDir(): string {
+  return process.env.WUERSTCHEN_SHARED ?? path.resolve(__dirname, '../../../../shared');
+}
+
+function substitute(v: unknown, configDir: string): unknown {
+  if (typeof v === 'string') return v.replace(/\$\{shared\}/g, sharedDir()).replace(/\$\{configDir\}/g, configDir);
+  if (Array.isArray(v)) return v.map((x) => substitute(x, configDir));
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, substitute(x, configDir)]));
+  return v;
+}
+
+const STAGE_DEFAULTS: Record<Stage, { optimizer: OptimizerConfig; ema: TrainConfig['ema'] }> = {
+  c: { optimizer: { lr: 1e-4, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.01, warmup: 10000, grad_clip: 1.0 }, ema: { every: 100, start: 5000, beta: 0.9 } },
+  b: { optimizer: { lr: 1e-4, betas: [0.9, 0.95], eps: 1e-8, weight_decay: 0.01, warmup: 10000, grad_clip: 1.0 }, ema: null },
+  a: { optimizer: { lr: 3e-4, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.01, warmup: 0, grad_clip: 1.0 }, ema: null },
+};
+
+/** Read, substitute, default and validate a configuration. */
+export function loadConfig(file: string, stage?: Stage): TrainConfig {
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new ConfigError(file, `cannot read configuration (${(e as Error).message})`);
+  }
+  return parseConfig(raw, file, stage);
+}
+
+export function parseConfig(raw0: Record<string, unknown>, file: string, stage?: Stage): TrainConfig {
+  const dir = path.dirname(path.resolve(file));
+  const raw = substitute(raw0, dir) as Record<string, unknown>;
+  const fail = (d: string): never => {
+    throw new ConfigError(file, d);
+  };
+  const st = (raw.stage ?? stage) as Stage;
+  if (!['a', 'b', 'c'].includes(st)) fail(`"stage" must be "a", "b" or "c"`);
+  if (stage && st !== stage) fail(`this is a stage-${st} configuration, not stage-${stage}`);
+  const defs = STAGE_DEFAULTS[st];
+  const obj = (raw.objective ?? {}) as Record<string, unknown>;
+  const resolvePath = (p: unknown): string | undefined => (typeof p === 'string' ? path.resolve(dir, p) : undefined);
+  const phasesRaw = raw.phases;
+  if (!Array.isArray(phasesRaw) || phasesRaw.length === 0) fail('"phases" must be a non-empty list');
+  const phases: PhaseConfig[] = (phasesRaw as Record<string, unknown>[]).map((p, i) => {
+    const where = `phases[${i}]`;
+    const num = (k: string, required = true): number | undefined => {
+      const v = p[k];
+      if (v === undefined && !required) return undefined;
+      if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) fail(`${where}.${k} must be a positive number`);
+      return v as number;
+    };
+    const batch = num('batch_size')!;
+    const accum = (p.grad_accum as number | undefined) ?? 1;
+    if (!Number.isInteger(accum) || accum < 1 || batch % accum !== 0) fail(`${where}: batch_size ${batch} must be a multiple of grad_accum ${accum}`);
+    if ((st === 'b' || st === 'c') && p.effnet_size === undefined) fail(`${where}.effnet_size is required for stage ${st}`);
+    return {
+      name: String(p.name ?? `phase-${i + 1}`),
+      steps: num('steps')!,
+      batch_size: batch,
+      grad_accum: accum,
+      image_size: num('image_size')!,
+      effnet_size: num('effnet_size', false),
+      aspect_ratios: p.aspect_ratios as number[] | undefined,
+      bucket_multiple: (p.bucket_multiple as number | undefined) ?? 32,
+      bucket_random_p: (p.bucket_random_p as number | undefined) ?? 0.05,
+      random_crop: (p.random_crop as boolean | undefined) ?? true,
+      hflip: (p.hflip as boolean | undefined) ?? false,
+      lr: p.lr as number | undefined,
+      note: p.note as string | undefined,
+    };
+  });
+  const cfg: TrainConfig = {
+    stage: st,
+    name: String(raw.name ?? path.basename(file, '.json')),
+    seed: (raw.seed as number | undefined) ?? 0,
+    model: (raw.model as Record<string, unknown>) ?? {},
+    init_from: resolvePath(raw.init_from),
+    text_encoder: resolvePath(raw.text_encoder),
+    tokenizer: resolvePath(raw.tokenizer),
+    effnet: raw.effnet ? { ...(raw.effnet as object), from: resolvePath((raw.effnet as Record<string, unknown>).from) } : undefined,
+    vqgan: raw.vqgan ? { ...(raw.vqgan as object), from: resolvePath((raw.vqgan as Record<string, unknown>).from) } : undefined,
+    discriminator: raw.discriminator
+      ? { c_hidden: 512, depth: 6, lr: 3e-6, betas: [0.9, 0.999], weight_decay: 0.01, ...(raw.discriminator as object) }
+      : st === 'a'
+        ? { c_hidden: 512, depth: 6, lr: 3e-6, betas: [0.9, 0.999], weight_decay: 0.01 }
+        : undefined,
+    optimizer: { ...defs.optimizer, ...((raw.optimizer as object) ?? {}) } as OptimizerConfig,
+    one_cycle: raw.one_cycle === null ? undefined : st === 'a' ? { pct_start: 0.1, div_factor: 25, final_div_factor: 1 / 25, ...((raw.one_cycle as object) ?? {}) } : (raw.one_cycle as TrainConfig['one_cycle']),
+    ema: raw.ema === null ? null : raw.ema ? { ...(defs.ema ?? { every: 100, start: 5000, beta: 0.9 }), ...(raw.ema as object) } : defs.ema,
+    objective: {
+      t_sampler: (obj.t_sampler as 'dome') ?? 'dome',
+      p2: obj.p2 === null ? null : { k: 1, gamma: 1, ...((obj.p2 as object) ?? {}) },
+      caption_dropout: (obj.caption_dropout as number) ?? 0.05,
+      caption_dropout_mode: (obj.caption_dropout_mode as 'batch') ?? 'batch',
+      effnet_dropout: (obj.effnet_dropout as number) ?? 0.05,
+      effnet_noise: (obj.effnet_noise as number) ?? 0.3,
+      effnet_noise_tmax: (obj.effnet_noise_tmax as number) ?? 0.5,
+      rec_weight: (obj.rec_weight as number) ?? 1.0,
+      adv_weight: (obj.adv_weight as number) ?? 0.1,
+      vq_weight: (obj.vq_weight as number) ?? 0.1,
+      commitment: (obj.commitment as number) ?? 0.25,
+      disc_start: (obj.disc_start as number) ?? 0,
+    },
+    dropout: (raw.dropout as 'seeded' | 'off') ?? 'seeded',
+    phases,
+    checkpoint_every: (raw.checkpoint_every as number) ?? 2000,
+    keep_checkpoints: (raw.keep_checkpoints as number) ?? 3,
+    sample_every: (raw.sample_every as number) ?? 2000,
+    sample_prompts: (raw.sample_prompts as string[]) ?? ['a photo of a dog', 'an oil painting of a city at night', 'a red bicycle', ''],
+    sample_steps: (raw.sample_steps as number) ?? 20,
+    sample_cfg: (raw.sample_cfg as number) ?? 4,
+    sample_images: (raw.sample_images as number) ?? 4,
+    log_every: (raw.log_every as number) ?? 1,
+    shuffle_buffer: (raw.shuffle_buffer as number) ?? 44,
+  };
+  if (!['seeded', 'off'].includes(cfg.dropout)) fail(`"dropout" must be "seeded" or "off"`);
+  if (!['dome', 'uniform', 'gdf'].includes(cfg.objective.t_sampler)) fail(`objective.t_sampler must be dome, uniform or gdf`);
+  if (!(cfg.checkpoint_every > 0)) fail('"checkpoint_every" must be positive');
+  if ((st === 'b' || st === 'c') && (!cfg.text_encoder || !cfg.tokenizer)) fail(`stage ${st} needs "text_encoder" and "tokenizer" folders`);
+  return cfg;
+}
+
+/** Total updates over all phases. */
+export function totalSteps(cfg: TrainConfig): number {
+  return cfg.phases.reduce((a, p) => a + p.steps, 0);
+}
+
+/** The phase a 0-based update index falls in, and the index within it. */
+export function phaseAt(cfg: TrainConfig, step: number): { index: number; phase: PhaseConfig; stepInPhase: number } {
+  let start = 0;
+  for (let i = 0; i < cfg.phases.length; i++) {
+    const p = cfg.phases[i];
+    if (step < start + p.steps) return { index: i, phase: p, stepInPhase: step - start };
+    start += p.steps;
+  }
+  const last = cfg.phases.length - 1;
+  return { index: last, phase: cfg.phases[last], stepInPhase: cfg.phases[last].steps };
+}

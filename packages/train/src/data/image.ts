@@ -1,0 +1,223 @@
+/**
+ * Image decoding (PNG via pngjs, JPEG via jpeg-js) and the torchvision-style transforms the
+ * trainers use, on float32 HWC RGB images in [0, 1]:
+ * `Resize(size)` (short side, bilinear, antialias=True), `CenterCrop`, `RandomCrop`,
+ * `RandomHorizontalFlip`, `Normalize(mean, std)`.
+ */
+import { PNG } from 'pngjs';
+import * as jpeg from 'jpeg-js';
+import { Generator } from '../rng';
+
+/** Float32 RGB image, row-major HWC, values in [0, 1]. */
+export interface RGBImage {
+  width: number;
+  height: number;
+  data: Float32Array;
+}
+
+export const IMAGENET_MEAN: [number, number, number] = [0.485, 0.456, 0.406];
+export const IMAGENET_STD: [number, number, number] = [0.229, 0.224, 0.225];
+
+export class ImageDecodeError extends Error {}
+
+/** Decode PNG or JPEG bytes (detected by signature) to RGB float in [0, 1]; alpha is dropped (PIL `convert('RGB')`). */
+export function decodeImage(bytes: Buffer | Uint8Array): RGBImage {
+  const b = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let rgba: Uint8Array;
+  let width: number;
+  let height: number;
+  let channels: number;
+  try {
+    if (b.length >= 8 && b.readUInt32BE(0) === 0x89504e47) {
+      const png = PNG.sync.read(b);
+      rgba = png.data;
+      width = png.width;
+      height = png.height;
+      channels = 4;
+    } else if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) {
+      const img = jpeg.decode(b, { useTArray: true, formatAsRGBA: false, maxMemoryUsageInMB: 1024 });
+      rgba = img.data;
+      width = img.width;
+      height = img.height;
+      channels = 3;
+    } else {
+      throw new ImageDecodeError('not a PNG or JPEG file');
+    }
+  } catch (e) {
+    if (e instanceof ImageDecodeError) throw e;
+    throw new ImageDecodeError((e as Error).message);
+  }
+  if (!width || !height) throw new ImageDecodeError('image has no pixels');
+  const data = new Float32Array(width * height * 3);
+  for (let i = 0, j = 0; i < width * height; i++, j += channels) {
+    data[i * 3] = rgba[j] / 255;
+    data[i * 3 + 1] = rgba[j + 1] / 255;
+    data[i * 3 + 2] = rgba[j + 2] / 255;
+  }
+  return { width, height, data };
+}
+
+/** Encode float RGB (clamped to [0, 1]) as PNG bytes. */
+export function encodePNG(img: RGBImage): Buffer {
+  const png = new PNG({ width: img.width, height: img.height });
+  for (let i = 0; i < img.width * img.height; i++) {
+    for (let c = 0; c < 3; c++) png.data[i * 4 + c] = Math.round(Math.min(1, Math.max(0, img.data[i * 3 + c])) * 255);
+    png.data[i * 4 + 3] = 255;
+  }
+  return PNG.sync.write(png);
+}
+
+/**
+ * `[nOut, nIn]` weights of PyTorch's antialiased bilinear resize (align_corners=False) along
+ * one axis: a triangle filter widened by the downscale factor (PIL-style).
+ */
+function bilinearAAWeights(nIn: number, nOut: number): { start: Int32Array; size: Int32Array; w: Float32Array; maxSize: number } {
+  const scale = nIn / nOut;
+  const support = scale >= 1 ? scale : 1;
+  const invscale = scale >= 1 ? 1 / scale : 1;
+  const maxSize = Math.ceil(support) * 2 + 1;
+  const start = new Int32Array(nOut);
+  const size = new Int32Array(nOut);
+  const w = new Float32Array(nOut * maxSize);
+  for (let i = 0; i < nOut; i++) {
+    const center = scale * (i + 0.5);
+    const xmin = Math.max(Math.trunc(center - support + 0.5), 0);
+    const xsize = Math.min(Math.max(Math.min(Math.trunc(center + support + 0.5), nIn) - xmin, 0), maxSize);
+    let total = 0;
+    const row = new Float64Array(xsize);
+    for (let j = 0; j < xsize; j++) {
+      const x = Math.abs((j + xmin - center + 0.5) * invscale);
+      row[j] = x < 1 ? 1 - x : 0;
+      total += row[j];
+    }
+    start[i] = xmin;
+    size[i] = xsize;
+    for (let j = 0; j < xsize; j++) w[i * maxSize + j] = total !== 0 ? row[j] / total : row[j];
+  }
+  return { start, size, w, maxSize };
+}
+
+/** Resize to exactly `outW × outH` (bilinear, antialias; separable, width first). */
+export function resize(img: RGBImage, outW: number, outH: number): RGBImage {
+  if (outW === img.width && outH === img.height) return img;
+  // width pass
+  const wx = bilinearAAWeights(img.width, outW);
+  const tmp = new Float32Array(img.height * outW * 3);
+  for (let y = 0; y < img.height; y++) {
+    for (let x = 0; x < outW; x++) {
+      let r = 0, g = 0, b = 0;
+      const s = wx.start[x];
+      for (let k = 0; k < wx.size[x]; k++) {
+        const wt = wx.w[x * wx.maxSize + k];
+        const p = (y * img.width + s + k) * 3;
+        r += wt * img.data[p];
+        g += wt * img.data[p + 1];
+        b += wt * img.data[p + 2];
+      }
+      const o = (y * outW + x) * 3;
+      tmp[o] = r;
+      tmp[o + 1] = g;
+      tmp[o + 2] = b;
+    }
+  }
+  const wy = bilinearAAWeights(img.height, outH);
+  const out = new Float32Array(outH * outW * 3);
+  for (let y = 0; y < outH; y++) {
+    const s = wy.start[y];
+    for (let k = 0; k < wy.size[y]; k++) {
+      const wt = wy.w[y * wy.maxSize + k];
+      const rowIn = (s + k) * outW * 3;
+      const rowOut = y * outW * 3;
+      for (let i = 0; i < outW * 3; i++) out[rowOut + i] += wt * tmp[rowIn + i];
+    }
+  }
+  return { width: outW, height: outH, data: out };
+}
+
+/** torchvision `Resize(size)`: the short side becomes `size`, the long side `int(size·long/short)`. */
+export function resizeShortSide(img: RGBImage, size: number): RGBImage {
+  const { width: w, height: h } = img;
+  if (w <= h) return resize(img, size, Math.trunc((size * h) / w));
+  return resize(img, Math.trunc((size * w) / h), size);
+}
+
+/** Resize so that the image covers `w × h` (for aspect-ratio buckets): scale = max(w/W, h/H). */
+export function resizeToCover(img: RGBImage, w: number, h: number): RGBImage {
+  const scale = Math.max(w / img.width, h / img.height);
+  return resize(img, Math.max(w, Math.round(img.width * scale)), Math.max(h, Math.round(img.height * scale)));
+}
+
+export function crop(img: RGBImage, left: number, top: number, w: number, h: number): RGBImage {
+  if (left < 0 || top < 0 || left + w > img.width || top + h > img.height) {
+    throw new Error(`crop ${w}x${h}+${left}+${top} is outside the ${img.width}x${img.height} image`);
+  }
+  const out = new Float32Array(w * h * 3);
+  for (let y = 0; y < h; y++) out.set(img.data.subarray(((top + y) * img.width + left) * 3, ((top + y) * img.width + left + w) * 3), y * w * 3);
+  return { width: w, height: h, data: out };
+}
+
+/** torchvision `CenterCrop`: offsets `round((H − h)/2)`. */
+export function centerCrop(img: RGBImage, w: number, h: number): RGBImage {
+  return crop(img, Math.round((img.width - w) / 2), Math.round((img.height - h) / 2), w, h);
+}
+
+/** torchvision `RandomCrop`: uniform integer offsets, drawn from `rng`. */
+export function randomCrop(img: RGBImage, w: number, h: number, rng: Generator): RGBImage {
+  return crop(img, rng.int(img.width - w + 1), rng.int(img.height - h + 1), w, h);
+}
+
+export function hflip(img: RGBImage): RGBImage {
+  const { width: w, height: h } = img;
+  const out = new Float32Array(img.data.length);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const s = (y * w + x) * 3;
+      const d = (y * w + (w - 1 - x)) * 3;
+      out[d] = img.data[s];
+      out[d + 1] = img.data[s + 1];
+      out[d + 2] = img.data[s + 2];
+    }
+  }
+  return { width: w, height: h, data: out };
+}
+
+/** `Normalize(mean, std)` per channel (returns a new array). */
+export function normalize(img: RGBImage, mean = IMAGENET_MEAN, std = IMAGENET_STD): RGBImage {
+  const out = new Float32Array(img.data.length);
+  for (let i = 0; i < img.data.length; i += 3) {
+    for (let c = 0; c < 3; c++) out[i + c] = (img.data[i + c] - mean[c]) / std[c];
+  }
+  return { width: img.width, height: img.height, data: out };
+}
+
+/** Tile equally sized images into a grid (rows × cols, row-major), with a `pad`-pixel white border. */
+export function makeGrid(rows: RGBImage[][], pad = 2): RGBImage {
+  const cellW = Math.max(...rows.flat().map((i) => i.width));
+  const cellH = Math.max(...rows.flat().map((i) => i.height));
+  const cols = Math.max(...rows.map((r) => r.length));
+  const W = cols * cellW + (cols + 1) * pad;
+  const H = rows.length * cellH + (rows.length + 1) * pad;
+  const data = new Float32Array(W * H * 3).fill(1);
+  rows.forEach((row, r) =>
+    row.forEach((img, c) => {
+      const x0 = pad + c * (cellW + pad);
+      const y0 = pad + r * (cellH + pad);
+      for (let y = 0; y < img.height; y++) data.set(img.data.subarray(y * img.width * 3, (y + 1) * img.width * 3), ((y0 + y) * W + x0) * 3);
+    }),
+  );
+  return { width: W, height: H, data };
+}
+
+/** Nearest-neighbour upscale by an integer factor (for showing small latents). */
+export function upscaleNearest(img: RGBImage, factor: number): RGBImage {
+  const w = img.width * factor;
+  const h = img.height * factor;
+  const out = new Float32Array(w * h * 3);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const s = (Math.floor(y / factor) * img.width + Math.floor(x / factor)) * 3;
+      out.set(img.data.subarray(s, s + 3), (y * w + x) * 3);
+    }
+  }
+  return { width: w, height: h, data: out };
+}

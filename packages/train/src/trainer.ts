@@ -1,0 +1,364 @@
+/**
+ * The training loop shared by the three stages: phases, gradient accumulation, clipping,
+ * non-finite skipping, warm-up, checkpoints, resume, metrics, progress and preview grids.
+ * Stage specifics live in stage_a.ts / stage_b.ts / stage_c.ts.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import * as tf from '@tensorflow/tfjs';
+import { HostTensor, Parameter } from '@wuerstchen/core';
+import { PhaseConfig, TrainConfig, phaseAt, totalSteps } from './config';
+import { loadTensorFile, readLatest, saveTensorFile, writeCheckpoint, writeFileSynced } from './checkpoint';
+import { DataState, ImageTextDataset, Sample } from './data/dataset';
+import { RGBImage, centerCrop, hflip, normalize, randomCrop, resize, resizeShortSide, resizeToCover, encodePNG, makeGrid } from './data/image';
+import { AdamW, clipGrads, globalNorm, oneCycleLR, warmupLR } from './optim';
+import { Progress } from './progress';
+import { Generator, GeneratorState } from './rng';
+
+export interface TrainOptions {
+  config: TrainConfig;
+  /** dataset spec (folder, .jsonl, .tar shards). */
+  data: string;
+  /** run folder. */
+  out: string;
+  resume?: boolean;
+  /** stop after this many total updates (a checkpoint is written there). */
+  maxSteps?: number;
+  /** log lines (warnings, checkpoint notices); default stderr via the progress display. */
+  log?: (line: string) => void;
+  /** progress display: 'auto' (bar on a TTY), 'plain', 'none'. */
+  progress?: 'auto' | 'plain' | 'none';
+  /** called after every update with its metrics. */
+  onStep?: (m: StepMetrics) => void;
+}
+
+export interface StepMetrics {
+  step: number;
+  phase: string;
+  phase_index: number;
+  /** unweighted loss (mean per-sample MSE for diffusion; generator loss for Stage A). */
+  loss: number;
+  /** the loss actually backpropagated (p2-weighted for diffusion). */
+  loss_adjusted: number;
+  ema_loss: number;
+  grad_norm: number;
+  lr: number;
+  skipped: number;
+  sec_per_step: number;
+  [extra: string]: number | string;
+}
+
+export interface TrainingState {
+  version: 1;
+  stage: string;
+  config_name: string;
+  step: number;
+  total_steps: number;
+  phase: { index: number; name: string; step_in_phase: number };
+  optimizer_steps: Record<string, number>;
+  skipped: number;
+  ema_loss: number | null;
+  rng: GeneratorState;
+  data: DataState;
+  finished: boolean;
+  extra?: Record<string, unknown>;
+}
+
+/** The result of one stage-specific update (the base class applies optimizer steps through helpers). */
+export interface UpdateResult {
+  loss: number;
+  lossAdjusted: number;
+  gradNorm: number;
+  lr: number;
+  skipped: boolean;
+  extra?: Record<string, number>;
+}
+
+/** Accumulates gradients of a set of parameters over micro-batches. */
+export class GradAccumulator {
+  readonly grads = new Map<string, tf.Tensor>();
+  private readonly byVarName = new Map<string, string>();
+  readonly vars: tf.Variable[];
+  constructor(readonly params: [string, Parameter][]) {
+    this.vars = params.map(([k, p]) => {
+      this.byVarName.set(p.value.name, k);
+      return p.value;
+    });
+  }
+  /** Backprop `f` (a scalar loss) and add the gradients; returns the loss value. */
+  add(f: () => tf.Scalar): number {
+    const { value, grads } = tf.variableGrads(f, this.vars);
+    const v = value.dataSync()[0];
+    value.dispose();
+    for (const [name, g] of Object.entries(grads)) {
+      const key = this.byVarName.get(name);
+      if (!key) {
+        g.dispose();
+        continue;
+      }
+      const prev = this.grads.get(key);
+      if (prev) {
+        this.grads.set(key, tf.add(prev, g));
+        prev.dispose();
+        g.dispose();
+      } else this.grads.set(key, g);
+    }
+    return v;
+  }
+  dispose(): void {
+    for (const g of this.grads.values()) g.dispose();
+    this.grads.clear();
+  }
+}
+
+export abstract class Trainer {
+  readonly cfg: TrainConfig;
+  readonly out: string;
+  readonly rng: Generator;
+  readonly dataset: ImageTextDataset;
+  step = 0;
+  skipped = 0;
+  emaLoss: number | null = null;
+  finished = false;
+  protected progress: Progress;
+  protected readonly log: (line: string) => void;
+  private metricsFile: string;
+  private stopRequested = false;
+
+  /** Finish the current update, write a checkpoint and return from run() (SIGINT/SIGTERM). */
+  requestStop(): void {
+    this.stopRequested = true;
+  }
+
+  constructor(readonly opts: TrainOptions) {
+    this.cfg = opts.config;
+    this.out = opts.out;
+    this.rng = new Generator(this.cfg.seed);
+    const mode = opts.progress ?? 'auto';
+    this.progress = new Progress(process.stderr, mode === 'auto' ? Boolean(process.stderr.isTTY) : false, mode === 'none' ? Number.MAX_SAFE_INTEGER : this.cfg.log_every);
+    this.log = opts.log ?? ((l) => this.progress.log(l));
+    this.dataset = new ImageTextDataset(opts.data, { seed: this.cfg.seed, shuffleBuffer: this.cfg.shuffle_buffer, log: this.log });
+    this.metricsFile = path.join(this.out, 'metrics.jsonl');
+  }
+
+  // ---- stage hooks --------------------------------------------------------------------------
+  /** Build every model (seeded init or loaded weights). */
+  protected abstract setup(): void;
+  /** One optimizer update from `batch` samples split into `accum` micro-batches. */
+  protected abstract update(batch: Sample[], phase: PhaseConfig, accum: number): UpdateResult;
+  /** Write the model folders into a checkpoint folder. */
+  protected abstract saveModels(dir: string): void;
+  /** Load the model folders of a checkpoint folder. */
+  protected abstract loadModels(dir: string): void;
+  /** Optimizer / EMA tensors and their step counters. */
+  protected abstract optimizerState(): { tensors: Map<string, HostTensor>; steps: Record<string, number> };
+  protected abstract loadOptimizerState(tensors: Map<string, HostTensor>, steps: Record<string, number>): void;
+  /** Write a PNG preview grid. */
+  protected abstract preview(file: string): void;
+  /** Free every tensor. */
+  abstract dispose(): void;
+
+  // ---- helpers for stages -------------------------------------------------------------------
+  /** Base learning rate at the current update count (warm-up or OneCycle). */
+  protected learningRate(phase: PhaseConfig, updates: number): number {
+    const base = phase.lr ?? this.cfg.optimizer.lr;
+    if (this.cfg.one_cycle) {
+      const oc = this.cfg.one_cycle;
+      return oneCycleLR(base, totalSteps(this.cfg), updates, oc.pct_start, oc.div_factor, oc.final_div_factor);
+    }
+    return warmupLR(base, this.cfg.optimizer.warmup, updates);
+  }
+
+  /** Clip and apply accumulated gradients unless the loss or the norm is not finite. */
+  protected applyGradients(acc: GradAccumulator, opt: AdamW, lr: number, lossFinite: boolean, clip = this.cfg.optimizer.grad_clip): { gradNorm: number; skipped: boolean } {
+    const norm = globalNorm(acc.grads);
+    if (!lossFinite || !Number.isFinite(norm)) return { gradNorm: norm, skipped: true };
+    if (clip > 0) clipGrads(acc.grads, norm, clip);
+    opt.apply(acc.grads, lr);
+    return { gradNorm: norm, skipped: false };
+  }
+
+  /** Training crop of a sample: Resize(short side) → RandomCrop/CenterCrop → optional flip. */
+  protected cropSample(s: Sample, phase: PhaseConfig, size?: [number, number]): RGBImage {
+    const [w, h] = size ?? [phase.image_size, phase.image_size];
+    const resized = size ? resizeToCover(s.image, w, h) : resizeShortSide(s.image, phase.image_size);
+    let img = phase.random_crop ? randomCrop(resized, w, h, s.rng) : centerCrop(resized, w, h);
+    if (phase.hflip && s.rng.random() < 0.5) img = hflip(img);
+    return img;
+  }
+
+  /** The compressor's input: Resize(short side, bilinear AA) → CenterCrop → ImageNet Normalize. */
+  protected effnetInput(img: RGBImage, w: number, h: number): RGBImage {
+    const scaled = w === h ? centerCrop(resizeShortSide(img, w), w, h) : resize(img, w, h);
+    return normalize(scaled);
+  }
+
+  protected static toTensor(images: RGBImage[]): tf.Tensor4D {
+    const { width, height } = images[0];
+    const data = new Float32Array(images.length * width * height * 3);
+    images.forEach((im, i) => data.set(im.data, i * width * height * 3));
+    return tf.tensor4d(data, [images.length, height, width, 3]);
+  }
+
+  protected static toImages(t: tf.Tensor): RGBImage[] {
+    const [b, h, w] = t.shape as number[];
+    const data = t.dataSync() as Float32Array;
+    return Array.from({ length: b }, (_, i) => ({ width: w, height: h, data: Float32Array.from(data.subarray(i * h * w * 3, (i + 1) * h * w * 3)) }));
+  }
+
+  protected writeGrid(file: string, rows: RGBImage[][]): void {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    const tmp = `${file}.tmp-${process.pid}`;
+    fs.writeFileSync(tmp, encodePNG(makeGrid(rows)));
+    fs.renameSync(tmp, file);
+  }
+
+  /** The first `n` samples of the dataset in a fresh, seeded order (for previews; training state untouched). */
+  protected fixedSamples(n: number): Sample[] {
+    const ds = new ImageTextDataset(this.opts.data, { seed: this.cfg.seed, log: () => undefined, shuffleBuffer: this.cfg.shuffle_buffer });
+    try {
+      return Array.from({ length: n }, () => ds.next());
+    } finally {
+      ds.close();
+    }
+  }
+
+  // ---- loop ---------------------------------------------------------------------------------
+  private state(): TrainingState {
+    const { index, phase, stepInPhase } = phaseAt(this.cfg, this.step);
+    const steps = this.optimizerSteps();
+    return {
+      version: 1,
+      stage: this.cfg.stage,
+      config_name: this.cfg.name,
+      step: this.step,
+      total_steps: totalSteps(this.cfg),
+      phase: { index, name: phase.name, step_in_phase: stepInPhase },
+      optimizer_steps: steps,
+      skipped: this.skipped,
+      ema_loss: this.emaLoss,
+      rng: this.rng.state(),
+      data: this.dataset.state(),
+      finished: this.finished,
+      extra: this.extraState(),
+    };
+  }
+
+  protected abstract optimizerSteps(): Record<string, number>;
+  protected extraState(): Record<string, unknown> | undefined {
+    return undefined;
+  }
+  protected loadExtraState(_extra: Record<string, unknown> | undefined): void {}
+
+  /** Write a checkpoint of the current state (atomic; `latest` switches at the end). */
+  checkpoint(): string {
+    const dir = writeCheckpoint(
+      this.out,
+      this.step,
+      (tmp) => {
+        this.saveModels(tmp);
+        const { tensors } = this.optimizerState();
+        saveTensorFile(path.join(tmp, 'optimizer.safetensors'), tensors);
+        writeFileSynced(path.join(tmp, 'training_state.json'), JSON.stringify(this.state(), null, 2) + '\n');
+      },
+      this.cfg.keep_checkpoints,
+    );
+    return dir;
+  }
+
+  /** Restore everything from a checkpoint folder. */
+  restore(dir: string): void {
+    const st = JSON.parse(fs.readFileSync(path.join(dir, 'training_state.json'), 'utf8')) as TrainingState;
+    if (st.stage !== this.cfg.stage) throw new Error(`${dir}: a stage-${st.stage} checkpoint cannot resume a stage-${this.cfg.stage} run`);
+    this.loadModels(dir);
+    this.loadOptimizerState(loadTensorFile(path.join(dir, 'optimizer.safetensors')), st.optimizer_steps);
+    this.step = st.step;
+    this.skipped = st.skipped;
+    this.emaLoss = st.ema_loss;
+    this.rng.setState(st.rng);
+    this.dataset.restore(st.data);
+    this.finished = st.finished;
+    this.loadExtraState(st.extra);
+  }
+
+  /** Keep only metric lines up to the resumed step. */
+  private truncateMetrics(): void {
+    if (!fs.existsSync(this.metricsFile)) return;
+    const kept = fs
+      .readFileSync(this.metricsFile, 'utf8')
+      .split('\n')
+      .filter((l) => {
+        if (!l.trim()) return false;
+        try {
+          return (JSON.parse(l) as { step: number }).step <= this.step;
+        } catch {
+          return false;
+        }
+      });
+    fs.writeFileSync(this.metricsFile, kept.map((l) => l + '\n').join(''));
+  }
+
+  /** Run (or resume) training to the end of the schedule (or `maxSteps`). */
+  async run(): Promise<void> {
+    fs.mkdirSync(this.out, { recursive: true });
+    this.setup();
+    const latest = readLatest(this.out);
+    if (this.opts.resume) {
+      if (latest) {
+        this.restore(latest);
+        this.log(`resumed from ${path.relative(process.cwd(), latest) || latest} at step ${this.step} (phase ${phaseAt(this.cfg, this.step).phase.name})`);
+      } else this.log(`--resume: no checkpoint in ${this.out}; starting from scratch`);
+    } else if (latest) {
+      throw new Error(`${this.out} already holds a training run (latest → ${latest}); pass --resume to continue it or choose another --out`);
+    }
+    this.truncateMetrics();
+    const total = totalSteps(this.cfg);
+    const stopAt = Math.min(total, this.opts.maxSteps ?? total);
+    const t0 = Date.now();
+    const startStep = this.step;
+    let lastCheckpoint = latest && this.opts.resume ? this.step : -1;
+    while (this.step < stopAt && !this.stopRequested) {
+      const { index, phase } = phaseAt(this.cfg, this.step);
+      const tStep = Date.now();
+      const batch = Array.from({ length: phase.batch_size }, () => this.dataset.next());
+      const r = this.update(batch, phase, phase.grad_accum);
+      this.step++;
+      if (r.skipped) this.skipped++;
+      else if (Number.isFinite(r.loss)) this.emaLoss = this.emaLoss === null ? r.loss : 0.99 * this.emaLoss + 0.01 * r.loss;
+      const secPerStep = (Date.now() - tStep) / 1000;
+      const m: StepMetrics = {
+        step: this.step,
+        phase: phase.name,
+        phase_index: index,
+        loss: r.loss,
+        loss_adjusted: r.lossAdjusted,
+        ema_loss: this.emaLoss ?? NaN,
+        grad_norm: r.gradNorm,
+        lr: r.lr,
+        skipped: this.skipped,
+        sec_per_step: secPerStep,
+        ...(r.extra ?? {}),
+      };
+      fs.appendFileSync(this.metricsFile, JSON.stringify(m) + '\n');
+      const elapsed = (Date.now() - t0) / 1000;
+      const itps = (this.step - startStep) / Math.max(elapsed, 1e-9);
+      this.progress.update({ phase: phase.name, step: this.step, total, loss: r.loss, itPerSec: itps, etaSec: (total - this.step) / itps });
+      this.opts.onStep?.(m);
+      if (this.step === total) this.finished = true;
+      if (this.step % this.cfg.checkpoint_every === 0 || this.step === stopAt) {
+        this.checkpoint();
+        lastCheckpoint = this.step;
+      }
+      if (this.cfg.sample_every > 0 && (this.step % this.cfg.sample_every === 0 || this.step === total)) {
+        this.preview(path.join(this.out, 'samples', `step-${String(this.step).padStart(8, '0')}.png`));
+      }
+      // let signals and I/O through
+      await new Promise((res) => setImmediate(res));
+    }
+    if (lastCheckpoint !== this.step) this.checkpoint();
+    this.progress.done();
+    const w = this.dataset.warnings;
+    if (w.unreadable || w.missingCaption) this.log(`data: skipped ${w.unreadable} unreadable image(s) and ${w.missingCaption} sample(s) without a caption`);
+    if (this.skipped) this.log(`skipped ${this.skipped} update(s) with a non-finite loss or gradient`);
+  }
+}

@@ -1,0 +1,494 @@
+/**
+ * Loading diffusers-format checkpoint folders (spec inference.md §1): a pipeline folder holds
+ * `model_index.json` and one subfolder per component, each with its `config.json`
+ * (`scheduler_config.json` for the scheduler) and its weights as single or sharded safetensors,
+ * stored as float32, float16 or bfloat16 (upcast exactly to float32 on read).
+ *
+ * Every check that can be made without reading tensor data is made up front by
+ * {@link inspectPipelineFolder} / {@link prepareModel}: the folder and files exist, the JSON
+ * parses, the class names are the expected ones, and the module built from `config.json` has
+ * exactly the keys and shapes of the weights' headers. Problems are reported as a
+ * {@link LoaderError} that names the file and says what was expected. The weights themselves are
+ * read later, by `PreparedModel.load()`, so the pipelines can load and free the networks stage by
+ * stage.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { Checkpoint, Module, StateDictError, TensorSource, openCheckpoint } from '@wuerstchen/core';
+import { CLIPTextModel, parseCLIPTextConfig } from './models/clip_text';
+import { DIFFNEXT_DEFAULTS, WuerstchenDiffNeXt, WuerstchenDiffNeXtConfig } from './models/diffnext';
+import { PAELLA_VQ_DEFAULTS, PaellaVQConfig, PaellaVQModel } from './models/paella_vq';
+import { PRIOR_DEFAULTS, WuerstchenPrior, WuerstchenPriorConfig } from './models/prior';
+import { CLIPTokenizer } from './tokenizer';
+
+/** A folder, file or config problem found while loading; `file` is the path it concerns. */
+export class LoaderError extends Error {
+  constructor(readonly file: string, detail: string, options?: { cause?: unknown }) {
+    super(`${file}: ${detail}`, options);
+    this.name = 'LoaderError';
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// JSON files
+
+/** Reads a JSON object file; a missing, unreadable or malformed file is a LoaderError naming it. */
+export function readJsonFile(file: string, what: string): Record<string, unknown> {
+  const stat = fs.statSync(file, { throwIfNoEntry: false });
+  if (!stat) throw new LoaderError(file, `missing (expected ${what})`);
+  if (!stat.isFile()) throw new LoaderError(file, `is not a file (expected ${what})`);
+  let value: unknown;
+  try {
+    value = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new LoaderError(file, `is not valid JSON (${(e as Error).message}); expected ${what}`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new LoaderError(file, `is not a JSON object (expected ${what})`);
+  return value as Record<string, unknown>;
+}
+
+function requireDir(dir: string, what: string): void {
+  const stat = fs.statSync(dir, { throwIfNoEntry: false });
+  if (!stat) throw new LoaderError(dir, `folder not found (expected ${what})`);
+  if (!stat.isDirectory()) throw new LoaderError(dir, `is not a folder (expected ${what})`);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// model_index.json
+
+/** The pipeline classes this project reads and the component class each one needs (spec §1.2). */
+export const PIPELINE_COMPONENTS = {
+  WuerstchenPriorPipeline: {
+    prior: ['WuerstchenPrior'],
+    text_encoder: ['CLIPTextModel'],
+    tokenizer: ['CLIPTokenizer', 'CLIPTokenizerFast'],
+    scheduler: ['DDPMWuerstchenScheduler'],
+  },
+  WuerstchenDecoderPipeline: {
+    decoder: ['WuerstchenDiffNeXt'],
+    vqgan: ['PaellaVQModel'],
+    text_encoder: ['CLIPTextModel'],
+    tokenizer: ['CLIPTokenizer', 'CLIPTokenizerFast'],
+    scheduler: ['DDPMWuerstchenScheduler'],
+  },
+} as const;
+
+export type PipelineClass = keyof typeof PIPELINE_COMPONENTS;
+
+/** Class names of old hub revisions (spec §1.2), with what they became. */
+const LEGACY_CLASSES: Record<string, string> = {
+  Prior: 'WuerstchenPrior',
+  DiffNeXt: 'WuerstchenDiffNeXt',
+  VQModelPaella: 'PaellaVQModel',
+  WuerstchenGeneratorPipeline: 'WuerstchenDecoderPipeline',
+  EfficientNetEncoder: '(not used by the text-to-image pipelines)',
+};
+
+export interface ModelIndex {
+  file: string;
+  className: PipelineClass;
+  /** component name → [library, class]. */
+  components: Record<string, [string, string]>;
+  /** the pipeline's own config (latent_mean, resolution_multiple, latent_dim_scale, ...). */
+  config: Record<string, unknown>;
+}
+
+function legacyHint(cls: string): string {
+  const now = LEGACY_CLASSES[cls];
+  return now ? ` ("${cls}" is the name used by an old hub revision; the current diffusers name is ${now})` : '';
+}
+
+/** Reads and checks `<dir>/model_index.json` against the expected pipeline class(es). */
+export function readModelIndex(dir: string, expected: PipelineClass[]): ModelIndex {
+  requireDir(dir, `a diffusers pipeline folder with model_index.json (${expected.join(' or ')})`);
+  const file = path.join(dir, 'model_index.json');
+  const json = readJsonFile(file, `the model_index.json of a ${expected.join(' or ')} folder`);
+  const cls = json._class_name;
+  if (typeof cls !== 'string') throw new LoaderError(file, `has no "_class_name" (expected ${expected.join(' or ')})`);
+  if (!(expected as string[]).includes(cls)) {
+    const known = Object.keys(PIPELINE_COMPONENTS);
+    const why = known.includes(cls) ? `this folder holds a ${cls}` : `unknown pipeline class "${cls}"${legacyHint(cls)}`;
+    throw new LoaderError(file, `${why}; expected ${expected.join(' or ')}`);
+  }
+  const className = cls as PipelineClass;
+  const components: Record<string, [string, string]> = {};
+  const config: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(json)) {
+    if (key.startsWith('_')) continue;
+    if (Array.isArray(value) && value.length === 2 && value.every((v) => typeof v === 'string' || v === null)) {
+      components[key] = value as [string, string];
+    } else {
+      config[key] = value;
+    }
+  }
+  for (const [name, classes] of Object.entries(PIPELINE_COMPONENTS[className])) {
+    const entry = components[name];
+    if (!entry || entry[1] === null) {
+      throw new LoaderError(file, `component "${name}" is not listed (expected "${name}": [library, "${classes[0]}"])`);
+    }
+    if (!(classes as readonly string[]).includes(entry[1])) {
+      throw new LoaderError(file, `component "${name}" has unknown class "${entry[1]}"${legacyHint(entry[1])}; expected ${classes.join(' or ')}`);
+    }
+  }
+  return { file, className, components, config };
+}
+
+/** A number from the pipeline config, or the diffusers default. */
+export function indexNumber(index: ModelIndex, key: string, fallback: number): number {
+  const v = index.config[key];
+  if (v === undefined || v === null) return fallback;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new LoaderError(index.file, `"${key}" must be a number, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Component configs
+
+type FieldKind = 'int' | 'number' | 'int[]' | 'bool[]' | 'string[]';
+
+/** Validates `json`'s known fields by kind and merges them over `defaults`; unknown fields are ignored. */
+function parseFields<T extends object>(json: Record<string, unknown>, defaults: T, kinds: Record<keyof T, FieldKind>, file: string): T {
+  const out: Record<string, unknown> = { ...(defaults as Record<string, unknown>) };
+  for (const [key, kind] of Object.entries(kinds) as [string, FieldKind][]) {
+    const v = json[key];
+    if (v === undefined) continue;
+    const ok =
+      kind === 'int'
+        ? Number.isInteger(v)
+        : kind === 'number'
+          ? typeof v === 'number' && Number.isFinite(v)
+          : kind === 'int[]'
+            ? Array.isArray(v) && v.every((x) => Number.isInteger(x))
+            : kind === 'bool[]'
+              ? Array.isArray(v) && v.every((x) => typeof x === 'boolean')
+              : Array.isArray(v) && v.every((x) => typeof x === 'string');
+    const expected = { int: 'an integer', number: 'a number', 'int[]': 'a list of integers', 'bool[]': 'a list of booleans', 'string[]': 'a list of strings' }[kind];
+    if (!ok) throw new LoaderError(file, `"${key}" must be ${expected}, got ${JSON.stringify(v)}`);
+    out[key] = v;
+  }
+  return out as T;
+}
+
+function checkPositive(file: string, cfg: Record<string, unknown>, keys: string[]): void {
+  for (const k of keys) {
+    const v = cfg[k];
+    const bad = Array.isArray(v) ? v.some((x) => typeof x === 'number' && x <= 0 && k !== 'nhead') : typeof v === 'number' && v <= 0;
+    if (bad) throw new LoaderError(file, `"${k}" must be positive, got ${JSON.stringify(v)}`);
+  }
+}
+
+export function parsePriorConfig(json: Record<string, unknown>, file: string): WuerstchenPriorConfig {
+  const cfg = parseFields(json, PRIOR_DEFAULTS, { c_in: 'int', c: 'int', c_cond: 'int', c_r: 'int', depth: 'int', nhead: 'int', dropout: 'number' }, file);
+  checkPositive(file, cfg as unknown as Record<string, unknown>, ['c_in', 'c', 'c_cond', 'c_r', 'depth', 'nhead']);
+  if (cfg.c % cfg.nhead !== 0) throw new LoaderError(file, `"c" (${cfg.c}) must be divisible by "nhead" (${cfg.nhead})`);
+  return cfg;
+}
+
+export function parseDiffNeXtConfig(json: Record<string, unknown>, file: string): WuerstchenDiffNeXtConfig {
+  const cfg = parseFields(
+    json,
+    DIFFNEXT_DEFAULTS,
+    {
+      c_in: 'int', c_out: 'int', c_r: 'int', patch_size: 'int', c_cond: 'int', c_hidden: 'int[]', nhead: 'int[]', blocks: 'int[]',
+      level_config: 'string[]', inject_effnet: 'bool[]', effnet_embd: 'int', clip_embd: 'int', kernel_size: 'int', dropout: 'number',
+    },
+    file,
+  );
+  checkPositive(file, cfg as unknown as Record<string, unknown>, ['c_in', 'c_out', 'c_r', 'patch_size', 'c_cond', 'c_hidden', 'blocks', 'effnet_embd', 'clip_embd', 'kernel_size']);
+  const n = cfg.c_hidden.length;
+  for (const k of ['nhead', 'blocks', 'level_config', 'inject_effnet'] as const) {
+    if (cfg[k].length !== n) throw new LoaderError(file, `"${k}" has ${cfg[k].length} entries but "c_hidden" has ${n}`);
+  }
+  cfg.level_config.forEach((types, i) => {
+    if (!/^[CTA]+$/.test(types)) throw new LoaderError(file, `"level_config"[${i}] = "${types}" may only contain C, T and A`);
+    if (types.includes('A') && !(cfg.nhead[i] > 0 && cfg.c_hidden[i] % cfg.nhead[i] === 0)) {
+      throw new LoaderError(file, `level ${i} has attention but "nhead"[${i}] = ${cfg.nhead[i]} does not divide c_hidden ${cfg.c_hidden[i]}`);
+    }
+  });
+  return cfg;
+}
+
+export function parsePaellaVQConfig(json: Record<string, unknown>, file: string): PaellaVQConfig {
+  const cfg = parseFields(
+    json,
+    PAELLA_VQ_DEFAULTS,
+    {
+      in_channels: 'int', out_channels: 'int', up_down_scale_factor: 'int', levels: 'int', bottleneck_blocks: 'int', embed_dim: 'int',
+      latent_channels: 'int', num_vq_embeddings: 'int', scale_factor: 'number',
+    },
+    file,
+  );
+  checkPositive(file, cfg as unknown as Record<string, unknown>, ['in_channels', 'out_channels', 'up_down_scale_factor', 'levels', 'embed_dim', 'latent_channels', 'num_vq_embeddings']);
+  return cfg;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Weights
+
+export interface WeightsOptions {
+  /** `fp16`, `bf16`, ...: read `<base>.<variant>.safetensors`. Without it, the plain file is used, or the only variant present. */
+  variant?: string;
+}
+
+const SAFETENSORS_RE = /^(.+?)(?:\.([A-Za-z0-9_]+))?\.safetensors(?:\.index(?:\.([A-Za-z0-9_]+))?\.json)?$/;
+
+/**
+ * Opens the component's checkpoint. Without a variant, a folder that has no plain
+ * `<base>.safetensors` (or index) but exactly one variant file (e.g. only `.fp16.safetensors`)
+ * uses that one; a folder with only PyTorch `.bin` files is an error that says to convert them.
+ */
+function openWeights(dir: string, base: string, opts: WeightsOptions): Checkpoint {
+  const names = fs.readdirSync(dir);
+  const plain = [`${base}.safetensors`, `${base}.safetensors.index.json`];
+  let variant = opts.variant;
+  if (variant === undefined && !plain.some((n) => names.includes(n))) {
+    const variants = new Set<string>();
+    for (const n of names) {
+      const m = SAFETENSORS_RE.exec(n);
+      if (m && m[1] === base && (m[2] ?? m[3])) variants.add((m[2] ?? m[3])!);
+    }
+    if (variants.size === 1) variant = [...variants][0];
+    else if (variants.size > 1) {
+      throw new LoaderError(dir, `no ${base}.safetensors; found the variants ${[...variants].join(', ')}: choose one with the variant option`);
+    } else {
+      const bins = names.filter((n) => n.endsWith('.bin'));
+      const hint = bins.length ? ` (found ${bins.join(', ')}: PyTorch pickles are not read; convert them to safetensors)` : '';
+      throw new LoaderError(path.join(dir, `${base}.safetensors`), `missing (expected the weights as ${plain.join(' or ')})${hint}`);
+    }
+  }
+  try {
+    return openCheckpoint(dir, { base, variant });
+  } catch (e) {
+    const msg = (e as Error).message;
+    throw new LoaderError(dir, `cannot read the weights: ${msg}`, { cause: e });
+  }
+}
+
+const fmtShape = (s: number[]) => `[${s.join(', ')}]`;
+
+/**
+ * Compares a module's keys and PyTorch shapes with a checkpoint's headers (no data is read) and
+ * throws one error listing every missing key, unexpected key and shape mismatch, saying which
+ * config it was built from.
+ */
+export function checkWeightsMatch(module: Module, ckpt: TensorSource & { files?: string[] }, configFile: string, ignore?: (key: string) => boolean): void {
+  const own = new Map(module.namedParameters());
+  const keys = ckpt.keys().filter((k) => !ignore?.(k));
+  const keySet = new Set(keys);
+  const missing = [...own.keys()].filter((k) => !keySet.has(k));
+  const unexpected = keys.filter((k) => !own.has(k));
+  const mismatched: { key: string; expected: number[]; found: number[] }[] = [];
+  for (const k of keys) {
+    const p = own.get(k);
+    if (!p) continue;
+    const found = ckpt.info ? ckpt.info(k).shape : ckpt.get(k).shape;
+    if (found.length !== p.torchShape.length || found.some((d, i) => d !== p.torchShape[i])) mismatched.push({ key: k, expected: p.torchShape, found });
+  }
+  if (!missing.length && !unexpected.length && !mismatched.length) return;
+  const list = (xs: string[]) => (xs.length > 8 ? `${xs.slice(0, 8).join(', ')}, ... (${xs.length - 8} more)` : xs.join(', '));
+  const problems: string[] = [];
+  if (missing.length) problems.push(`missing keys (${missing.length}): ${list(missing)}`);
+  if (unexpected.length) problems.push(`unexpected keys (${unexpected.length}): ${list(unexpected)}`);
+  for (const m of mismatched.slice(0, 8)) problems.push(`${m.key}: shape ${fmtShape(m.found)}, but the config needs ${fmtShape(m.expected)}`);
+  if (mismatched.length > 8) problems.push(`... ${mismatched.length - 8} more shape mismatches`);
+  const weights = ckpt.files && ckpt.files.length === 1 ? ckpt.files[0] : path.dirname(configFile);
+  const err = new StateDictError(
+    `${weights}: the weights do not match ${configFile} (a ${module.constructor.name} with ${own.size} tensors):\n  ${problems.join('\n  ')}`,
+    missing,
+    unexpected,
+    mismatched,
+  );
+  throw err;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Models
+
+export type ModelClass = 'WuerstchenPrior' | 'WuerstchenDiffNeXt' | 'PaellaVQModel' | 'CLIPTextModel';
+
+/** A model whose config and weight headers were checked; `load()` reads the weights. */
+export interface PreparedModel<M extends Module> {
+  className: ModelClass;
+  dir: string;
+  configFile: string;
+  /** the parsed config (for `sizeMultiple`, `scale_factor`, ...). */
+  config: M extends { config: infer C } ? C : unknown;
+  /** bytes of float32 parameters once loaded. */
+  bytes: number;
+  /** Builds the module and reads its weights (float32 in memory). */
+  load(): M;
+}
+
+type ModelOf<C extends ModelClass> = C extends 'WuerstchenPrior'
+  ? WuerstchenPrior
+  : C extends 'WuerstchenDiffNeXt'
+    ? WuerstchenDiffNeXt
+    : C extends 'PaellaVQModel'
+      ? PaellaVQModel
+      : CLIPTextModel;
+
+/** Class name declared by a component config (`_class_name`, or transformers' `architectures[0]`). */
+function declaredClass(json: Record<string, unknown>): string | undefined {
+  if (typeof json._class_name === 'string') return json._class_name;
+  if (Array.isArray(json.architectures) && typeof json.architectures[0] === 'string') return json.architectures[0];
+  if (json.model_type === 'clip_text_model') return 'CLIPTextModel';
+  return undefined;
+}
+
+function build(cls: ModelClass, json: Record<string, unknown>, file: string): Module {
+  switch (cls) {
+    case 'WuerstchenPrior':
+      return new WuerstchenPrior(parsePriorConfig(json, file));
+    case 'WuerstchenDiffNeXt':
+      return new WuerstchenDiffNeXt(parseDiffNeXtConfig(json, file));
+    case 'PaellaVQModel':
+      return new PaellaVQModel(parsePaellaVQConfig(json, file));
+    case 'CLIPTextModel':
+      try {
+        return new CLIPTextModel(parseCLIPTextConfig(json, file));
+      } catch (e) {
+        throw new LoaderError(file, (e as Error).message.replace(`${file}: `, ''));
+      }
+  }
+}
+
+const KNOWN_MODELS: ModelClass[] = ['WuerstchenPrior', 'WuerstchenDiffNeXt', 'PaellaVQModel', 'CLIPTextModel'];
+
+/** Keys in a checkpoint that are not parameters and are skipped (e.g. CLIP's `position_ids`). */
+function ignoredKeys(cls: ModelClass): ((k: string) => boolean) | undefined {
+  return cls === 'CLIPTextModel' ? CLIPTextModel.ignoredKeys : undefined;
+}
+
+/**
+ * Checks a component folder (`config.json` + weights) without reading tensor data. `expected`
+ * is the class the pipeline needs; without it, any known model class is accepted.
+ */
+export function prepareModel<C extends ModelClass>(dir: string, expected?: C, opts: WeightsOptions = {}): PreparedModel<ModelOf<C>> {
+  requireDir(dir, `a ${expected ?? 'model'} folder with config.json and safetensors weights`);
+  const configFile = path.join(dir, 'config.json');
+  const json = readJsonFile(configFile, `the ${expected ?? 'model'} config`);
+  const declared = declaredClass(json);
+  const cls = (expected ?? declared) as ModelClass | undefined;
+  if (declared === undefined && expected === undefined) throw new LoaderError(configFile, `has no "_class_name" (expected one of ${KNOWN_MODELS.join(', ')})`);
+  if (declared !== undefined && (!KNOWN_MODELS.includes(declared as ModelClass) || (expected && declared !== expected))) {
+    throw new LoaderError(configFile, `unknown class "${declared}"${legacyHint(declared)}; expected ${expected ?? KNOWN_MODELS.join(', ')}`);
+  }
+  const base = cls === 'CLIPTextModel' ? 'model' : 'diffusion_pytorch_model';
+  const module = build(cls!, json, configFile);
+  const ckpt = openWeights(dir, base, opts);
+  try {
+    checkWeightsMatch(module, ckpt, configFile, ignoredKeys(cls!));
+  } finally {
+    ckpt.close();
+  }
+  const ckptVariant = opts.variant;
+  return {
+    className: cls!,
+    dir,
+    configFile,
+    config: (module as unknown as { config: unknown }).config as PreparedModel<ModelOf<C>>['config'],
+    bytes: module.numParameters() * 4,
+    load: () => loadModelFrom(build(cls!, json, configFile), dir, base, configFile, cls!, { variant: ckptVariant }) as unknown as ModelOf<C>,
+  };
+}
+
+function loadModelFrom<M extends Module>(module: M, dir: string, base: string, configFile: string, cls: ModelClass, opts: WeightsOptions): M {
+  const ckpt = openWeights(dir, base, opts);
+  try {
+    checkWeightsMatch(module, ckpt, configFile, ignoredKeys(cls));
+    module.loadStateDict(ckpt, { ignore: ignoredKeys(cls), source: ckpt.files.length === 1 ? ckpt.files[0] : dir });
+  } catch (e) {
+    module.dispose();
+    throw e;
+  } finally {
+    ckpt.close();
+  }
+  return module.eval();
+}
+
+/** Loads a model folder (`config.json` + weights), e.g. `.../prior` or `.../text_encoder`. */
+export function loadModel<C extends ModelClass>(dir: string, expected?: C, opts: WeightsOptions = {}): ModelOf<C> {
+  return prepareModel(dir, expected, opts).load();
+}
+
+/** Loads a tokenizer folder; errors name the folder. */
+export function loadTokenizer(dir: string): CLIPTokenizer {
+  requireDir(dir, 'a CLIP tokenizer folder (vocab.json, merges.txt)');
+  for (const f of ['vocab.json', 'merges.txt']) {
+    if (!fs.existsSync(path.join(dir, f)) && !fs.existsSync(path.join(dir, 'tokenizer.json'))) {
+      throw new LoaderError(path.join(dir, f), 'missing (expected the CLIP BPE vocabulary: vocab.json + merges.txt, or tokenizer.json)');
+    }
+  }
+  try {
+    return CLIPTokenizer.fromPretrained(dir);
+  } catch (e) {
+    throw new LoaderError(dir, `cannot read the tokenizer: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/** Checks `scheduler/scheduler_config.json` and returns it. */
+export function readSchedulerConfig(dir: string): Record<string, unknown> {
+  requireDir(dir, 'a scheduler folder with scheduler_config.json');
+  const file = path.join(dir, 'scheduler_config.json');
+  const json = readJsonFile(file, 'the DDPMWuerstchenScheduler config');
+  if (json._class_name !== undefined && json._class_name !== 'DDPMWuerstchenScheduler') {
+    throw new LoaderError(file, `unknown class "${String(json._class_name)}"; expected DDPMWuerstchenScheduler`);
+  }
+  for (const k of ['s', 'scaler']) {
+    if (json[k] !== undefined && !(typeof json[k] === 'number' && Number.isFinite(json[k] as number))) {
+      throw new LoaderError(file, `"${k}" must be a number, got ${JSON.stringify(json[k])}`);
+    }
+  }
+  return json;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Lazily loaded components
+
+/**
+ * A network that is loaded on first use and can be freed again, so a pipeline holds only the
+ * networks of the stage it is running. `ModelHandle.of(model)` wraps a model the caller owns: it
+ * is never freed by the pipeline.
+ */
+export class ModelHandle<M extends Module> {
+  private model: M | null;
+  private constructor(
+    private readonly loader: (() => M) | null,
+    model: M | null,
+    /** bytes of float32 parameters. */
+    readonly bytes: number,
+  ) {
+    this.model = model;
+  }
+
+  /** Loads from a checked folder on first use; `release()` frees it. */
+  static lazy<M extends Module>(prepared: PreparedModel<M>): ModelHandle<M> {
+    return new ModelHandle(() => prepared.load(), null, prepared.bytes);
+  }
+
+  /** A model that stays owned by the caller. */
+  static of<M extends Module>(model: M): ModelHandle<M> {
+    return new ModelHandle<M>(null, model, model.numParameters() * 4);
+  }
+
+  /** true for a handle that loads (and frees) the model itself. */
+  get owned(): boolean {
+    return this.loader !== null;
+  }
+
+  get loaded(): boolean {
+    return this.model !== null;
+  }
+
+  get(): M {
+    if (!this.model) this.model = this.loader!();
+    return this.model;
+  }
+
+  /** Frees the weights of an owned model (read again on the next `get()`); no-op for `of(model)`. */
+  release(): void {
+    if (!this.loader) return;
+    this.model?.dispose();
+    this.model = null;
+  }
+}

@@ -1,0 +1,182 @@
+/**
+ * `WuerstchenCombinedPipeline` (diffusers `pipeline_wuerstchen_combined.py`; spec §5.4): text →
+ * prior → decoder → image, with the combined pipeline's defaults (512², prior guidance 4, 60
+ * prior steps, 12 decoder steps, no decoder guidance). One generator (or seed) draws all noise in
+ * the order of spec §5.5, so a seed reproduces the same image.
+ *
+ * Memory: the networks are loaded and freed stage by stage — CLIP-bigG, then the prior, then
+ * CLIP-H, then the decoder, then the VQGAN — so only one of them is in memory at a time
+ * (unless `offload: false`).
+ */
+import * as tf from '@tensorflow/tfjs';
+import { Generator } from '../rng';
+import { DecoderGeometry, DecoderOutput, OutputType, WuerstchenDecoderPipeline, decoderLatentSide } from './decoder';
+import { PipelineLoadOptions, WuerstchenPriorPipeline, priorLatentSide, stripUndefined } from './prior';
+import { ProgressCallback } from './progress';
+import { Callable, PipelineArgumentError, SamplingOptions, checkPositiveInt, resolveGenerator } from './shared';
+
+export interface CombinedCallOptions {
+  negativePrompt?: string | string[];
+  /** default 512; must be one of `validImageSides()` (multiples of 128 for the published models). */
+  width?: number;
+  height?: number;
+  /** prior steps (default 60). */
+  priorNumInferenceSteps?: number;
+  priorTimesteps?: ArrayLike<number>;
+  /** default 4. */
+  priorGuidanceScale?: number;
+  /** decoder steps (default 12); `decoderNumInferenceSteps` is the same. */
+  numInferenceSteps?: number;
+  decoderNumInferenceSteps?: number;
+  decoderTimesteps?: ArrayLike<number>;
+  /** default 0 (no guidance). */
+  decoderGuidanceScale?: number;
+  numImagesPerPrompt?: number;
+  seed?: number;
+  generator?: Generator;
+  /** initial prior latents, NHWC (not disposed). */
+  latents?: tf.Tensor;
+  /** `tensor` (default), `png` or `latent` (decoder latents). */
+  outputType?: OutputType;
+  onProgress?: ProgressCallback;
+  /** per-step callbacks (latents after each step, NHWC). */
+  priorCallback?: SamplingOptions['callback'];
+  callback?: SamplingOptions['callback'];
+  /** Replaying a reference run: scheduler noise of the prior steps, initial decoder latents, decoder step noise (NHWC). */
+  priorStepNoise?: SamplingOptions['stepNoise'];
+  decoderLatents?: tf.Tensor;
+  decoderStepNoise?: SamplingOptions['stepNoise'];
+  trace?: SamplingOptions['trace'];
+}
+
+export const COMBINED_CALL_DEFAULTS = {
+  width: 512,
+  height: 512,
+  priorNumInferenceSteps: 60,
+  priorGuidanceScale: 4.0,
+  numInferenceSteps: 12,
+  decoderGuidanceScale: 0.0,
+  numImagesPerPrompt: 1,
+  outputType: 'tensor' as OutputType,
+};
+
+/**
+ * Image sides (≤ max) the combined pipeline produces exactly: side s is valid when the decoder
+ * accepts its latent (`int(ceil(s/42.67)·10.67)` a multiple of `sizeMultiple`) and the VQGAN
+ * output side `vqScale·latent` equals s. For the published models: the multiples of 128.
+ */
+export function validImageSides(geo: DecoderGeometry, resolutionMultiple: number, max = 4096): number[] {
+  const out: number[] = [];
+  for (let h = 1; ; h++) {
+    const lat = decoderLatentSide(h, geo.latentDimScale);
+    const side = geo.vqScale * lat;
+    if (side > max) break;
+    if (lat % geo.sizeMultiple === 0 && priorLatentSide(side, resolutionMultiple) === h) out.push(side);
+  }
+  return out;
+}
+
+/** The image side the pipelines produce for a requested side. */
+export function outputSide(side: number, geo: DecoderGeometry, resolutionMultiple: number): number {
+  return geo.vqScale * decoderLatentSide(priorLatentSide(side, resolutionMultiple), geo.latentDimScale);
+}
+
+/** A message naming the valid sizes, or null when `side` is fine. */
+export function checkImageSide(side: number, name: string, geo: DecoderGeometry, resolutionMultiple: number): string | null {
+  const valid = validImageSides(geo, resolutionMultiple, Math.max(2048, side + 512));
+  if (valid.includes(side)) return null;
+  const below = valid.filter((v) => v < side).pop();
+  const above = valid.find((v) => v > side);
+  const nearest = [below, above].filter((v) => v !== undefined).join(' or ');
+  const step = valid.length > 1 && valid.every((v, i) => v === valid[0] * (i + 1)) ? `multiples of ${valid[0]}` : valid.slice(0, 16).join(', ');
+  const made = outputSide(side, geo, resolutionMultiple);
+  const why =
+    decoderLatentSide(priorLatentSide(side, resolutionMultiple), geo.latentDimScale) % geo.sizeMultiple !== 0
+      ? `the decoder cannot take it (its latent side int(ceil(${side}/${resolutionMultiple})·${geo.latentDimScale}) must be a multiple of ${geo.sizeMultiple})`
+      : `the pipeline would make ${made} px instead`;
+  return `${name} ${side} is not supported: ${why}; valid sizes are ${step} (nearest: ${nearest})`;
+}
+
+export interface CombinedOutput extends DecoderOutput {
+  /** the prior's image embeddings are freed after decoding; their shape is reported. */
+  imageEmbeddingsShape: number[];
+}
+
+export interface WuerstchenCombinedPipeline {
+  (prompt: string | string[], options?: CombinedCallOptions): Promise<CombinedOutput>;
+}
+
+export class WuerstchenCombinedPipeline extends Callable<[string | string[], CombinedCallOptions?], Promise<CombinedOutput>> {
+  constructor(readonly priorPipe: WuerstchenPriorPipeline, readonly decoderPipe: WuerstchenDecoderPipeline) {
+    super();
+  }
+
+  /** A prior folder (`warp-ai/wuerstchen-prior` layout) and a decoder folder (`warp-ai/wuerstchen`). */
+  static fromPretrained(priorDir: string, decoderDir: string, opts: PipelineLoadOptions = {}): WuerstchenCombinedPipeline {
+    const prior = WuerstchenPriorPipeline.fromPretrained(priorDir, opts);
+    const decoder = WuerstchenDecoderPipeline.fromPretrained(decoderDir, opts);
+    return new WuerstchenCombinedPipeline(prior, decoder);
+  }
+
+  /** Image sides this pair of pipelines produces exactly. */
+  validImageSides(max = 4096): number[] {
+    return validImageSides(this.decoderPipe.geometry, this.priorPipe.config.resolutionMultiple, max);
+  }
+
+  /** Throws (naming the valid sizes) when width or height cannot be produced exactly. */
+  checkSize(width: number, height: number): void {
+    for (const [side, name] of [[width, 'width'], [height, 'height']] as const) {
+      checkPositiveInt(side, name);
+      const msg = checkImageSide(side, name, this.decoderPipe.geometry, this.priorPipe.config.resolutionMultiple);
+      if (msg) throw new PipelineArgumentError(msg);
+    }
+  }
+
+  run(prompt: string | string[], options: CombinedCallOptions = {}): Promise<CombinedOutput> {
+    return this._call(prompt, options);
+  }
+
+  release(): void {
+    this.priorPipe.release();
+    this.decoderPipe.release();
+  }
+
+  async _call(prompt: string | string[], options: CombinedCallOptions = {}): Promise<CombinedOutput> {
+    const o = { ...COMBINED_CALL_DEFAULTS, ...stripUndefined(options) };
+    this.checkSize(o.width, o.height);
+    const generator = resolveGenerator(o);
+    const { imageEmbeddings } = await this.priorPipe(prompt, {
+      width: o.width,
+      height: o.height,
+      numInferenceSteps: o.priorNumInferenceSteps,
+      timesteps: o.priorTimesteps,
+      guidanceScale: o.priorGuidanceScale,
+      negativePrompt: o.negativePrompt,
+      numImagesPerPrompt: o.numImagesPerPrompt,
+      generator,
+      latents: o.latents,
+      stepNoise: o.priorStepNoise,
+      onProgress: o.onProgress,
+      callback: o.priorCallback,
+      trace: o.trace ? (name, t) => o.trace!(`prior_${name}`, t) : undefined,
+    });
+    try {
+      const out = await this.decoderPipe(imageEmbeddings, prompt, {
+        numInferenceSteps: o.decoderNumInferenceSteps ?? o.numInferenceSteps,
+        timesteps: o.decoderTimesteps,
+        guidanceScale: o.decoderGuidanceScale,
+        negativePrompt: o.negativePrompt,
+        generator,
+        latents: o.decoderLatents,
+        stepNoise: o.decoderStepNoise,
+        outputType: o.outputType,
+        onProgress: o.onProgress,
+        callback: o.callback,
+        trace: o.trace ? (name, t) => o.trace!(name.startsWith('vqgan_') ? name : `decoder_${name}`, t) : undefined,
+      });
+      return { ...out, imageEmbeddingsShape: imageEmbeddings.shape.slice() };
+    } finally {
+      imageEmbeddings.dispose();
+    }
+  }
+}

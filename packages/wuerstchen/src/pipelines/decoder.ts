@@ -1,0 +1,330 @@
+/**
+ * `WuerstchenDecoderPipeline` (diffusers `pipeline_wuerstchen.py`; spec inference.md §5.3):
+ * image embeddings + prompt → CLIP-H `last_hidden_state` → Stage B sampling (classifier-free
+ * guidance with zero effnet for the unconditional half) → Stage A (VQGAN) decode → image.
+ *
+ * Tensors are NHWC: embeddings `[E, h, w, 16]`, latents `[N, int(h·10.67), int(w·10.67), 4]`,
+ * images `[N, 4·H', 4·W', 3]` in [0, 1].
+ */
+import * as path from 'path';
+import * as tf from '@tensorflow/tfjs';
+import { ModelHandle, indexNumber, loadTokenizer, prepareModel, readModelIndex, readSchedulerConfig } from '../loader';
+import { CLIPTextModel } from '../models/clip_text';
+import { EffnetCache, WuerstchenDiffNeXt, WuerstchenDiffNeXtConfig } from '../models/diffnext';
+import { PaellaVQConfig, PaellaVQModel } from '../models/paella_vq';
+import { DDPMWuerstchenScheduler } from '../scheduler';
+import { CLIPTokenizer } from '../tokenizer';
+import { tensorToPng } from './png';
+import { PipelineLoadOptions, stripUndefined, yieldToEventLoop } from './prior';
+import { StageProgress } from './progress';
+import {
+  Callable,
+  PipelineArgumentError,
+  SamplingOptions,
+  checkFinite,
+  checkPositiveInt,
+  checkShape,
+  checkTimesteps,
+  encodeText,
+  guidance,
+  randnNHWC,
+  repeatInterleave,
+  resolveGenerator,
+  stepNoiseFor,
+  toNegativeList,
+  toPromptList,
+} from './shared';
+
+export interface DecoderPipelineConfig {
+  /** decoder latent side = int(embedding side · latent_dim_scale). */
+  latentDimScale: number;
+}
+
+export const DECODER_PIPELINE_DEFAULTS: DecoderPipelineConfig = { latentDimScale: 10.67 };
+
+export type OutputType = 'tensor' | 'png' | 'latent';
+
+export interface DecoderCallOptions extends SamplingOptions {
+  /** `tensor` (default): NHWC float images in [0, 1]; `png`: PNG buffers; `latent`: the final decoder latents (unscaled). */
+  outputType?: OutputType;
+}
+
+export interface DecoderOutput {
+  /** `outputType: 'tensor'`: NHWC `[N, H, W, 3]` in [0, 1]; `'latent'`: NHWC decoder latents. Owned by the caller. */
+  images?: tf.Tensor4D;
+  /** `outputType: 'png'`: one PNG per image. */
+  png?: Buffer[];
+}
+
+/** Decoder defaults of diffusers' `__call__` (spec §5.3): 12 steps, no guidance. */
+export const DECODER_CALL_DEFAULTS = { numInferenceSteps: 12, guidanceScale: 0.0, numImagesPerPrompt: 1, outputType: 'tensor' as OutputType };
+
+/** Geometry of the decoder: which embedding / image sizes it can take. */
+export interface DecoderGeometry {
+  latentDimScale: number;
+  /** the decoder latent side must be a multiple of this (patch_size · 2^(levels − 1); 16 for the published config). */
+  sizeMultiple: number;
+  /** VQGAN latent → image scale (up_down_scale_factor · 2^(levels − 1) = 4). */
+  vqScale: number;
+}
+
+export function decoderGeometry(decoder: Pick<WuerstchenDiffNeXtConfig, 'patch_size' | 'c_hidden'>, vqgan: Pick<PaellaVQConfig, 'up_down_scale_factor' | 'levels'>, latentDimScale: number): DecoderGeometry {
+  return {
+    latentDimScale,
+    sizeMultiple: decoder.patch_size * 2 ** (decoder.c_hidden.length - 1),
+    vqScale: vqgan.up_down_scale_factor * 2 ** (vqgan.levels - 1),
+  };
+}
+
+/** Decoder latent side of an embedding side: `int(side · latent_dim_scale)`. */
+export function decoderLatentSide(embeddingSide: number, latentDimScale = DECODER_PIPELINE_DEFAULTS.latentDimScale): number {
+  return Math.trunc(embeddingSide * latentDimScale);
+}
+
+/** Embedding sides (1 … max) whose decoder latent side the decoder accepts. */
+export function validEmbeddingSides(geo: DecoderGeometry, max = 96): number[] {
+  const out: number[] = [];
+  for (let e = 1; e <= max; e++) if (decoderLatentSide(e, geo.latentDimScale) % geo.sizeMultiple === 0) out.push(e);
+  return out;
+}
+
+export interface WuerstchenDecoderPipeline {
+  (imageEmbeddings: tf.Tensor, prompt: string | string[], options?: DecoderCallOptions): Promise<DecoderOutput>;
+}
+
+export class WuerstchenDecoderPipeline extends Callable<[tf.Tensor, string | string[], DecoderCallOptions?], Promise<DecoderOutput>> {
+  readonly tokenizer: CLIPTokenizer;
+  readonly textEncoder: ModelHandle<CLIPTextModel>;
+  readonly decoder: ModelHandle<WuerstchenDiffNeXt>;
+  readonly vqgan: ModelHandle<PaellaVQModel>;
+  readonly scheduler: DDPMWuerstchenScheduler;
+  readonly config: DecoderPipelineConfig;
+  readonly geometry: DecoderGeometry;
+  /** VQGAN `scale_factor` (0.3764): the latents are decoded as `vqgan.decode(scale_factor · x)`. */
+  readonly vqScaleFactor: number;
+  readonly decoderConfig: WuerstchenDiffNeXtConfig;
+  offload: boolean;
+
+  constructor(components: {
+    tokenizer: CLIPTokenizer;
+    textEncoder: CLIPTextModel | ModelHandle<CLIPTextModel>;
+    decoder: WuerstchenDiffNeXt | ModelHandle<WuerstchenDiffNeXt>;
+    vqgan: PaellaVQModel | ModelHandle<PaellaVQModel>;
+    scheduler: DDPMWuerstchenScheduler;
+    /** configs of the lazily loaded networks (taken from the models when they are given directly). */
+    decoderConfig?: WuerstchenDiffNeXtConfig;
+    vqganConfig?: PaellaVQConfig;
+    config?: Partial<DecoderPipelineConfig>;
+    offload?: boolean;
+  }) {
+    super();
+    const c = components;
+    this.tokenizer = c.tokenizer;
+    this.textEncoder = c.textEncoder instanceof ModelHandle ? c.textEncoder : ModelHandle.of(c.textEncoder);
+    this.decoder = c.decoder instanceof ModelHandle ? c.decoder : ModelHandle.of(c.decoder);
+    this.vqgan = c.vqgan instanceof ModelHandle ? c.vqgan : ModelHandle.of(c.vqgan);
+    this.scheduler = c.scheduler;
+    this.config = { ...DECODER_PIPELINE_DEFAULTS, ...c.config };
+    const decoderConfig = c.decoderConfig ?? (c.decoder instanceof WuerstchenDiffNeXt ? c.decoder.config : undefined);
+    const vqganConfig = c.vqganConfig ?? (c.vqgan instanceof PaellaVQModel ? c.vqgan.config : undefined);
+    if (!decoderConfig || !vqganConfig) throw new Error('WuerstchenDecoderPipeline: decoderConfig and vqganConfig are needed with lazily loaded models');
+    this.decoderConfig = decoderConfig;
+    this.geometry = decoderGeometry(decoderConfig, vqganConfig, this.config.latentDimScale);
+    this.vqScaleFactor = vqganConfig.scale_factor;
+    this.offload = c.offload ?? true;
+  }
+
+  /**
+   * Reads a `WuerstchenDecoderPipeline` folder (model_index.json, decoder/, vqgan/,
+   * text_encoder/, tokenizer/, scheduler/). All configs and weight headers are checked now; the
+   * weights are read when first needed.
+   */
+  static fromPretrained(dir: string, opts: PipelineLoadOptions = {}): WuerstchenDecoderPipeline {
+    const index = readModelIndex(dir, ['WuerstchenDecoderPipeline']);
+    const decoder = prepareModel(path.join(dir, 'decoder'), 'WuerstchenDiffNeXt', opts);
+    const vqgan = prepareModel(path.join(dir, 'vqgan'), 'PaellaVQModel', opts);
+    const textEncoder = prepareModel(path.join(dir, 'text_encoder'), 'CLIPTextModel', opts);
+    const tokenizer = loadTokenizer(path.join(dir, 'tokenizer'));
+    const scheduler = DDPMWuerstchenScheduler.fromConfig(readSchedulerConfig(path.join(dir, 'scheduler')), path.join(dir, 'scheduler', 'scheduler_config.json'));
+    if (textEncoder.config.hidden_size !== decoder.config.clip_embd) {
+      throw new PipelineArgumentError(
+        `${textEncoder.configFile}: hidden_size ${textEncoder.config.hidden_size} does not match the decoder's clip_embd ${decoder.config.clip_embd} (${decoder.configFile})`,
+      );
+    }
+    if (vqgan.config.latent_channels !== decoder.config.c_out) {
+      throw new PipelineArgumentError(`${vqgan.configFile}: latent_channels ${vqgan.config.latent_channels} does not match the decoder's c_out ${decoder.config.c_out} (${decoder.configFile})`);
+    }
+    return new WuerstchenDecoderPipeline({
+      tokenizer,
+      textEncoder: ModelHandle.lazy(textEncoder),
+      decoder: ModelHandle.lazy(decoder),
+      vqgan: ModelHandle.lazy(vqgan),
+      scheduler,
+      decoderConfig: decoder.config,
+      vqganConfig: vqgan.config,
+      config: { latentDimScale: indexNumber(index, 'latent_dim_scale', DECODER_PIPELINE_DEFAULTS.latentDimScale) },
+      offload: opts.offload,
+    });
+  }
+
+  run(imageEmbeddings: tf.Tensor, prompt: string | string[], options: DecoderCallOptions = {}): Promise<DecoderOutput> {
+    return this._call(imageEmbeddings, prompt, options);
+  }
+
+  release(): void {
+    this.textEncoder.release();
+    this.decoder.release();
+    this.vqgan.release();
+  }
+
+  /** Throws a message naming the valid sizes when the decoder cannot take `[h, w]` embeddings. */
+  checkEmbeddingSize(h: number, w: number): void {
+    const geo = this.geometry;
+    for (const [side, name] of [[h, 'height'], [w, 'width']] as const) {
+      const lat = decoderLatentSide(side, geo.latentDimScale);
+      if (lat % geo.sizeMultiple !== 0) {
+        const valid = validEmbeddingSides(geo, 48).join(', ');
+        throw new PipelineArgumentError(
+          `image embeddings ${name} ${side} gives a decoder latent of ${lat} (int(${side}·${geo.latentDimScale})), ` +
+            `but the decoder needs a multiple of ${geo.sizeMultiple}; valid embedding sides: ${valid}, ...`,
+        );
+      }
+    }
+  }
+
+  /**
+   * Decoder text conditioning for `count` latents: each of the P prompts covers count/P
+   * consecutive latents (for one prompt: all of them, as diffusers); `cat([T, T_u])` with CFG.
+   */
+  encodePrompt(prompts: string[], count: number, cfg: boolean, negativePrompt: string | string[] | undefined, trace?: SamplingOptions['trace']): tf.Tensor3D {
+    const per = count / prompts.length;
+    const negatives = cfg ? toNegativeList(negativePrompt, prompts.length) : [];
+    const encoder = this.textEncoder.get();
+    try {
+      return tf.tidy(() => {
+        const t = encodeText(this.tokenizer, encoder, prompts, 'prompt_', trace);
+        trace?.('prompt_embeds', t);
+        const parts = [repeatInterleave(t, per)];
+        if (cfg) {
+          const u = encodeText(this.tokenizer, encoder, negatives, 'negative_', trace);
+          trace?.('negative_prompt_embeds', u);
+          parts.push(repeatInterleave(u, per));
+        }
+        return (parts.length === 1 ? parts[0] : tf.concat(parts, 0)) as tf.Tensor3D;
+      });
+    } finally {
+      if (this.offload) this.textEncoder.release();
+    }
+  }
+
+  async _call(imageEmbeddings: tf.Tensor, prompt: string | string[], options: DecoderCallOptions = {}): Promise<DecoderOutput> {
+    if (!(imageEmbeddings instanceof tf.Tensor) || imageEmbeddings.rank !== 4) {
+      throw new PipelineArgumentError(`imageEmbeddings must be an NHWC tensor [E, h, w, ${this.decoderConfig.effnet_embd}]`);
+    }
+    const [e, eh, ew, ec] = imageEmbeddings.shape;
+    if (ec !== this.decoderConfig.effnet_embd) {
+      throw new PipelineArgumentError(`imageEmbeddings has ${ec} channels but the decoder expects effnet_embd = ${this.decoderConfig.effnet_embd} (NHWC)`);
+    }
+    const prompts = toPromptList(prompt);
+    const o = { ...DECODER_CALL_DEFAULTS, ...stripUndefined(options) };
+    const n = checkPositiveInt(o.numImagesPerPrompt, 'numImagesPerPrompt');
+    const scale = checkFinite(o.guidanceScale, 'guidanceScale');
+    const timesteps = o.timesteps !== undefined ? checkTimesteps(o.timesteps, 'timesteps') : undefined;
+    if (timesteps === undefined) checkPositiveInt(o.numInferenceSteps, 'numInferenceSteps');
+    if (!['tensor', 'png', 'latent'].includes(o.outputType)) throw new PipelineArgumentError(`outputType must be tensor, png or latent, got ${JSON.stringify(o.outputType)}`);
+    if (e % prompts.length !== 0) {
+      throw new PipelineArgumentError(`${e} image embeddings cannot be shared by ${prompts.length} prompts (pass one prompt, or one per group of embeddings)`);
+    }
+    this.checkEmbeddingSize(eh, ew);
+    const cfg = scale > 1;
+    if (cfg && o.negativePrompt !== undefined) toNegativeList(o.negativePrompt, prompts.length);
+    const count = e * n;
+    const geo = this.geometry;
+    const shape = [count, decoderLatentSide(eh, geo.latentDimScale), decoderLatentSide(ew, geo.latentDimScale), this.decoderConfig.c_in];
+    if (o.latents) checkShape(o.latents, shape, 'latents');
+    const generator = resolveGenerator(o);
+
+    const clip = this.encodePrompt(prompts, count, cfg, o.negativePrompt, o.trace);
+    const cache: EffnetCache = new Map();
+    let effnet: tf.Tensor | null = null;
+    let x: tf.Tensor | null = null;
+    let sampled = false;
+    try {
+      effnet = tf.tidy(() => {
+        const emb = repeatInterleave(imageEmbeddings, n);
+        return cfg ? tf.concat([emb, tf.zerosLike(emb)], 0) : emb;
+      });
+      if (o.latents) x = tf.mul(o.latents, this.scheduler.initNoiseSigma);
+      else {
+        const drawn = randnNHWC(generator, shape);
+        x = tf.mul(drawn, this.scheduler.initNoiseSigma);
+        drawn.dispose();
+      }
+      const decoder = this.decoder.get();
+      const ts = Array.from(timesteps ? this.scheduler.setTimesteps({ timesteps }) : this.scheduler.setTimesteps(o.numInferenceSteps));
+      const progress = new StageProgress('decoder', ts.length - 1, o.onProgress);
+      progress.start();
+      for (let i = 0; i < ts.length - 1; i++) {
+        const { noise, owned } = stepNoiseFor(o, i, generator, shape);
+        const xi: tf.Tensor = x;
+        const eff: tf.Tensor = effnet;
+        const next = tf.tidy(() => {
+          const r = tf.fill([count], ts[i], 'float32');
+          const eps = cfg
+            ? guidance(decoder.forward(tf.concat([xi, xi], 0), tf.concat([r, r], 0), eff, clip, { effnetCache: cache }), scale)
+            : decoder.forward(xi, r, eff, clip, { effnetCache: cache });
+          return this.scheduler.step(eps, r, xi, { noise }).prevSample;
+        });
+        if (owned) noise.dispose();
+        xi.dispose();
+        x = next;
+        o.callback?.(i, ts[i], x);
+        progress.tick();
+        await yieldToEventLoop();
+      }
+      sampled = true;
+    } finally {
+      clip.dispose();
+      effnet?.dispose();
+      for (const t of cache.values()) t.dispose();
+      if (this.offload) this.decoder.release();
+      if (!sampled) x?.dispose();
+    }
+    const latents: tf.Tensor = x!;
+    if (o.outputType === 'latent') return { images: latents as tf.Tensor4D };
+    let images: tf.Tensor4D;
+    try {
+      images = this.decodeLatents(latents, o);
+    } finally {
+      latents.dispose();
+    }
+    if (o.outputType === 'png') {
+      try {
+        return { png: await tensorToPng(images) };
+      } finally {
+        images.dispose();
+      }
+    }
+    return { images };
+  }
+
+  /** `vqgan.decode(scale_factor · latents).clamp(0, 1)` (NHWC). */
+  decodeLatents(latents: tf.Tensor, o: Pick<SamplingOptions, 'trace' | 'onProgress'> = {}): tf.Tensor4D {
+    const progress = new StageProgress('vqgan', 1, o.onProgress);
+    progress.start();
+    const vqgan = this.vqgan.get();
+    try {
+      return tf.tidy(() => {
+        const input = tf.mul(latents, this.vqScaleFactor);
+        o.trace?.('vqgan_input', input);
+        const decoded = vqgan.decode(input, true);
+        o.trace?.('vqgan_decoded', decoded);
+        const images = tf.clipByValue(decoded, 0, 1) as tf.Tensor4D;
+        progress.tick();
+        return images;
+      });
+    } finally {
+      if (this.offload) this.vqgan.release();
+    }
+  }
+}

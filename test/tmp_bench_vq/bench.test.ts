@@ -1,0 +1,20 @@
+import * as tf from '@tensorflow/tfjs';
+import { PaellaVQModel } from '../../packages/wuerstchen/src/models/paella_vq';
+test('bench', () => {
+  const m = new PaellaVQModel();
+  const z = tf.randomNormal([1, 32, 32, 4]);
+  m.decode(z).dispose();
+  const t0 = Date.now();
+  const y = m.decode(z);
+  console.log('decode 32x32 ms', Date.now() - t0, y.shape, tf.memory().numTensors);
+  y.dispose();
+  const t1 = Date.now();
+  const q = m.decode(z, false);
+  console.log('decode quantized ms', Date.now() - t1);
+  q.dispose();
+  const img = tf.randomUniform([1, 128, 128, 3]);
+  const t2 = Date.now();
+  m.encode(img).dispose();
+  console.log('encode ms', Date.now() - t2);
+  m.dispose();
+});
