@@ -196,9 +196,9 @@ const MEASUREMENTS = [
     flops: 2 * F.conv(1, 64, 64, 320, 320, 3),
     kernels: ['Conv2DBackpropInput', 'Conv2DBackpropFilter'],
     probe: {
-      what: 'the same two kernels at [1,16,16,320]',
-      flops: 2 * F.conv(1, 16, 16, 320, 320, 3),
-      setup: (tf) => convBackwardSetup(tf, { h: 16, w: 16 }),
+      what: 'the same two kernels at [1,8,8,320]',
+      flops: 2 * F.conv(1, 8, 8, 320, 320, 3),
+      setup: (tf) => convBackwardSetup(tf, { h: 8, w: 8 }),
     },
     setup: (tf) => convBackwardSetup(tf),
   },

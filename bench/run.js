@@ -10,12 +10,15 @@
  *   npm run bench -- --torch-only          only the PyTorch reference
  *   npm run bench -- --max-seconds 600     skip a measurement whose warm-up + 1 run is estimated to take longer
  *   npm run bench -- --repeats 5           fixed number of timed runs (default: by warm-up time)
+ *   npm run bench -- --wait-idle 300       before each measurement wait (up to 300 s) until the other processes
+ *                                          on the machine use < 0.15 cores; every record gets other_load_cores
  *   npm run bench -- --list                print the measurement names and shapes
  *   npm run bench -- --python /usr/bin/python3   interpreter for --torch (default: first with torch of $PYTHON, python3, /usr/bin/python3)
  *
  * Each measurement runs in its own process (bench/worker.js; the torch script likewise), so
  * peak_rss_mb is that measurement's own high-water mark (it includes node + tfjs, ~100 MB).
  */
+const fs = require('fs');
 const path = require('path');
 const { spawn, spawnSync } = require('child_process');
 const { MEASUREMENTS } = require('./measurements');
@@ -32,7 +35,7 @@ function usage() {
 }
 
 function parseArgs(argv) {
-  const opts = { filters: [], backend: null, torch: false, torchOnly: false, maxSeconds: 600, repeats: null, list: false, python: null };
+  const opts = { filters: [], backend: null, torch: false, torchOnly: false, maxSeconds: 600, repeats: null, list: false, python: null, waitIdle: 0 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => {
@@ -47,6 +50,7 @@ function parseArgs(argv) {
     else if (key === '--max-seconds') opts.maxSeconds = Number(next());
     else if (key === '--repeats') opts.repeats = Number(next());
     else if (key === '--list') opts.list = true;
+    else if (key === '--wait-idle') opts.waitIdle = Number(next());
     else if (key === '--python') opts.python = next();
     else if (key === '--help' || key === '-h') {
       process.stderr.write(usage() + '\n');
@@ -84,9 +88,49 @@ function findPython(explicit) {
   return null;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Machine load: busy CPU time of the whole machine from /proc/stat (USER_HZ = 100 on Linux)
+
+const HZ = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
+
+/** Busy CPU-seconds of the whole machine since boot, or null where /proc/stat is missing. */
+function machineBusySeconds() {
+  try {
+    const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+    return (total - f[3] - f[4]) / HZ; // minus idle and iowait
+  } catch {
+    return null;
+  }
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Wait up to maxSeconds for the machine to be idle (< 0.15 busy cores over 3 s); returns the last reading. */
+async function waitIdle(maxSeconds) {
+  const deadline = Date.now() + maxSeconds * 1000;
+  let busy = null;
+  let announced = false;
+  for (;;) {
+    const b0 = machineBusySeconds();
+    const t0 = Date.now();
+    await sleep(3000);
+    const b1 = machineBusySeconds();
+    if (b0 == null || b1 == null) return null;
+    busy = (b1 - b0) / ((Date.now() - t0) / 1000);
+    if (busy < 0.15 || Date.now() > deadline) break;
+    if (!announced) process.stderr.write(`bench: waiting for the machine to go idle (${busy.toFixed(2)} cores busy)…\n`);
+    announced = true;
+  }
+  if (announced) process.stderr.write(`bench: ${busy.toFixed(2)} cores busy, going on\n`);
+  return busy;
+}
+
 /** Run a child, pass its stderr through, return the JSON lines it printed on stdout. */
 function runChild(cmd, argv, timeoutSeconds, fallback) {
   return new Promise((resolve) => {
+    const busy0 = machineBusySeconds();
+    const t0 = Date.now();
     const child = spawn(cmd, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     let timedOut = false;
@@ -108,6 +152,12 @@ function runChild(cmd, argv, timeoutSeconds, fallback) {
           }
         })
         .filter((r) => r && r.name);
+      const busy1 = machineBusySeconds();
+      const wall = (Date.now() - t0) / 1000;
+      for (const r of records) {
+        // CPU the rest of the machine used meanwhile, in cores (0 = quiet; this box has 2)
+        if (busy0 != null && busy1 != null && r.cpu_seconds != null) r.other_load_cores = Number(Math.max(0, (busy1 - busy0 - r.cpu_seconds) / wall).toFixed(2));
+      }
       if (records.length) return resolve(records);
       const why = timedOut ? `killed after ${timeoutSeconds} s` : `process ended with ${signal ? `signal ${signal}` : `exit code ${code}`} and no result (out of memory?)`;
       resolve([{ ...fallback, seconds: null, gflops: null, peak_rss_mb: null, skipped: why }]);
@@ -171,10 +221,12 @@ async function main() {
   };
   for (const m of selected) {
     for (const b of backends) {
+      if (opts.waitIdle) await waitIdle(opts.waitIdle);
       process.stderr.write(`bench: ${m.name} on ${b}…\n`);
       print(await runChild(process.execPath, [path.join(__dirname, 'worker.js'), '--name', m.name, '--backend', b, ...common], timeout, { name: m.name, backend: b, shape: m.shape }));
     }
     if (python) {
+      if (opts.waitIdle) await waitIdle(opts.waitIdle);
       process.stderr.write(`bench: ${m.name} on torch…\n`);
       print(await runChild(python, [path.join(__dirname, 'torch_reference.py'), '--only', m.name, ...common], timeout, { name: m.name, backend: 'torch', shape: m.shape }));
     }

@@ -42,7 +42,8 @@ function emit(record) {
   const peak = process.resourceUsage().maxRSS / 1024; // KiB → MiB
   const def = require('./measurements').MEASUREMENTS.find((x) => x.name === name);
   const base = { name, backend, shape: record.shape ?? (def ? def.shape : null), seconds: null, gflops: null, peak_rss_mb: Math.round(peak) };
-  const line = JSON.stringify({ ...base, ...record, peak_rss_mb: Math.round(peak) });
+  const cpu = process.cpuUsage();
+  const line = JSON.stringify({ ...base, ...record, peak_rss_mb: Math.round(peak), cpu_seconds: Number(((cpu.user + cpu.system) / 1e6).toFixed(2)) });
   require('fs').writeSync(1, line + '\n');
 }
 

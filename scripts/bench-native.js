@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 /**
- * Times the native backend's kernels (docs/native.md has the numbers) and, with --block, profiles a
- * Würstchen Stage C block triple (ResBlock, TimestepBlock, AttnBlock at c=1536) forward+backward by kernel.
+ * Times the native backend's kernels (docs/native.md has the numbers) or, with --block, times and
+ * profiles a Würstchen Stage C block triple (ResBlock, TimestepBlock, AttnBlock at c=1536) forward+backward.
  *
  *   npm run build && node scripts/bench-native.js [--cpu] [--block]
  *
- * --cpu also times the stock cpu backend (minutes: its matmul runs at about 1 GFLOP/s).
+ * --cpu also times the stock cpu backend (several minutes; its matmul runs at about 1 GFLOP/s) except for
+ * the conv gradients, whose cpu Conv2DBackpropFilter (0.02 GFLOP/s) would take about 10 minutes.
  */
 'use strict';
 const tf = require('@tensorflow/tfjs');
@@ -25,7 +26,7 @@ function time(f, n = 5) {
 
 const run = (name, inputs, attrs) => tf.engine().runKernel(name, inputs, attrs);
 
-/** [label, GFLOP (multiply-add = 2), function] */
+/** [label, GFLOP (multiply-add = 2), function, 'native only'?] */
 function cases() {
   const r = (shape) => tf.randomUniform(shape, -1, 1);
   const a = r([1536, 1536]), b = r([1536, 6144]), bt = r([6144, 1536]);
@@ -46,7 +47,7 @@ function cases() {
     ['conv 3x3 [1,64,64,320] -> 320', 2 * 64 * 64 * 320 * 320 * 9 / 1e9, () => tf.conv2d(cx, cw, 1, 'same')],
     ['  its gradients (dx, dw)', 4 * 64 * 64 * 320 * 320 * 9 / 1e9, () => [
       run('Conv2DBackpropInput', { dy: cdy, filter: cw }, { ...conv, inputShape: cx.shape }),
-      run('Conv2DBackpropFilter', { x: cx, dy: cdy }, { ...conv, filterShape: cw.shape })]],
+      run('Conv2DBackpropFilter', { x: cx, dy: cdy }, { ...conv, filterShape: cw.shape })], 'native only'],
   ];
 }
 
@@ -87,14 +88,16 @@ function stageCBlock() {
 async function main() {
   registerNativeBackend() || (console.error('native addon not built: node scripts/build-native.js'), process.exit(1));
   console.log('native:', nativeInfo(), 'OPENBLAS_CORETYPE =', process.env.OPENBLAS_CORETYPE ?? '(unset)');
-  const backends = process.argv.includes('--cpu') ? ['native', 'cpu'] : ['native'];
+  const backends = process.argv.includes('--block') ? [] : process.argv.includes('--cpu') ? ['native', 'cpu'] : ['native'];
   for (const backend of backends) {
     await tf.setBackend(backend);
-    for (const [label, gflop, f] of process.argv.includes('--block') && backend === 'native' ? [] : cases()) {
-      const { ms, n } = time(f);
-      console.log(`${backend.padEnd(6)} ${label.padEnd(40)} ${ms.toFixed(1).padStart(9)} ms  ${(gflop / ms * 1e3).toFixed(1).padStart(6)} GFLOP/s  (n=${n})`);
-    }
-    tf.disposeVariables();
+    tf.tidy(() => {
+      for (const [label, gflop, f, nativeOnly] of cases()) {
+        if (nativeOnly && backend === 'cpu') continue;
+        const { ms, n } = time(f);
+        console.log(`${backend.padEnd(6)} ${label.padEnd(40)} ${ms.toFixed(1).padStart(9)} ms  ${(gflop / ms * 1e3).toFixed(1).padStart(6)} GFLOP/s  (n=${n})`);
+      }
+    });
   }
   if (process.argv.includes('--block')) {
     await tf.setBackend('native');

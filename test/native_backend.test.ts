@@ -158,6 +158,7 @@ function nativeSuite(): void {
     });
   });
 
+  type Shape4 = [number, number, number, number];
   type Pad = 'same' | 'valid' | number | [[number, number], [number, number], [number, number], [number, number]];
   const explicit: Pad = [[0, 0], [1, 2], [0, 1], [0, 0]];
 
@@ -197,7 +198,7 @@ function nativeSuite(): void {
     ];
     test.each(gradCases)('gradients: x %j filter %j strides %d pad %j', async (xs, fs, strides, pad) => {
       const [x, w] = [rand(xs), rand(fs)];
-      const dy = tf.tidy(() => tf.conv2d(tf.zeros(xs) as tf.Tensor4D, tf.zeros(fs) as tf.Tensor4D, strides, pad));
+      const dy = tf.tidy(() => tf.conv2d(tf.zeros(xs as Shape4) as tf.Tensor4D, tf.zeros(fs as Shape4) as tf.Tensor4D, strides, pad));
       const g = rand(dy.shape);
       dy.dispose();
       const f = (p: tf.Tensor, q: tf.Tensor) =>
@@ -257,7 +258,7 @@ function nativeSuite(): void {
 
     test.each(cases.filter((c) => c[4] === 1))('gradients: x %j filter %j strides %d pad %j', async (xs, fs, strides, pad) => {
       const [x, w] = [rand(xs), rand(fs)];
-      const dy = tf.tidy(() => tf.depthwiseConv2d(tf.zeros(xs) as tf.Tensor4D, tf.zeros(fs) as tf.Tensor4D, strides, pad));
+      const dy = tf.tidy(() => tf.depthwiseConv2d(tf.zeros(xs as Shape4) as tf.Tensor4D, tf.zeros(fs as Shape4) as tf.Tensor4D, strides, pad));
       const g = rand(dy.shape);
       dy.dispose();
       const f = (p: tf.Tensor, q: tf.Tensor) =>
@@ -273,6 +274,84 @@ function nativeSuite(): void {
         leakyreluAlpha: 0.1,
       });
       expect(await compare(f, 'depthwise')).toBe(1);
+    });
+  });
+
+  describe('elementwise', () => {
+    const shapes: [number[], number[]][] = [
+      [[3, 4, 5], [3, 4, 5]],
+      [[3, 4, 5], [5]], // per-channel
+      [[3, 4, 5], [4, 1]], // per-row
+      [[3, 1, 5], [1, 4, 1]], // both sides broadcast
+      [[2, 3, 4, 5], [2, 1, 4, 1]],
+      [[], [3, 4]], // scalar
+      [[1], [1]],
+    ];
+    const ops: [string, (a: tf.Tensor, b: tf.Tensor) => tf.Tensor][] =
+      [['add', tf.add], ['sub', tf.sub], ['mul', tf.mul], ['div', tf.div]];
+    test.each(ops)('%s with broadcasting, and its gradients', async (_name, op) => {
+      for (const [as, bs] of shapes) {
+        const [x, y, g] = [rand(as), rand(bs), rand(tf.backend_util.assertAndGetBroadcastShape(as, bs))];
+        expect(await compare(() => op(T(x), T(y)), 'binary')).toBe(1);
+        const f = (p: tf.Tensor, q: tf.Tensor) => op(p, q.add(3)).mul(T(g)).sum();
+        expect(await compare(() => tf.grads(f)([T(x), T(y)]), 'binary')).toBeGreaterThan(0);
+      }
+    });
+
+    test('int32 operands fall back to cpu', async () => {
+      expect(await compare(() => tf.add(tf.tensor([1, 2, 3], [3], 'int32'), tf.scalar(4, 'int32')), 'binary')).toBe(0);
+    });
+
+    const unaryOps: [string, (x: tf.Tensor) => tf.Tensor][] = [
+      ['erf', tf.erf], ['exp', tf.exp], ['neg', tf.neg], ['square', tf.square],
+      ['sqrt', (x) => tf.sqrt(x.abs())], ['rsqrt', (x) => tf.rsqrt(x.abs().add(0.1))],
+    ];
+    test.each(unaryOps)('%s and its gradient', async (_name, op) => {
+      const x = rand([3, 17, 5]);
+      expect(await compare(() => op(T(x).mul(3)), 'unary')).toBe(1);
+      expect(await compare(() => tf.grad((p: tf.Tensor) => op(p).sum())(T(x)), 'unary')).toBeGreaterThan(0);
+    });
+
+    test('softmax over the last axis, and its gradient', async () => {
+      for (const shape of [[7], [3, 11], [2, 4, 33]]) {
+        const [x, g] = [rand(shape), rand(shape)];
+        expect(await compare(() => tf.softmax(T(x).mul(10)), 'softmax')).toBe(1);
+        const f = (p: tf.Tensor) => tf.softmax(p).mul(T(g)).sum();
+        expect(await compare(() => tf.grad(f)(T(x)), 'softmax')).toBe(1);
+      }
+    });
+  });
+
+  describe('layout and reductions', () => {
+    test.each([[[2, 3, 4, 5], [0, 2, 1, 3]], [[2, 3, 4, 5], [3, 2, 1, 0]], [[6, 7], [1, 0]], [[2, 1, 5], [1, 2, 0]]])(
+      'transpose %j by %j', async (shape, perm) => {
+        const x = rand(shape);
+        expect(await compare(() => tf.transpose(T(x), perm), 'stridedCopy')).toBe(1);
+      });
+
+    test('slice and split', async () => {
+      const x = rand([4, 6, 10]);
+      expect(await compare(() => tf.slice(T(x), [1, 2, 3], [2, 3, 4]), 'stridedCopy')).toBe(1);
+      expect(await compare(() => tf.slice(T(x), [1, 0, 0], [2, 6, 10]), 'stridedCopy')).toBe(0); // a view
+      expect(await compare(() => tf.split(T(x), [3, 7], 2), 'stridedCopy')).toBe(2);
+      expect(await compare(() => tf.split(T(x), 2, 0), 'stridedCopy')).toBe(0);
+      const f = (p: tf.Tensor) => tf.split(p, [2, 3, 5], -1)[1].square().sum();
+      expect(await compare(() => tf.grad(f)(T(x)), 'stridedCopy')).toBeGreaterThan(0);
+    });
+
+    const reductions: [number[], number | number[], boolean][] = [
+      [[3, 4, 50], -1, false],
+      [[3, 4, 50], [1, 2], true],
+      [[3, 4, 50], 0, false],
+      [[3, 4, 2000], [0, 1], true], // inner dim wider than one accumulation block
+      [[3, 4, 5], 1, true],
+      [[3, 4, 5], [0, 2], false], // not one run: transposed first
+      [[3, 1, 4, 5], [1, 2], false],
+      [[2, 3, 4, 5], [0, 1, 2, 3], false],
+    ];
+    test.each(reductions)('sum and mean of %j over %j (keepDims %s)', async (shape, axis, keepDims) => {
+      const x = rand(shape);
+      expect(await compare(() => [tf.sum(T(x), axis, keepDims), tf.mean(T(x), axis, keepDims)], 'reduceSum')).toBe(2);
     });
   });
 

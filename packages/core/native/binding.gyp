@@ -12,7 +12,9 @@
         "src/addon.cc",
         "src/gemm.cc",
         "src/conv.cc",
-        "src/depthwise.cc"
+        "src/depthwise.cc",
+        "src/elementwise.cc",
+        "src/layout.cc"
       ],
       "include_dirs": ["<(openblas_include)"],
       "defines": ["NAPI_VERSION=8"],

@@ -149,6 +149,16 @@ export class StageATrainer extends Trainer {
     }
   }
 
+  /** Reconstruction MSE (through the quantiser, eval mode) on fixed centre crops. */
+  evalLoss(n = 8): number {
+    const phase = { ...this.cfg.phases[0], random_crop: false, hflip: false };
+    const x = Trainer.toTensor(this.fixedSamples(n).map((s) => this.cropSample(s, phase)));
+    const r = this.reconstruct(x);
+    const l = tf.tidy(() => tf.mean(tf.squaredDifference(x, r)).dataSync()[0]);
+    tf.dispose([x, r]);
+    return l;
+  }
+
   /** Preview: row 1 = fixed training images (centre crops), row 2 = their quantised reconstructions. */
   protected preview(file: string): void {
     const phase = { ...this.cfg.phases[0], random_crop: false, hflip: false };

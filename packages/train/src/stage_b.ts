@@ -160,6 +160,29 @@ export class StageBTrainer extends Trainer {
     );
   }
 
+  evalLoss(n = 8): number {
+    const phase = { ...this.cfg.phases[0], random_crop: false, hflip: false };
+    const e = phase.effnet_size!;
+    const fixed = this.fixedSamples(n);
+    const crops = fixed.map((s) => this.cropSample(s, phase));
+    const rng = new Generator(deriveSeed(this.cfg.seed, 'eval'));
+    const x0 = tf.tidy(() => tf.div(this.vqgan.encode(Trainer.toTensor(crops)), this.vqgan.config.scale_factor));
+    const clip = this.text.encode(fixed.map((s) => s.caption));
+    const nb = addNoise(x0, Trainer.evalT(n), rng, this.cfg.objective.p2);
+    this.decoder.eval();
+    this.effnet.eval();
+    try {
+      return tf.tidy(() => {
+        const eff = this.effnet.forward(Trainer.toTensor(crops.map((c) => this.effnetInput(c, e, e))));
+        return diffusionLoss(this.decoder.forward(nb.xt, nb.t, eff, clip), nb.noise, nb.weights).weighted.dataSync()[0];
+      });
+    } finally {
+      this.decoder.train();
+      this.effnet.train();
+      tf.dispose([x0, clip, nb.xt, nb.noise, nb.t, nb.weights]);
+    }
+  }
+
   /**
    * Preview: row 1 = fixed training images, row 2 = Stage A reconstructions (the ceiling),
    * row 3 = decoder samples conditioned on each image's compressor map and caption, decoded by Stage A.

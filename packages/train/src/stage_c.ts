@@ -149,6 +149,22 @@ export class StageCTrainer extends Trainer {
     this.ema?.load({ get }, 'ema.');
   }
 
+  evalLoss(n = 8): number {
+    const phase = { ...this.cfg.phases[0], random_crop: false, hflip: false };
+    const e = phase.effnet_size!;
+    const fixed = this.fixedSamples(n);
+    const rng = new Generator(deriveSeed(this.cfg.seed, 'eval'));
+    const x0 = tf.tidy(() => toPriorLatents(this.effnet.forward(Trainer.toTensor(fixed.map((s) => this.effnetInput(this.cropSample(s, phase), e, e))))));
+    const clip = this.text.encode(fixed.map((s) => s.caption));
+    const nb = addNoise(x0, Trainer.evalT(n), rng, this.cfg.objective.p2);
+    const was = this.prior.training;
+    this.prior.eval();
+    const loss = tf.tidy(() => diffusionLoss(this.prior.forward(nb.xt, nb.t, clip), nb.noise, nb.weights).weighted.dataSync()[0]);
+    this.prior.train(was);
+    tf.dispose([x0, clip, nb.xt, nb.noise, nb.t, nb.weights]);
+    return loss;
+  }
+
   /** Latents the prior produces for a prompt list (DDPM with CFG), `[n, h, w, 16]`. */
   sample(prompts: string[], h: number, w: number, steps: number, cfgScale: number, seed: number): tf.Tensor4D {
     const rng = new Generator(seed);

@@ -298,10 +298,33 @@ export abstract class Trainer {
     fs.writeFileSync(this.metricsFile, kept.map((l) => l + '\n').join(''));
   }
 
+  private ready = false;
+
+  /** Build the models (idempotent; run() calls it). */
+  init(): this {
+    if (!this.ready) {
+      this.setup();
+      this.ready = true;
+    }
+    return this;
+  }
+
+  /**
+   * A deterministic held-out style loss on fixed samples (centre crops, fixed t grid, fixed noise,
+   * eval mode): the diffusion loss for Stage B/C, the reconstruction MSE for Stage A. Does not
+   * touch the training state.
+   */
+  abstract evalLoss(n?: number): number;
+
+  /** Fixed t values for evalLoss: an even grid over (0, 1]. */
+  protected static evalT(n: number): number[] {
+    return Array.from({ length: n }, (_, i) => 0.05 + (0.9 * (i + 0.5)) / n);
+  }
+
   /** Run (or resume) training to the end of the schedule (or `maxSteps`). */
   async run(): Promise<void> {
     fs.mkdirSync(this.out, { recursive: true });
-    this.setup();
+    this.init();
     const latest = readLatest(this.out);
     if (this.opts.resume) {
       if (latest) {

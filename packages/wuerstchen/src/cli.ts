@@ -265,6 +265,8 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
 
 /** Entry point of `bin/wuerstchen.js`. */
 export function runCli(): void {
+  // tfjs's "install the node backend" banner would interleave with the progress output.
+  tf.enableProdMode();
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

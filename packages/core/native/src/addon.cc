@@ -3,6 +3,7 @@
 #include <node_api.h>
 
 #include <string>
+#include <vector>
 
 #include "kernels.h"
 #include "parallel.h"
@@ -52,6 +53,23 @@ class Args {
   bool flag(size_t i) {
     bool v = false;
     if (i >= argc_ || napi_get_value_bool(env_, argv_[i], &v) != napi_ok) fail(i, "must be a boolean");
+    return v;
+  }
+
+  /** An array of non-negative integers (shapes, strides). */
+  std::vector<int64_t> dims(size_t i) {
+    std::vector<int64_t> v;
+    uint32_t length = 0;
+    bool is_array = false;
+    if (i < argc_) napi_is_array(env_, argv_[i], &is_array);
+    if (!is_array || napi_get_array_length(env_, argv_[i], &length) != napi_ok) return fail(i, "must be an array"), v;
+    for (uint32_t j = 0; j < length; j++) {
+      napi_value e;
+      int64_t d = -1;
+      napi_get_element(env_, argv_[i], j, &e);
+      if (napi_get_value_int64(env_, e, &d) != napi_ok || d < 0) return fail(i, "must hold integers >= 0"), v;
+      v.push_back(d);
+    }
     return v;
   }
 
@@ -160,6 +178,99 @@ napi_value Conv(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+/** Elements spanned by a strided view: 1 + the largest offset, or 0 if empty. */
+int64_t extent(const std::vector<int64_t>& shape, const std::vector<int64_t>& strides) {
+  int64_t last = 0;
+  for (size_t d = 0; d < shape.size(); d++) {
+    if (shape[d] == 0) return 0;
+    last += (shape[d] - 1) * strides[d];
+  }
+  return last + 1;
+}
+
+int64_t product(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+/** binary(op, a, b, out, shape, aStrides, bStrides) */
+napi_value Binary(napi_env env, napi_callback_info info) {
+  Args args(env, info);
+  const int64_t op = args.i64(0);
+  const std::vector<int64_t> shape = args.dims(4), sa = args.dims(5), sb = args.dims(6);
+  if (args.ok() && (op < wn::kAdd || op > wn::kDiv || shape.empty() || sa.size() != shape.size() ||
+                    sb.size() != shape.size() || product(shape) == 0)) {
+    napi_throw_range_error(env, nullptr, "binary: bad op or shapes");
+    return nullptr;
+  }
+  const float* a = args.f32(1, extent(shape, sa));
+  const float* b = args.f32(2, extent(shape, sb));
+  float* out = args.f32(3, product(shape));
+  if (args.ok()) wn::binary(static_cast<wn::BinaryOp>(op), a, b, out, shape, sa, sb);
+  return nullptr;
+}
+
+/** unary(op, x, out) */
+napi_value Unary(napi_env env, napi_callback_info info) {
+  Args args(env, info);
+  int64_t n = 0;
+  const int64_t op = args.i64(0);
+  const float* x = args.f32(1, 0, false, &n);
+  float* out = args.f32(2, n);
+  if (args.ok() && (op < wn::kErf || op > wn::kRsqrt)) {
+    napi_throw_range_error(env, nullptr, "unary: bad op");
+    return nullptr;
+  }
+  if (args.ok()) wn::unary(static_cast<wn::UnaryOp>(op), x, out, n);
+  return nullptr;
+}
+
+/** softmax(x, out, cols) */
+napi_value Softmax(napi_env env, napi_callback_info info) {
+  Args args(env, info);
+  int64_t n = 0;
+  const float* x = args.f32(0, 0, false, &n);
+  float* out = args.f32(1, n);
+  const int64_t cols = args.i64(2);
+  if (args.ok() && (cols <= 0 || n % cols)) {
+    napi_throw_range_error(env, nullptr, "softmax: bad sizes");
+    return nullptr;
+  }
+  if (args.ok()) wn::softmax(x, out, n / cols, cols);
+  return nullptr;
+}
+
+/** stridedCopy(x, out, offset, shape, strides) */
+napi_value StridedCopy(napi_env env, napi_callback_info info) {
+  Args args(env, info);
+  const int64_t offset = args.i64(2);
+  const std::vector<int64_t> shape = args.dims(3), strides = args.dims(4);
+  if (args.ok() && (offset < 0 || shape.empty() || strides.size() != shape.size() || product(shape) == 0)) {
+    napi_throw_range_error(env, nullptr, "stridedCopy: bad shapes");
+    return nullptr;
+  }
+  const float* x = args.f32(0, offset + extent(shape, strides));
+  float* out = args.f32(1, product(shape));
+  if (args.ok()) wn::strided_copy(x + offset, out, shape, strides);
+  return nullptr;
+}
+
+/** reduceSum(x, out, outer, mid, inner, scale) */
+napi_value ReduceSum(napi_env env, napi_callback_info info) {
+  Args args(env, info);
+  const int64_t outer = args.i64(2), mid = args.i64(3), inner = args.i64(4);
+  const float scale = static_cast<float>(args.f64(5));
+  if (args.ok() && (outer <= 0 || mid <= 0 || inner <= 0)) {
+    napi_throw_range_error(env, nullptr, "reduceSum: bad sizes");
+    return nullptr;
+  }
+  const float* x = args.f32(0, outer * mid * inner);
+  float* out = args.f32(1, outer * inner);
+  if (args.ok()) wn::reduce_sum(x, out, outer, mid, inner, scale);
+  return nullptr;
+}
+
 /** info() -> { threads, config, coreName } of the OpenBLAS library in use. */
 napi_value Info(napi_env env, napi_callback_info) {
   napi_value result, threads, config, core;
@@ -191,6 +302,11 @@ NAPI_MODULE_INIT() {
        napi_default_jsproperty, nullptr},
       {"depthwiseBackpropFilter", nullptr, Conv<wn::depthwise_backprop_filter, I, O, D>, nullptr, nullptr, nullptr,
        napi_default_jsproperty, nullptr},
+      {"binary", nullptr, Binary, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"unary", nullptr, Unary, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"softmax", nullptr, Softmax, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"stridedCopy", nullptr, StridedCopy, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"reduceSum", nullptr, ReduceSum, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

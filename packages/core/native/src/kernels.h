@@ -3,6 +3,7 @@
 // Outputs arrive zero-filled from JS.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 namespace wn {
 
@@ -36,5 +37,21 @@ void conv2d_backprop_filter(const float* x, const float* dy, float* dw, const Co
 void depthwise(const float* x, const float* w, float* y, const ConvGeom& g);
 void depthwise_backprop_input(const float* dy, const float* w, float* dx, const ConvGeom& g);
 void depthwise_backprop_filter(const float* x, const float* dy, float* dw, const ConvGeom& g);
+
+// elementwise.cc
+enum BinaryOp { kAdd, kSub, kMul, kDiv };
+enum UnaryOp { kErf, kExp, kNeg, kSquare, kSqrt, kRsqrt };
+/** out = a op b over `shape`; the strides (in elements) are 0 along broadcast dims. */
+void binary(BinaryOp op, const float* a, const float* b, float* out, const std::vector<int64_t>& shape,
+            const std::vector<int64_t>& a_strides, const std::vector<int64_t>& b_strides);
+void unary(UnaryOp op, const float* x, float* out, int64_t n);
+/** Softmax of each row of a [rows, cols] matrix. */
+void softmax(const float* x, float* out, int64_t rows, int64_t cols);
+
+// layout.cc
+/** out (dense, `shape`) = x read with element `strides`: transposes and slices. */
+void strided_copy(const float* x, float* out, const std::vector<int64_t>& shape, const std::vector<int64_t>& strides);
+/** out[o, i] = scale * sum_m x[o, m, i] for x viewed as [outer, mid, inner]. */
+void reduce_sum(const float* x, float* out, int64_t outer, int64_t mid, int64_t inner, float scale);
 
 }  // namespace wn

@@ -20,6 +20,12 @@ interface Addon {
   depthwise: ConvFn;
   depthwiseBackpropInput: ConvFn;
   depthwiseBackpropFilter: ConvFn;
+  binary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, shape: number[], aStrides: number[],
+    bStrides: number[]): void;
+  unary(op: number, x: Float32Array, out: Float32Array): void;
+  softmax(x: Float32Array, out: Float32Array, cols: number): void;
+  stridedCopy(x: Float32Array, out: Float32Array, offset: number, shape: number[], strides: number[]): void;
+  reduceSum(x: Float32Array, out: Float32Array, outer: number, mid: number, inner: number, scale: number): void;
   info(): { threads: number; config: string; coreName: string };
 }
 
@@ -89,7 +95,7 @@ export function registerNativeBackend(): boolean {
 /** Kernel arguments; optional inputs (bias, preluActivationWeights) may be undefined. */
 type Inputs = Record<string, tf.TensorInfo>;
 type Args = { inputs: Inputs; backend: MathBackendCPU; attrs: Record<string, unknown> };
-type NativeKernel = (args: Args, native: Addon) => tf.TensorInfo | null;
+type NativeKernel = (args: Args, native: Addon) => tf.TensorInfo | tf.TensorInfo[] | null;
 
 function nativeKernels(native: Addon): tf.KernelConfig[] {
   const kernels: Record<string, NativeKernel> = {
@@ -103,6 +109,14 @@ function nativeKernels(native: Addon): tf.KernelConfig[] {
     FusedDepthwiseConv2D: fusedDepthwise,
     DepthwiseConv2dNativeBackpropInput: depthwiseBackpropInput,
     DepthwiseConv2dNativeBackpropFilter: depthwiseBackpropFilter,
+    ...Object.fromEntries(BINARY_OPS.map((name, op) => [name, binary(op)])),
+    ...Object.fromEntries(UNARY_OPS.map((name, op) => [name, unary(op)])),
+    Softmax: softmax,
+    Transpose: transpose,
+    Slice: slice,
+    SplitV: splitV,
+    Sum: (args, native) => reduceSum(args, native, false),
+    Mean: (args, native) => reduceSum(args, native, true),
   };
   return Object.entries(kernels).map(([kernelName, kernel]) => {
     const cpu = cpuKernel(kernelName);
@@ -302,4 +316,134 @@ function depthwiseBackpropFilter({ inputs: { x, dy }, backend, attrs }: Args, na
   const info = ok ? convInfo(x.shape, attrs.filterShape as number[], attrs, true) : null;
   return info && sameShape(dy.shape, info.outShape) ? output(backend, info.filterShape, (dw) =>
     native.depthwiseBackpropFilter(values(backend, x), values(backend, dy), dw, geometry(info))) : null;
+}
+
+// --- elementwise ---
+
+/** Position = BinaryOp / UnaryOp code in native/src/kernels.h. */
+const BINARY_OPS = ['Add', 'Sub', 'Multiply', 'RealDiv'];
+const UNARY_OPS = ['Erf', 'Exp', 'Neg', 'Square', 'Sqrt', 'Rsqrt'];
+
+/**
+ * Drops unit dims and merges neighbours that every operand steps through as one (row-major), so that
+ * the native loops see as few, and as long, dims as possible. strides[i] are operand i's element strides.
+ */
+function collapse(shape: number[], strides: number[][]): [number[], number[][]] {
+  const dims: number[] = [];
+  const steps: number[][] = strides.map(() => []);
+  shape.forEach((d, i) => {
+    if (d === 1) return;
+    const last = dims.length - 1;
+    if (last >= 0 && strides.every((s, k) => steps[k][last] === s[i] * d)) {
+      dims[last] *= d;
+      strides.forEach((s, k) => { steps[k][last] = s[i]; });
+    } else {
+      dims.push(d);
+      strides.forEach((s, k) => steps[k].push(s[i]));
+    }
+  });
+  return dims.length ? [dims, steps] : [[1], strides.map(() => [1])];
+}
+
+/** Element strides of a row-major `shape` read as `outShape` under numpy broadcasting (0 = repeated). */
+function broadcastStrides(shape: number[], outShape: number[]): number[] {
+  const strides = new Array<number>(outShape.length).fill(0);
+  for (let i = shape.length - 1, step = 1; i >= 0; step *= shape[i], i--) {
+    strides[outShape.length - shape.length + i] = shape[i] === 1 ? 0 : step;
+  }
+  return strides;
+}
+
+function binary(op: number): NativeKernel {
+  return ({ inputs: { a, b }, backend }, native) => {
+    if (!allFloat32(a, b)) return null;
+    const shape = tf.backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
+    if (tf.util.sizeFromShape(shape) === 0) return null;
+    const [dims, [sa, sb]] = collapse(shape, [broadcastStrides(a.shape, shape), broadcastStrides(b.shape, shape)]);
+    return output(backend, shape, (out) =>
+      native.binary(op, values(backend, a), values(backend, b), out, dims, sa, sb));
+  };
+}
+
+function unary(op: number): NativeKernel {
+  return ({ inputs: { x }, backend }, native) => allFloat32(x) ?
+    output(backend, x.shape, (out) => native.unary(op, values(backend, x), out)) : null;
+}
+
+function softmax({ inputs: { logits }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
+  const rank = logits.shape.length;
+  const lastAxis = attrs.dim === -1 || attrs.dim === rank - 1;
+  if (!allFloat32(logits) || !lastAxis || tf.util.sizeFromShape(logits.shape) === 0) return null;
+  return output(backend, logits.shape, (out) => native.softmax(values(backend, logits), out, logits.shape[rank - 1]));
+}
+
+// --- layout and reductions ---
+
+/** x read through `strides` from `offset` into a new dense tensor of `shape`. */
+function stridedCopy(backend: MathBackendCPU, native: Addon, x: tf.TensorInfo, shape: number[], strides: number[],
+  offset = 0): tf.TensorInfo {
+  const [dims, [steps]] = collapse(shape, [strides]);
+  return output(backend, shape, (out) => native.stridedCopy(values(backend, x), out, offset, dims, steps));
+}
+
+function transposed(backend: MathBackendCPU, native: Addon, x: tf.TensorInfo, perm: number[]): tf.TensorInfo {
+  const strides = tf.util.computeStrides(x.shape).concat(1);
+  return stridedCopy(backend, native, x, perm.map((p) => x.shape[p]), perm.map((p) => strides[p]));
+}
+
+function transpose({ inputs: { x }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
+  const ok = allFloat32(x) && tf.util.sizeFromShape(x.shape) > 0;
+  return ok ? transposed(backend, native, x, attrs.perm as number[]) : null;
+}
+
+/** A slice that is one contiguous run is left to the cpu kernel, which returns a view. */
+function sliced(backend: MathBackendCPU, native: Addon, x: tf.TensorInfo, begin: number[], size: number[]): tf.TensorInfo {
+  if (tf.util.sizeFromShape(size) === 0 || tf.slice_util.isSliceContinous(x.shape, begin, size)) {
+    return cpuKernel('Slice')({ inputs: { x }, backend, attrs: { begin, size } }) as tf.TensorInfo;
+  }
+  const strides = tf.util.computeStrides(x.shape).concat(1);
+  return stridedCopy(backend, native, x, size, strides, tf.slice_util.computeFlatOffset(begin, strides));
+}
+
+function slice({ inputs: { x }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
+  if (!allFloat32(x)) return null;
+  const [begin, size] = tf.slice_util.parseSliceParams(x as tf.Tensor, attrs.begin as number[], attrs.size as number[]);
+  tf.slice_util.assertParamsValid(x as tf.Tensor, begin, size);
+  return sliced(backend, native, x, begin, size);
+}
+
+function splitV({ inputs: { x }, backend, attrs }: Args, native: Addon): tf.TensorInfo[] | null {
+  if (!allFloat32(x)) return null;
+  const axis = tf.util.parseAxisParam(attrs.axis as number, x.shape)[0];
+  const sizes = tf.backend_util.prepareSplitSize(x, attrs.numOrSizeSplits as number[], axis);
+  const begin = new Array<number>(x.shape.length).fill(0);
+  return sizes.map((s) => {
+    const size = x.shape.map((d, i) => (i === axis ? s : d));
+    const piece = sliced(backend, native, x, [...begin], size);
+    begin[axis] += s;
+    return piece;
+  });
+}
+
+/**
+ * Sum (or mean) over `axis`. The reduced dims are summed in place when they form one run of x's
+ * non-unit dims, and are transposed to the end first otherwise.
+ */
+function reduceSum({ inputs: { x }, backend, attrs }: Args, native: Addon, mean: boolean): tf.TensorInfo | null {
+  const axes = tf.util.parseAxisParam(attrs.axis as number[], x.shape);
+  const [outShape, reduceShape] = tf.backend_util.computeOutAndReduceShapes(x.shape, axes);
+  const mid = tf.util.sizeFromShape(reduceShape);
+  const total = tf.util.sizeFromShape(x.shape);
+  if (!allFloat32(x) || mid === 1 || total === 0) return null;
+  const shape = attrs.keepDims ? tf.backend_util.expandShapeToKeepDim(outShape, axes) : outShape;
+  const reduced = x.shape.map((d, i) => (d === 1 ? null : axes.includes(i))).filter((r) => r !== null);
+  const oneRun = reduced.slice(reduced.indexOf(true), reduced.lastIndexOf(true) + 1).every((r) => r);
+  const perm = tf.backend_util.getAxesPermutation(axes, x.shape.length);
+  const src = oneRun || !perm ? x : transposed(backend, native, x, perm);
+  const lastAxis = oneRun ? Math.max(...axes.filter((a) => x.shape[a] !== 1)) : x.shape.length - 1;
+  const inner = oneRun ? tf.util.sizeFromShape(x.shape.slice(lastAxis + 1)) : 1;
+  const result = output(backend, shape, (out) =>
+    native.reduceSum(values(backend, src), out, total / mid / inner, mid, inner, mean ? 1 / mid : 1));
+  if (src !== x) backend.disposeIntermediateTensorInfo(src);
+  return result;
 }

@@ -3,6 +3,8 @@ import './runners/blocks';
 import './runners/models';
 import './runners/clip';
 import './runners/tokenizer';
+import './runners/vqgan';
+import './runners/effnet';
 import './runners/scheduler';
 import './runners/checkpoints';
 import './runners/pipeline';

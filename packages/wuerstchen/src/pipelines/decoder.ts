@@ -50,8 +50,10 @@ export interface DecoderCallOptions extends SamplingOptions {
 }
 
 export interface DecoderOutput {
-  /** `outputType: 'tensor'`: NHWC `[N, H, W, 3]` in [0, 1]; `'latent'`: NHWC decoder latents. Owned by the caller. */
+  /** `outputType: 'tensor'`: NHWC `[N, H, W, 3]` in [0, 1]. Owned by the caller. */
   images?: tf.Tensor4D;
+  /** `outputType: 'latent'`: the final decoder latents, NHWC `[N, H', W', 4]` (before the VQGAN scale). Owned by the caller. */
+  latents?: tf.Tensor4D;
   /** `outputType: 'png'`: one PNG per image. */
   png?: Buffer[];
 }
@@ -291,7 +293,7 @@ export class WuerstchenDecoderPipeline extends Callable<[tf.Tensor, string | str
       if (!sampled) x?.dispose();
     }
     const latents: tf.Tensor = x!;
-    if (o.outputType === 'latent') return { images: latents as tf.Tensor4D };
+    if (o.outputType === 'latent') return { latents: latents as tf.Tensor4D };
     let images: tf.Tensor4D;
     try {
       images = this.decodeLatents(latents, o);

@@ -1,0 +1,81 @@
+// Data movement and reductions: strided copies (transpose, slice) and sums over a run of axes.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels.h"
+#include "parallel.h"
+#include "simd.h"
+
+namespace wn {
+namespace {
+
+/** Largest inner block a reduction task accumulates at once, in floats. */
+constexpr int64_t kReduceBlock = 1024;
+
+WN_MULTIVERSION
+void accumulate_row(double* __restrict acc, const float* __restrict x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) acc[i] += x[i];
+}
+
+WN_MULTIVERSION
+double sum_row(const float* x, int64_t n) {
+  double s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; i++) s += x[i];
+  return s;
+}
+
+}  // namespace
+
+void strided_copy(const float* x, float* out, const std::vector<int64_t>& shape, const std::vector<int64_t>& strides) {
+  const size_t rank = shape.size();
+  const int64_t inner = shape[rank - 1], step = strides[rank - 1];
+  int64_t rows = 1;
+  for (size_t d = 0; d + 1 < rank; d++) rows *= shape[d];
+  parallel_for(rows, rows * inner, [&](int64_t r0, int64_t r1) {
+    std::vector<int64_t> index(rank, 0);
+    int64_t offset = 0;
+    for (int64_t d = static_cast<int64_t>(rank) - 2, r = r0; d >= 0; d--) {
+      index[d] = r % shape[d];
+      r /= shape[d];
+      offset += index[d] * strides[d];
+    }
+    for (int64_t row = r0; row < r1; row++) {
+      float* dst = out + row * inner;
+      if (step == 1) {
+        std::memcpy(dst, x + offset, inner * sizeof(float));
+      } else {
+        for (int64_t i = 0; i < inner; i++) dst[i] = x[offset + i * step];
+      }
+      for (int64_t d = static_cast<int64_t>(rank) - 2; d >= 0; d--) {
+        offset += strides[d];
+        if (++index[d] < shape[d]) break;
+        offset -= shape[d] * strides[d];
+        index[d] = 0;
+      }
+    }
+  });
+}
+
+void reduce_sum(const float* x, float* out, int64_t outer, int64_t mid, int64_t inner, float scale) {
+  if (inner == 1) {
+    parallel_for(outer, outer * mid, [&](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; o++) out[o] = static_cast<float>(sum_row(x + o * mid, mid) * scale);
+    });
+    return;
+  }
+  // Tasks are (outer index, block of inner columns); each sums its block over `mid` in doubles.
+  const int64_t blocks = (inner + kReduceBlock - 1) / kReduceBlock;
+  parallel_for(outer * blocks, outer * mid * inner, [&](int64_t t0, int64_t t1) {
+    std::vector<double> acc(kReduceBlock);
+    for (int64_t t = t0; t < t1; t++) {
+      const int64_t o = t / blocks, i0 = t % blocks * kReduceBlock, n = std::min(kReduceBlock, inner - i0);
+      std::fill(acc.begin(), acc.begin() + n, 0.0);
+      for (int64_t m = 0; m < mid; m++) accumulate_row(acc.data(), x + (o * mid + m) * inner + i0, n);
+      for (int64_t i = 0; i < n; i++) out[o * inner + i0 + i] = static_cast<float>(acc[i] * scale);
+    }
+  });
+}
+
+}  // namespace wn

@@ -1,0 +1,145 @@
+/**
+ * The `wuerstchen generate` command: argument checking (exit code 2), PNG output of the requested
+ * size written atomically, the same bytes for the same seed, progress on a TTY and without one.
+ */
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import * as tf from '@tensorflow/tfjs';
+import { CliIO, main, outputPath, parseGenerateArgs } from '../packages/wuerstchen/src/cli';
+import { decodePng } from '../packages/wuerstchen/src/pipelines/png';
+import { GOLDEN } from './helpers/shared';
+import { useTempDir } from './helpers/tmp';
+
+const HUB_PRIOR = path.join(GOLDEN, 'hub', 'wuerstchen-prior');
+const HUB_DECODER = path.join(GOLDEN, 'hub', 'wuerstchen');
+const ROOT = path.resolve(__dirname, '..');
+const BIN = path.join(ROOT, 'packages', 'wuerstchen', 'bin', 'wuerstchen.js');
+const DIST_CLI = path.join(ROOT, 'packages', 'wuerstchen', 'dist', 'cli.js');
+
+beforeAll(async () => {
+  await tf.setBackend('cpu');
+});
+
+function capture(isTTY = false): CliIO & { out: () => string; err: () => string } {
+  let out = '';
+  let err = '';
+  return {
+    stdout: { write: (s: string) => (out += s) },
+    stderr: { write: (s: string) => (err += s), isTTY },
+    out: () => out,
+    err: () => err,
+  };
+}
+
+describe('wuerstchen generate: arguments', () => {
+  const tmp = useTempDir();
+  const base = () => ['--prior', HUB_PRIOR, '--decoder', HUB_DECODER, '--prompt', 'a cat', '--out', path.join(tmp(), 'x.png')];
+
+  test.each([
+    [['--prior', HUB_PRIOR], /missing --decoder, --prompt, --out/],
+    [['--width', 'abc'], /--width must be a positive integer, got "abc"/],
+    [['--width', '0'], /--width must be a positive integer/],
+    [['--prior-guidance', 'x'], /--prior-guidance must be a number >= 0/],
+    [['--seed', '-1'], /--seed must be a non-negative integer/],
+    [['--bogus', '1'], /unknown option --bogus/],
+    [['stray'], /unexpected argument "stray"/],
+    [['--backend', 'cuda'], /--backend must be one of auto, tensorflow, native, wasm, cpu/],
+    [['--steps'], /unknown option --steps/],
+    [['--images'], /--images needs a value/],
+  ])('%j → exit 2', async (extra, message) => {
+    const io = capture();
+    const argv = extra[0] === '--prior' ? ['generate', ...extra] : ['generate', ...base(), ...extra];
+    expect(await main(argv, io)).toBe(2);
+    expect(io.err()).toMatch(message);
+    expect(io.err()).toMatch(/wuerstchen generate --help/);
+  });
+
+  test('paths are checked before anything loads', async () => {
+    let io = capture();
+    const missing = path.join(tmp(), 'missing');
+    expect(await main(['generate', '--prior', missing, '--decoder', HUB_DECODER, '--prompt', 'a cat', '--out', path.join(tmp(), 'x.png')], io)).toBe(2);
+    expect(io.err()).toMatch(/--prior: folder .*missing does not exist/);
+    io = capture();
+    expect(await main(['generate', ...base().slice(0, -1), path.join(tmp(), 'x.jpg')], io)).toBe(2);
+    expect(io.err()).toMatch(/--out must name a \.png file/);
+    io = capture();
+    expect(await main(['generate', ...base().slice(0, -1), path.join(tmp(), 'no', 'x.png')], io)).toBe(2);
+    expect(io.err()).toMatch(/--out: folder .* does not exist/);
+  });
+
+  test('an unsupported size is exit 2 with the valid sizes; a broken checkpoint is exit 1', async () => {
+    let io = capture();
+    expect(await main(['generate', ...base(), '--width', '500', '--backend', 'cpu'], io)).toBe(2);
+    expect(io.err()).toMatch(/width 500 is not supported.*multiples of 128 \(nearest: 384 or 512\)/);
+    io = capture();
+    expect(await main(['generate', ...base().map((a) => (a === HUB_DECODER ? HUB_PRIOR : a)), '--backend', 'cpu'], io)).toBe(1);
+    expect(io.err()).toMatch(/error: .*model_index\.json: this folder holds a WuerstchenPriorPipeline; expected WuerstchenDecoderPipeline/);
+  });
+
+  test('defaults and option forms', () => {
+    const a = parseGenerateArgs([...base(), '--prompt', 'a dog', '--seed=3', '--keep-loaded']);
+    expect(a).toMatchObject({ prompts: ['a cat', 'a dog'], width: 512, height: 512, priorSteps: 60, decoderSteps: 12, priorGuidance: 4, decoderGuidance: 0, images: 1, seed: 3, keepLoaded: true });
+    expect(outputPath('a/b.png', 0, 1)).toBe('a/b.png');
+    expect(outputPath('a/b.png', 1, 3)).toBe('a/b-2.png');
+  });
+
+  test('help', async () => {
+    const io = capture();
+    expect(await main(['generate', '--help'], io)).toBe(0);
+    expect(io.out()).toMatch(/--negative-prompt/);
+    expect(await main([], capture())).toBe(2);
+    expect(await main(['paint'], capture())).toBe(2);
+  });
+});
+
+describe('wuerstchen generate: images', () => {
+  const tmp = useTempDir();
+  const args = (out: string, extra: string[] = []) => [
+    'generate', '--prior', HUB_PRIOR, '--decoder', HUB_DECODER, '--prompt', 'a photo of a cat', '--width', '256', '--height', '128',
+    '--prior-steps', '3', '--decoder-steps', '2', '--seed', '1', '--backend', 'cpu', '--out', out, ...extra,
+  ];
+
+  test('writes a PNG of the requested size; the same seed gives the same bytes; plain progress lines', async () => {
+    const io = capture(false);
+    const a = path.join(tmp(), 'a.png');
+    const b = path.join(tmp(), 'b.png');
+    const before = tf.memory().numTensors;
+    expect(await main(args(a), io)).toBe(0);
+    expect(tf.memory().numTensors).toBe(before);
+    expect(io.out()).toBe(`${a}\n`);
+    const lines = io.err().split('\n');
+    expect(lines.filter((l) => /^(prior|decoder|vqgan): \d+ steps? in/.test(l))).toHaveLength(3);
+    expect(io.err()).not.toMatch(/\r/);
+    expect(io.err()).toMatch(/peak memory \d+ MiB/);
+    expect(await main(args(b), capture())).toBe(0);
+    const png = fs.readFileSync(a);
+    expect(Buffer.compare(png, fs.readFileSync(b))).toBe(0);
+    const img = decodePng(png);
+    expect([img.width, img.height]).toEqual([256, 128]);
+    expect(fs.readdirSync(tmp()).sort()).toEqual(['a.png', 'b.png']); // no temporary files left
+  });
+
+  test('a progress bar on a TTY; several images get numbered files', async () => {
+    const io = capture(true);
+    const out = path.join(tmp(), 'c.png');
+    expect(await main(args(out, ['--images', '2', '--prior-steps', '2', '--decoder-steps', '1']), io)).toBe(0);
+    expect(io.out()).toBe(`${path.join(tmp(), 'c-1.png')}\n${path.join(tmp(), 'c-2.png')}\n`);
+    expect(io.err()).toMatch(/\r\x1b\[2Kprior +\[#+-*\] 1\/2 .*(it\/s|s\/it) +ETA \d+:\d\d/);
+    expect(io.err()).toMatch(/decoder +\[#{24}\] 1\/1 .*done in/);
+    expect(fs.readdirSync(tmp()).sort()).toEqual(['c-1.png', 'c-2.png']);
+  });
+
+  const built = fs.existsSync(DIST_CLI);
+  (built ? test : test.skip)('the installed bin runs (exit 0 with a PNG; exit 2 for bad arguments)', () => {
+    const out = path.join(tmp(), 'bin.png');
+    const ok = spawnSync(process.execPath, [BIN, ...args(out, ['--prior-steps', '1', '--decoder-steps', '1'])], { encoding: 'utf8' });
+    expect(ok.stderr).toMatch(/vqgan: 1 step/);
+    expect(ok.status).toBe(0);
+    expect(ok.stdout.trim()).toBe(out);
+    expect(decodePng(fs.readFileSync(out)).width).toBe(256);
+    const bad = spawnSync(process.execPath, [BIN, 'generate', '--width', '12x'], { encoding: 'utf8' });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/--width must be a positive integer/);
+  });
+});
