@@ -95,10 +95,13 @@ describe('wuerstchen generate: arguments', () => {
 
 describe('wuerstchen generate: images', () => {
   const tmp = useTempDir();
-  const args = (out: string, extra: string[] = []) => [
-    'generate', '--prior', HUB_PRIOR, '--decoder', HUB_DECODER, '--prompt', 'a photo of a cat', '--width', '256', '--height', '128',
-    '--prior-steps', '3', '--decoder-steps', '2', '--seed', '1', '--backend', 'cpu', '--out', out, ...extra,
-  ];
+  const args = (out: string, overrides: Record<string, string> = {}) => {
+    const opts: Record<string, string> = {
+      '--prior': HUB_PRIOR, '--decoder': HUB_DECODER, '--prompt': 'a photo of a cat', '--width': '256', '--height': '128',
+      '--prior-steps': '3', '--decoder-steps': '2', '--seed': '1', '--backend': 'cpu', '--out': out, ...overrides,
+    };
+    return ['generate', ...Object.entries(opts).flat()];
+  };
 
   test('writes a PNG of the requested size; the same seed gives the same bytes; plain progress lines', async () => {
     const io = capture(false);
@@ -123,7 +126,7 @@ describe('wuerstchen generate: images', () => {
   test('a progress bar on a TTY; several images get numbered files', async () => {
     const io = capture(true);
     const out = path.join(tmp(), 'c.png');
-    expect(await main(args(out, ['--images', '2', '--prior-steps', '2', '--decoder-steps', '1']), io)).toBe(0);
+    expect(await main(args(out, { '--images': '2', '--prior-steps': '2', '--decoder-steps': '1' }), io)).toBe(0);
     expect(io.out()).toBe(`${path.join(tmp(), 'c-1.png')}\n${path.join(tmp(), 'c-2.png')}\n`);
     expect(io.err()).toMatch(/\r\x1b\[2Kprior +\[#+-*\] 1\/2 .*(it\/s|s\/it) +ETA \d+:\d\d/);
     expect(io.err()).toMatch(/decoder +\[#{24}\] 1\/1 .*done in/);
@@ -133,7 +136,7 @@ describe('wuerstchen generate: images', () => {
   const built = fs.existsSync(DIST_CLI);
   (built ? test : test.skip)('the installed bin runs (exit 0 with a PNG; exit 2 for bad arguments)', () => {
     const out = path.join(tmp(), 'bin.png');
-    const ok = spawnSync(process.execPath, [BIN, ...args(out, ['--prior-steps', '1', '--decoder-steps', '1'])], { encoding: 'utf8' });
+    const ok = spawnSync(process.execPath, [BIN, ...args(out, { '--prior-steps': '1', '--decoder-steps': '1' })], { encoding: 'utf8' });
     expect(ok.stderr).toMatch(/vqgan: 1 step/);
     expect(ok.status).toBe(0);
     expect(ok.stdout.trim()).toBe(out);

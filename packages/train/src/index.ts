@@ -18,6 +18,7 @@ export * from './data/image';
 export * from './data/dataset';
 export * from './models_io';
 export * from './discriminator';
+export * from './testing';
 export { StageATrainer } from './stage_a';
 export { StageBTrainer } from './stage_b';
 export { StageCTrainer, bucketSize } from './stage_c';

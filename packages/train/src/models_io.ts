@@ -81,6 +81,8 @@ export class TextConditioner {
   constructor(encoderDir: string, tokenizerDir: string) {
     this.encoder = CLIPTextModel.fromPretrained(encoderDir);
     this.tokenizer = CLIPTokenizer.fromPretrained(tokenizerDir);
+    // the empty prompt (CFG dropout / unconditional) is encoded once and kept
+    this.empty = tf.keep(encodeText(this.tokenizer, this.encoder, [''], ''));
   }
   get hiddenSize(): number {
     return this.encoder.config.hidden_size;
