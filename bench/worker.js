@@ -170,8 +170,8 @@ async function main() {
     times.push(time(ctx.run));
     if (warm > 5) log(`  run ${i + 1}/${n}: ${times[i].toFixed(3)} s`);
   }
-  const tensorsBefore = tf.memory().numTensors;
   ctx.dispose();
+  const leaked = tf.memory().numTensors; // 0 unless the measured code leaks tensors
   const med = median(times);
   emit({
     ...common,
@@ -185,7 +185,7 @@ async function main() {
     ...(estimate != null ? { estimated_seconds: round(estimate, 3) } : {}),
     ...(m.flopsNote ? { flops_note: m.flopsNote } : {}),
     ...info,
-    live_tensors: tensorsBefore,
+    leaked_tensors: leaked,
   });
 }
 

@@ -37,15 +37,15 @@ function cases() {
   const depth = { ...conv, dilations: 1 };
   return [
     ['matmul 1536x1536 @ 1536x6144', 2 * 1536 * 1536 * 6144 / 1e9, () => tf.matMul(a, b)],
-    ['  same, transposeB', 2 * 1536 * 1536 * 6144 / 1e9, () => tf.matMul(a, bt, false, true)],
-    ['  its gradients (dA, dB)', 4 * 1536 * 1536 * 6144 / 1e9, () => tf.grads((x, y) => tf.matMul(x, y).sum())([a, b])],
+    ['matmul, B stored transposed', 2 * 1536 * 1536 * 6144 / 1e9, () => tf.matMul(a, bt, false, true)],
+    ['matmul gradients (dA, dB)', 4 * 1536 * 1536 * 6144 / 1e9, () => tf.grads((x, y) => tf.matMul(x, y).sum())([a, b])],
     ['batched [48,576,64] @ [48,64,1152]', 2 * 48 * 576 * 64 * 1152 / 1e9, () => tf.matMul(q, k)],
     ['depthwise 3x3 [2,24,24,1536]', 2 * 2 * 24 * 24 * 1536 * 9 / 1e9, () => tf.depthwiseConv2d(dx, dwf, 1, 'same')],
-    ['  its gradients (dx, dw)', 4 * 2 * 24 * 24 * 1536 * 9 / 1e9, () => [
+    ['depthwise gradients (dx, dw)', 4 * 2 * 24 * 24 * 1536 * 9 / 1e9, () => [
       run('DepthwiseConv2dNativeBackpropInput', { dy: ddy, filter: dwf }, { ...depth, inputShape: dx.shape }),
       run('DepthwiseConv2dNativeBackpropFilter', { x: dx, dy: ddy }, { ...depth, filterShape: dwf.shape })]],
     ['conv 3x3 [1,64,64,320] -> 320', 2 * 64 * 64 * 320 * 320 * 9 / 1e9, () => tf.conv2d(cx, cw, 1, 'same')],
-    ['  its gradients (dx, dw)', 4 * 64 * 64 * 320 * 320 * 9 / 1e9, () => [
+    ['conv gradients (dx, dw)', 4 * 64 * 64 * 320 * 320 * 9 / 1e9, () => [
       run('Conv2DBackpropInput', { dy: cdy, filter: cw }, { ...conv, inputShape: cx.shape }),
       run('Conv2DBackpropFilter', { x: cx, dy: cdy }, { ...conv, filterShape: cw.shape })], 'native only'],
   ];

@@ -286,6 +286,7 @@ function nativeSuite(): void {
       [[2, 3, 4, 5], [2, 1, 4, 1]],
       [[], [3, 4]], // scalar
       [[1], [1]],
+      [[3, 40000], [40000]], // rows longer than one task block
     ];
     const ops: [string, (a: tf.Tensor, b: tf.Tensor) => tf.Tensor][] =
       [['add', tf.add], ['sub', tf.sub], ['mul', tf.mul], ['div', tf.div]];
@@ -335,6 +336,8 @@ function nativeSuite(): void {
       expect(await compare(() => tf.slice(T(x), [1, 0, 0], [2, 6, 10]), 'stridedCopy')).toBe(0); // a view
       expect(await compare(() => tf.split(T(x), [3, 7], 2), 'stridedCopy')).toBe(2);
       expect(await compare(() => tf.split(T(x), 2, 0), 'stridedCopy')).toBe(0);
+      const long = rand([2, 40000]);
+      expect(await compare(() => tf.slice(T(long), [0, 7], [2, 39990]), 'stridedCopy')).toBe(1);
       const f = (p: tf.Tensor) => tf.split(p, [2, 3, 5], -1)[1].square().sum();
       expect(await compare(() => tf.grad(f)(T(x)), 'stridedCopy')).toBeGreaterThan(0);
     });

@@ -353,6 +353,17 @@ describe('pipelines', () => {
     tf.dispose([latents!, emb]);
   });
 
+  test('tiled VQGAN decode equals the whole decode', () => {
+    const before = tf.memory().numTensors;
+    const latents = tf.randomNormal([2, 36, 20, 4], 0, 1, 'float32', 3);
+    const whole = decoder.decodeLatents(latents, { vqganTileSize: 0 });
+    const tiled = decoder.decodeLatents(latents, { vqganTileSize: 16 });
+    expect(tiled.shape).toEqual([2, 144, 80, 3]);
+    expect(tf.tidy(() => tf.max(tf.abs(tf.sub(whole, tiled))).dataSync()[0])).toBeLessThan(1e-5);
+    tf.dispose([latents, whole, tiled]);
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
   test('writeFileAtomic leaves no temporary file', () => {
     const file = path.join(tmp(), 'x.png');
     writeFileAtomic(file, Buffer.from([1, 2, 3]));

@@ -10,10 +10,12 @@
  *   --init-from DIR      override config init_from
  *   --progress MODE      auto (bar on a TTY), plain (log lines), none
  */
+import * as path from 'path';
 import { useBackend } from '@wuerstchen/core';
 import { ConfigError, Stage, TrainConfig, loadConfig } from './config';
 import { DatasetError } from './data/dataset';
 import { createTrainer } from './index';
+import { TrainError } from './trainer';
 
 const USAGE = `usage: wuerstchen-train stage-a|stage-b|stage-c --config <file> --data <source> --out <dir> [--resume]
        [--max-steps N] [--backend auto|cpu|wasm|native|tensorflow] [--effnet DIR] [--vqgan DIR] [--init-from DIR]
@@ -78,7 +80,6 @@ export function parseArgs(argv: string[]): CliArgs {
 }
 
 export function applyOverrides(cfg: TrainConfig, args: CliArgs): TrainConfig {
-  const path = require('path') as typeof import('path');
   const out = { ...cfg };
   if (args.effnet) out.effnet = { ...(cfg.effnet ?? {}), from: path.resolve(args.effnet) };
   if (args.vqgan) out.vqgan = { ...(cfg.vqgan ?? {}), from: path.resolve(args.vqgan) };
@@ -115,7 +116,7 @@ export async function main(argv: string[]): Promise<number> {
     trainer.dispose();
     return 0;
   } catch (e) {
-    if (e instanceof ConfigError || e instanceof DatasetError) {
+    if (e instanceof ConfigError || e instanceof DatasetError || e instanceof TrainError) {
       process.stderr.write(`wuerstchen-train: ${e.message}\n`);
       return 1;
     }

@@ -26,6 +26,7 @@ export class Progress {
   ) {}
 
   update(p: ProgressInfo): void {
+    if (this.every <= 0) return; // 'none'
     const frac = p.total > 0 ? p.step / p.total : 1;
     const stats = `[${p.phase}] step ${p.step}/${p.total} loss ${p.loss.toFixed(4)} ${p.itPerSec.toFixed(2)} it/s ETA ${formatDuration(p.etaSec)}`;
     if (this.tty) {

@@ -45,6 +45,8 @@ export interface StepMetrics {
   lr: number;
   skipped: number;
   sec_per_step: number;
+  /** CPU seconds (user + system) of this process for the update. */
+  cpu_sec_per_step: number;
   [extra: string]: number | string;
 }
 
@@ -111,6 +113,14 @@ export class GradAccumulator {
   }
 }
 
+/** An error the CLI reports as a plain message (no stack): bad arguments, an occupied --out. */
+export class TrainError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TrainError';
+  }
+}
+
 export abstract class Trainer {
   readonly cfg: TrainConfig;
   readonly out: string;
@@ -135,7 +145,7 @@ export abstract class Trainer {
     this.out = opts.out;
     this.rng = new Generator(this.cfg.seed);
     const mode = opts.progress ?? 'auto';
-    this.progress = new Progress(process.stderr, mode === 'auto' ? Boolean(process.stderr.isTTY) : false, mode === 'none' ? Number.MAX_SAFE_INTEGER : this.cfg.log_every);
+    this.progress = new Progress(process.stderr, mode === 'auto' ? Boolean(process.stderr.isTTY) : false, mode === 'none' ? 0 : this.cfg.log_every);
     this.log = opts.log ?? ((l) => this.progress.log(l));
     this.dataset = new ImageTextDataset(opts.data, { seed: this.cfg.seed, shuffleBuffer: this.cfg.shuffle_buffer, log: this.log });
     this.metricsFile = path.join(this.out, 'metrics.jsonl');
@@ -257,6 +267,9 @@ export abstract class Trainer {
       this.step,
       (tmp) => {
         this.saveModels(tmp);
+        // test hook: hold the process inside a checkpoint write (to kill it there deliberately)
+        const hold = Number(process.env.WUERSTCHEN_TRAIN_CHECKPOINT_HOLD_MS ?? 0);
+        if (hold > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, hold);
         const { tensors } = this.optimizerState();
         saveTensorFile(path.join(tmp, 'optimizer.safetensors'), tensors);
         writeFileSynced(path.join(tmp, 'training_state.json'), JSON.stringify(this.state(), null, 2) + '\n');
@@ -324,15 +337,16 @@ export abstract class Trainer {
   /** Run (or resume) training to the end of the schedule (or `maxSteps`). */
   async run(): Promise<void> {
     fs.mkdirSync(this.out, { recursive: true });
-    this.init();
     const latest = readLatest(this.out);
+    if (latest && !this.opts.resume) {
+      throw new TrainError(`${this.out} already holds a training run (latest → ${latest}); pass --resume to continue it or choose another --out`);
+    }
+    this.init();
     if (this.opts.resume) {
       if (latest) {
         this.restore(latest);
         this.log(`resumed from ${path.relative(process.cwd(), latest) || latest} at step ${this.step} (phase ${phaseAt(this.cfg, this.step).phase.name})`);
       } else this.log(`--resume: no checkpoint in ${this.out}; starting from scratch`);
-    } else if (latest) {
-      throw new Error(`${this.out} already holds a training run (latest → ${latest}); pass --resume to continue it or choose another --out`);
     }
     this.truncateMetrics();
     const total = totalSteps(this.cfg);
@@ -343,12 +357,14 @@ export abstract class Trainer {
     while (this.step < stopAt && !this.stopRequested) {
       const { index, phase } = phaseAt(this.cfg, this.step);
       const tStep = Date.now();
+      const cpu0 = process.cpuUsage();
       const batch = Array.from({ length: phase.batch_size }, () => this.dataset.next());
       const r = this.update(batch, phase, phase.grad_accum);
       this.step++;
       if (r.skipped) this.skipped++;
       else if (Number.isFinite(r.loss)) this.emaLoss = this.emaLoss === null ? r.loss : 0.99 * this.emaLoss + 0.01 * r.loss;
       const secPerStep = (Date.now() - tStep) / 1000;
+      const cpu = process.cpuUsage(cpu0);
       const m: StepMetrics = {
         step: this.step,
         phase: phase.name,
@@ -360,6 +376,7 @@ export abstract class Trainer {
         lr: r.lr,
         skipped: this.skipped,
         sec_per_step: secPerStep,
+        cpu_sec_per_step: (cpu.user + cpu.system) / 1e6,
         ...(r.extra ?? {}),
       };
       fs.appendFileSync(this.metricsFile, JSON.stringify(m) + '\n');

@@ -3,7 +3,7 @@
 // large images need only a bounded scratch buffer.
 #include <algorithm>
 #include <cstring>
-#include <vector>
+#include <memory>
 
 #include "kernels.h"
 #include "parallel.h"
@@ -63,9 +63,9 @@ void accumulate(float* __restrict dst, const float* __restrict src, int64_t n) {
 void col2im(const float* cols, const ConvGeom& g, int64_t p0, int64_t p1, float* dx) {
   const int64_t k = patch_size(g), plane = g.oh * g.ow;
   // Input rows (b * h + iy) that the output pixels in [p0, p1) can reach.
-  const int64_t first = (p0 / plane) * g.h + std::max<int64_t>(0, in_row(g, p0 / g.ow % g.oh, 0));
-  const int64_t last = ((p1 - 1) / plane) * g.h +
-                       std::min<int64_t>(g.h - 1, in_row(g, (p1 - 1) / g.ow % g.oh, g.kh - 1));
+  const auto clamp_row = [&](int64_t iy) { return std::min(g.h - 1, std::max<int64_t>(0, iy)); };
+  const int64_t first = (p0 / plane) * g.h + clamp_row(in_row(g, p0 / g.ow % g.oh, 0));
+  const int64_t last = ((p1 - 1) / plane) * g.h + clamp_row(in_row(g, (p1 - 1) / g.ow % g.oh, g.kh - 1));
   parallel_for(last - first + 1, (p1 - p0) * k, [&](int64_t r0, int64_t r1) {
     for (int64_t row = first + r0; row < first + r1; row++) {
       const int64_t b = row / g.h, iy = row % g.h;
@@ -96,11 +96,11 @@ void conv2d(const float* x, const float* w, float* y, const ConvGeom& g) {
     return;
   }
   const int64_t chunk = chunk_pixels(g);
-  std::vector<float> cols(chunk * k);
+  const std::unique_ptr<float[]> cols(new float[chunk * k]);  // fully overwritten, so not zeroed
   for (int64_t p0 = 0; p0 < pixels; p0 += chunk) {
     const int64_t p1 = std::min(pixels, p0 + chunk);
-    im2col(x, g, p0, p1, cols.data());
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, p1 - p0, g.oc, k, 1.f, cols.data(), k, w, g.oc,
+    im2col(x, g, p0, p1, cols.get());
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, p1 - p0, g.oc, k, 1.f, cols.get(), k, w, g.oc,
                 0.f, y + p0 * g.oc, g.oc);
   }
 }
@@ -112,12 +112,12 @@ void conv2d_backprop_input(const float* dy, const float* w, float* dx, const Con
     return;
   }
   const int64_t chunk = chunk_pixels(g);
-  std::vector<float> cols(chunk * k);
+  const std::unique_ptr<float[]> cols(new float[chunk * k]);  // fully overwritten, so not zeroed
   for (int64_t p0 = 0; p0 < pixels; p0 += chunk) {
     const int64_t p1 = std::min(pixels, p0 + chunk);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p1 - p0, k, g.oc, 1.f, dy + p0 * g.oc, g.oc, w, g.oc,
-                0.f, cols.data(), k);
-    col2im(cols.data(), g, p0, p1, dx);
+                0.f, cols.get(), k);
+    col2im(cols.get(), g, p0, p1, dx);
   }
 }
 
@@ -128,11 +128,11 @@ void conv2d_backprop_filter(const float* x, const float* dy, float* dw, const Co
     return;
   }
   const int64_t chunk = chunk_pixels(g);
-  std::vector<float> cols(chunk * k);
+  const std::unique_ptr<float[]> cols(new float[chunk * k]);  // fully overwritten, so not zeroed
   for (int64_t p0 = 0; p0 < pixels; p0 += chunk) {
     const int64_t p1 = std::min(pixels, p0 + chunk);
-    im2col(x, g, p0, p1, cols.data());
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, g.oc, p1 - p0, 1.f, cols.data(), k, dy + p0 * g.oc,
+    im2col(x, g, p0, p1, cols.get());
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, g.oc, p1 - p0, 1.f, cols.get(), k, dy + p0 * g.oc,
                 g.oc, 1.f, dw, g.oc);
   }
 }

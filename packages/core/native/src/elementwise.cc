@@ -10,6 +10,9 @@
 namespace wn {
 namespace {
 
+/** Elements per task of the elementwise loops. */
+constexpr int64_t kBlock = int64_t{1} << 14;
+
 /** out[i] = f(a[i * sa], b[i * sb]) with the common stride patterns (1 or 0) spelled out. */
 template <class F>
 inline __attribute__((always_inline)) void binary_loop(float* out, const float* a, int64_t sa, const float* b,
@@ -67,31 +70,11 @@ void unary_range(UnaryOp op, float* out, const float* x, int64_t n) {
 
 void binary(BinaryOp op, const float* a, const float* b, float* out, const std::vector<int64_t>& shape,
             const std::vector<int64_t>& a_strides, const std::vector<int64_t>& b_strides) {
-  const size_t rank = shape.size();
-  const int64_t inner = shape[rank - 1];
-  int64_t rows = 1;
-  for (size_t d = 0; d + 1 < rank; d++) rows *= shape[d];
-  parallel_for(rows, rows * inner, [&](int64_t r0, int64_t r1) {
-    // Odometer over the outer dims, started at row r0.
-    std::vector<int64_t> index(rank, 0);
-    int64_t ia = 0, ib = 0;
-    for (int64_t d = static_cast<int64_t>(rank) - 2, r = r0; d >= 0; d--) {
-      index[d] = r % shape[d];
-      r /= shape[d];
-      ia += index[d] * a_strides[d];
-      ib += index[d] * b_strides[d];
-    }
-    for (int64_t row = r0; row < r1; row++) {
-      binary_row(op, out + row * inner, a + ia, a_strides[rank - 1], b + ib, b_strides[rank - 1], inner);
-      for (int64_t d = static_cast<int64_t>(rank) - 2; d >= 0; d--) {
-        ia += a_strides[d];
-        ib += b_strides[d];
-        if (++index[d] < shape[d]) break;
-        ia -= shape[d] * a_strides[d];
-        ib -= shape[d] * b_strides[d];
-        index[d] = 0;
-      }
-    }
+  const int64_t sa = a_strides.back(), sb = b_strides.back(), cols = shape.back();
+  parallel_rows(shape, kBlock, [&](int64_t row, int64_t c0, int64_t c1) {
+    const float* pa = a + row_offset(row, shape, a_strides) + c0 * sa;
+    const float* pb = b + row_offset(row, shape, b_strides) + c0 * sb;
+    binary_row(op, out + row * cols + c0, pa, sa, pb, sb, c1 - c0);
   });
 }
 

@@ -10,6 +10,8 @@
 namespace wn {
 namespace {
 
+/** Elements per task of a strided copy. */
+constexpr int64_t kCopyBlock = int64_t{1} << 14;
 /** Largest inner block a reduction task accumulates at once, in floats. */
 constexpr int64_t kReduceBlock = 1024;
 
@@ -29,31 +31,14 @@ double sum_row(const float* x, int64_t n) {
 }  // namespace
 
 void strided_copy(const float* x, float* out, const std::vector<int64_t>& shape, const std::vector<int64_t>& strides) {
-  const size_t rank = shape.size();
-  const int64_t inner = shape[rank - 1], step = strides[rank - 1];
-  int64_t rows = 1;
-  for (size_t d = 0; d + 1 < rank; d++) rows *= shape[d];
-  parallel_for(rows, rows * inner, [&](int64_t r0, int64_t r1) {
-    std::vector<int64_t> index(rank, 0);
-    int64_t offset = 0;
-    for (int64_t d = static_cast<int64_t>(rank) - 2, r = r0; d >= 0; d--) {
-      index[d] = r % shape[d];
-      r /= shape[d];
-      offset += index[d] * strides[d];
-    }
-    for (int64_t row = r0; row < r1; row++) {
-      float* dst = out + row * inner;
-      if (step == 1) {
-        std::memcpy(dst, x + offset, inner * sizeof(float));
-      } else {
-        for (int64_t i = 0; i < inner; i++) dst[i] = x[offset + i * step];
-      }
-      for (int64_t d = static_cast<int64_t>(rank) - 2; d >= 0; d--) {
-        offset += strides[d];
-        if (++index[d] < shape[d]) break;
-        offset -= shape[d] * strides[d];
-        index[d] = 0;
-      }
+  const int64_t step = strides.back(), cols = shape.back();
+  parallel_rows(shape, kCopyBlock, [&](int64_t row, int64_t c0, int64_t c1) {
+    const float* src = x + row_offset(row, shape, strides) + c0 * step;
+    float* dst = out + row * cols + c0;
+    if (step == 1) {
+      std::memcpy(dst, src, (c1 - c0) * sizeof(float));
+    } else {
+      for (int64_t i = 0; i < c1 - c0; i++) dst[i] = src[i * step];
     }
   });
 }

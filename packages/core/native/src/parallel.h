@@ -29,4 +29,29 @@ void parallel_for(int64_t n, int64_t work, const Fn& fn) {
   for (auto& t : pool) t.join();
 }
 
+/** Element offset of row `row` (rows index all dims but the last) in a view with element `strides`. */
+inline int64_t row_offset(int64_t row, const std::vector<int64_t>& shape, const std::vector<int64_t>& strides) {
+  int64_t offset = 0;
+  for (int64_t d = static_cast<int64_t>(shape.size()) - 2; d >= 0; d--) {
+    offset += row % shape[d] * strides[d];
+    row /= shape[d];
+  }
+  return offset;
+}
+
+/** Runs fn(row, begin, end) over every row of `shape` in column blocks of at most `block`, so that
+ *  a single long row is split across threads too. */
+template <class Fn>
+void parallel_rows(const std::vector<int64_t>& shape, int64_t block, const Fn& fn) {
+  const int64_t cols = shape.back(), blocks = (cols + block - 1) / block;
+  int64_t rows = 1;
+  for (size_t d = 0; d + 1 < shape.size(); d++) rows *= shape[d];
+  parallel_for(rows * blocks, rows * cols, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+      const int64_t row = t / blocks, begin = t % blocks * block;
+      fn(row, begin, std::min(cols, begin + block));
+    }
+  });
+}
+
 }  // namespace wn

@@ -38,6 +38,8 @@ export interface CombinedCallOptions {
   latents?: tf.Tensor;
   /** `tensor` (default), `png` or `latent` (decoder latents). */
   outputType?: OutputType;
+  /** see DecoderCallOptions.vqganTileSize (default 128 latent px; 0 = no tiling). */
+  vqganTileSize?: number;
   onProgress?: ProgressCallback;
   /** per-step callbacks (latents after each step, NHWC). */
   priorCallback?: SamplingOptions['callback'];
@@ -170,6 +172,7 @@ export class WuerstchenCombinedPipeline extends Callable<[string | string[], Com
         latents: o.decoderLatents,
         stepNoise: o.decoderStepNoise,
         outputType: o.outputType,
+        vqganTileSize: o.vqganTileSize,
         onProgress: o.onProgress,
         callback: o.callback,
         trace: o.trace ? (name, t) => o.trace!(name.startsWith('vqgan_') ? name : `decoder_${name}`, t) : undefined,

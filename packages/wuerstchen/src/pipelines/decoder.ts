@@ -45,6 +45,11 @@ export const DECODER_PIPELINE_DEFAULTS: DecoderPipelineConfig = { latentDimScale
 export type OutputType = 'tensor' | 'png' | 'latent';
 
 export interface DecoderCallOptions extends SamplingOptions {
+  /**
+   * Decode latents larger than this many latent pixels per side in overlapping tiles (exact up to
+   * float rounding; bounds the VQGAN's memory). Default 128 (512 px tiles); 0 decodes in one piece.
+   */
+  vqganTileSize?: number;
   /** `tensor` (default): NHWC float images in [0, 1]; `png`: PNG buffers; `latent`: the final decoder latents (unscaled). */
   outputType?: OutputType;
 }
@@ -310,16 +315,30 @@ export class WuerstchenDecoderPipeline extends Callable<[tf.Tensor, string | str
     return { images };
   }
 
-  /** `vqgan.decode(scale_factor · latents).clamp(0, 1)` (NHWC). */
-  decodeLatents(latents: tf.Tensor, o: Pick<SamplingOptions, 'trace' | 'onProgress'> = {}): tf.Tensor4D {
+  /**
+   * `vqgan.decode(scale_factor · latents).clamp(0, 1)` (NHWC), one image at a time. The VQGAN
+   * decoder is local (per-pixel norms and MLPs, 3×3 depthwise convs), so latents larger than
+   * `tileSize` are decoded in overlapping tiles whose halo covers the receptive field; the
+   * result equals a whole decode up to float rounding, with a fraction of the memory
+   * (a whole 1024² decode needs several GB of activations).
+   */
+  decodeLatents(latents: tf.Tensor, o: Pick<DecoderCallOptions, 'trace' | 'onProgress' | 'vqganTileSize'> = {}): tf.Tensor4D {
     const progress = new StageProgress('vqgan', 1, o.onProgress);
     progress.start();
     const vqgan = this.vqgan.get();
+    const tile = o.vqganTileSize === undefined ? DEFAULT_VQGAN_TILE : o.vqganTileSize;
     try {
       return tf.tidy(() => {
         const input = tf.mul(latents, this.vqScaleFactor);
         o.trace?.('vqgan_input', input);
-        const decoded = vqgan.decode(input, true);
+        const [n, h, w] = input.shape as number[];
+        let decoded: tf.Tensor4D;
+        if (!tile || (h <= tile && w <= tile)) {
+          decoded = n === 1 ? vqgan.decode(input, true) : (tf.concat(tf.split(input, n, 0).map((x) => vqgan.decode(x, true)), 0) as tf.Tensor4D);
+        } else {
+          const images = tf.split(input, n, 0).map((x) => decodeTiled(vqgan, x as tf.Tensor4D, tile, vqganHalo(vqgan)));
+          decoded = (n === 1 ? images[0] : tf.concat(images, 0)) as tf.Tensor4D;
+        }
         o.trace?.('vqgan_decoded', decoded);
         const images = tf.clipByValue(decoded, 0, 1) as tf.Tensor4D;
         progress.tick();
@@ -329,4 +348,42 @@ export class WuerstchenDecoderPipeline extends Callable<[tf.Tensor, string | str
       if (this.offload) this.vqgan.release();
     }
   }
+}
+
+/** Default VQGAN tile (latent px): 128 → 512 px image tiles; a 1024² image decodes as 2×2 tiles, 512² in one piece. */
+export const DEFAULT_VQGAN_TILE = 128;
+
+/**
+ * Receptive radius of `PaellaVQModel.decode` in latent pixels, rounded up generously: each
+ * bottleneck MixingResidualBlock's 3×3 depthwise conv adds 1, each ConvTranspose2d(k4, s2, p1)
+ * and each later block adds at most 1 more (in latent units).
+ */
+export function vqganHalo(vqgan: PaellaVQModel): number {
+  return vqgan.config.bottleneck_blocks + 2 * vqgan.config.levels + 2;
+}
+
+/** Decodes one `[1, h, w, c]` latent in tiles of `tile` latent px with `halo` px of context on each side. */
+export function decodeTiled(vqgan: PaellaVQModel, latent: tf.Tensor4D, tile: number, halo: number): tf.Tensor4D {
+  const [, h, w] = latent.shape;
+  const rows: tf.Tensor[] = [];
+  let scale = 0;
+  for (let y0 = 0; y0 < h; y0 += tile) {
+    const cols: tf.Tensor[] = [];
+    for (let x0 = 0; x0 < w; x0 += tile) {
+      const y1 = Math.min(y0 + tile, h);
+      const x1 = Math.min(x0 + tile, w);
+      const ya = Math.max(0, y0 - halo);
+      const xa = Math.max(0, x0 - halo);
+      const yb = Math.min(h, y1 + halo);
+      const xb = Math.min(w, x1 + halo);
+      const piece = tf.tidy(() => {
+        const out = vqgan.decode(tf.slice(latent, [0, ya, xa, 0], [1, yb - ya, xb - xa, -1]), true);
+        scale = out.shape[1]! / (yb - ya);
+        return tf.slice(out, [0, (y0 - ya) * scale, (x0 - xa) * scale, 0], [1, (y1 - y0) * scale, (x1 - x0) * scale, -1]);
+      });
+      cols.push(piece);
+    }
+    rows.push(cols.length === 1 ? cols[0] : tf.concat(cols, 2));
+  }
+  return (rows.length === 1 ? rows[0] : tf.concat(rows, 1)) as tf.Tensor4D;
 }
