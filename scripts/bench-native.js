@@ -26,10 +26,11 @@ function time(f, n = 5) {
 
 const run = (name, inputs, attrs) => tf.engine().runKernel(name, inputs, attrs);
 
-/** [label, GFLOP (multiply-add = 2), function, 'native only'?] */
+/** [label, GFLOP (multiply-add = 2), function, 'native only'?]. "Gradients" run the two backprop kernels
+ *  tfjs's gradient functions call, with a random upstream gradient. */
 function cases() {
   const r = (shape) => tf.randomUniform(shape, -1, 1);
-  const a = r([1536, 1536]), b = r([1536, 6144]), bt = r([6144, 1536]);
+  const a = r([1536, 1536]), b = r([1536, 6144]), bt = r([6144, 1536]), g = r([1536, 6144]);
   const q = r([48, 576, 64]), k = r([48, 64, 1152]);
   const dx = r([2, 24, 24, 1536]), dwf = r([3, 3, 1536, 1]), ddy = r([2, 24, 24, 1536]);
   const cx = r([1, 64, 64, 320]), cw = r([3, 3, 320, 320]), cdy = r([1, 64, 64, 320]);
@@ -38,7 +39,7 @@ function cases() {
   return [
     ['matmul 1536x1536 @ 1536x6144', 2 * 1536 * 1536 * 6144 / 1e9, () => tf.matMul(a, b)],
     ['matmul, B stored transposed', 2 * 1536 * 1536 * 6144 / 1e9, () => tf.matMul(a, bt, false, true)],
-    ['matmul gradients (dA, dB)', 4 * 1536 * 1536 * 6144 / 1e9, () => tf.grads((x, y) => tf.matMul(x, y).sum())([a, b])],
+    ['matmul gradients (dA, dB)', 4 * 1536 * 1536 * 6144 / 1e9, () => [tf.matMul(g, b, false, true), tf.matMul(a, g, true, false)]],
     ['batched [48,576,64] @ [48,64,1152]', 2 * 48 * 576 * 64 * 1152 / 1e9, () => tf.matMul(q, k)],
     ['depthwise 3x3 [2,24,24,1536]', 2 * 2 * 24 * 24 * 1536 * 9 / 1e9, () => tf.depthwiseConv2d(dx, dwf, 1, 'same')],
     ['depthwise gradients (dx, dw)', 4 * 2 * 24 * 24 * 1536 * 9 / 1e9, () => [

@@ -4,10 +4,10 @@ import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { Dropout, Linear, Module, Sequential } from '@wuerstchen/core';
+import { Generator } from 'wuerstchen';
 import {
   AdamW,
   EMA,
-  Generator,
   SeededStochasticLayers,
   alphaCumprod,
   bucketSize,

@@ -2,9 +2,9 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { Generator } from 'wuerstchen';
 import {
   DatasetError,
-  Generator,
   ImageTextDataset,
   TarReader,
   centerCrop,
@@ -119,7 +119,7 @@ describe('datasets', () => {
     b.restore(JSON.parse(JSON.stringify(st)));
     const resumed = Array.from({ length: 9 }, () => b.next());
     expect(resumed.map((s) => s.id)).toEqual(next.map((s) => s.id));
-    expect(resumed.map((s) => s.rng.random())).toEqual(next.map((s) => s.rng.random()));
+    expect(resumed.map((s) => s.rng.nextFloat())).toEqual(next.map((s) => s.rng.nextFloat()));
   });
 
   test('JSONL manifest with caption lists', () => {
@@ -176,12 +176,24 @@ describe('datasets', () => {
     expect(() => wds.next()).toThrow(/WebDataset.*tars.*nothing usable/);
   });
 
-  test('Generator state round-trips', () => {
+  test('Generator.int is uniform, permutation permutes; both replay from state()', () => {
     const g = new Generator(42);
-    g.randn(5);
+    const counts = new Array<number>(6).fill(0);
+    for (let i = 0; i < 60000; i++) counts[g.int(6)]++;
+    for (const c of counts) expect(Math.abs(c - 10000)).toBeLessThan(400); // σ ≈ 91
+    // n = 3·2³⁰ rejects a quarter of the outputs; n = 2³² takes every output as is
+    for (let i = 0; i < 100; i++) expect(g.int(3 * 2 ** 30)).toBeLessThan(3 * 2 ** 30);
+    const before = g.state();
+    expect(g.int(2 ** 32)).toBe(Generator.fromState(before).nextUint32());
+    expect(() => g.int(0)).toThrow(/Generator\.int/);
+    expect(() => g.int(2.5)).toThrow(/Generator\.int/);
+    const p = g.permutation(50);
+    expect([...p].sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, i) => i));
+    expect(p).not.toEqual(Array.from({ length: 50 }, (_, i) => i));
+    expect(g.permutation(0)).toEqual([]);
     const s = g.state();
-    const a = g.randn(7);
+    const next = [g.permutation(20), g.int(1000), g.randnArray(3)];
     const h = new Generator(0).setState(s);
-    expect(Array.from(h.randn(7))).toEqual(Array.from(a));
+    expect([h.permutation(20), h.int(1000), h.randnArray(3)]).toEqual(next);
   });
 });

@@ -217,6 +217,7 @@ export function parseConfig(raw0: Record<string, unknown>, file: string, stage?:
     log_every: (raw.log_every as number) ?? 1,
     shuffle_buffer: (raw.shuffle_buffer as number) ?? 44,
   };
+  if (!Number.isSafeInteger(cfg.seed)) fail(`"seed" must be an integer, got ${JSON.stringify(raw.seed)}`);
   if (!['seeded', 'off'].includes(cfg.dropout)) fail(`"dropout" must be "seeded" or "off"`);
   if (!['dome', 'uniform', 'gdf'].includes(cfg.objective.t_sampler)) fail(`objective.t_sampler must be dome, uniform or gdf`);
   if (!(cfg.checkpoint_every > 0)) fail('"checkpoint_every" must be positive');

@@ -9,7 +9,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { Conv2d, LeakyReLU, Module, ModuleList, Parameter, init } from '@wuerstchen/core';
-import { Generator } from './rng';
+import { Generator } from 'wuerstchen';
 
 export class SNConv2d extends Module {
   readonly weightOrig: Parameter;
@@ -29,7 +29,7 @@ export class SNConv2d extends Module {
   /** Random unit u, v (torch: normal then normalise). */
   initVectors(rng: Generator): void {
     const unit = (n: number) => {
-      const d = rng.randn(n);
+      const d = rng.randnArray(n);
       const norm = Math.sqrt(d.reduce((a, x) => a + x * x, 0)) + 1e-12;
       return d.map((x) => x / norm);
     };

@@ -15,7 +15,7 @@
  * Norm weights 1, biases/GRN 0, BatchNorm running_var 1, everything else 0.
  */
 import { Module, Parameter } from '@wuerstchen/core';
-import { Generator } from './rng';
+import { Generator } from 'wuerstchen';
 
 export type InitSpec =
   | { kind: 'zeros' }
@@ -56,25 +56,25 @@ function draw(spec: InitSpec, p: Parameter, rng: Generator): Float32Array {
     case 'ones':
       return new Float32Array(n).fill(1);
     case 'normal': {
-      const d = rng.randn(n);
+      const d = rng.randnArray(n);
       for (let i = 0; i < n; i++) d[i] *= spec.std;
       return d;
     }
     case 'uniform': {
       const d = new Float32Array(n);
-      for (let i = 0; i < n; i++) d[i] = (2 * rng.random() - 1) * spec.bound;
+      for (let i = 0; i < n; i++) d[i] = (2 * rng.nextFloat() - 1) * spec.bound;
       return d;
     }
     case 'xavier': {
       const { fanIn, fanOut } = fans(p);
       const bound = (spec.gain ?? 1) * Math.sqrt(6 / (fanIn + fanOut));
       const d = new Float32Array(n);
-      for (let i = 0; i < n; i++) d[i] = (2 * rng.random() - 1) * bound;
+      for (let i = 0; i < n; i++) d[i] = (2 * rng.nextFloat() - 1) * bound;
       return d;
     }
     case 'kaiming_fan_out': {
       const std = Math.sqrt(2 / fans(p).fanOut);
-      const d = rng.randn(n);
+      const d = rng.randnArray(n);
       for (let i = 0; i < n; i++) d[i] *= std;
       return d;
     }

@@ -8,12 +8,13 @@ import {
   EfficientNetEncoder,
   EfficientNetEncoderConfig,
   PaellaVQModel,
+  Generator,
   encodeText,
 } from 'wuerstchen';
 import { loadDiffusersWeights, modelArgs, readModelConfig, resolveModelDir, saveDiffusersModel } from './checkpoint';
 import { EFFNET_WEIGHT_INIT, initModule, vqganInitRules } from './init';
 import { EMA } from './optim';
-import { Generator, deriveSeed } from './rng';
+import { deriveSeed } from './rng';
 
 /** Save a module as a diffusers folder. */
 export function saveModule(dir: string, className: string, config: object, model: Module): void {

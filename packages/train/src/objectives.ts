@@ -5,7 +5,7 @@
  * (k = γ = 1 ⇒ 1 − ᾱ), and dome272's t sampler t = clamp(1.08·(1−u) + 0.001, 0.001, 1).
  */
 import * as tf from '@tensorflow/tfjs';
-import { Generator } from './rng';
+import { Generator } from 'wuerstchen';
 
 export const COSINE_S = 0.008;
 const INIT_ALPHA = Math.cos((COSINE_S / (1 + COSINE_S)) * Math.PI * 0.5) ** 2;
@@ -26,12 +26,21 @@ export type TSampler = 'dome' | 'uniform' | 'gdf';
 export function sampleT(n: number, rng: Generator, kind: TSampler = 'dome'): number[] {
   const out: number[] = [];
   for (let i = 0; i < n; i++) {
-    const u = rng.random();
+    const u = rng.nextFloat();
     if (kind === 'uniform') out.push(u);
     else if (kind === 'gdf') out.push(Math.min(1, Math.max(0.001, 1 - u + 0.001)));
     else out.push(Math.min(1, Math.max(0.001, 1.08 * (1 - u) + 0.001)));
   }
   return out;
+}
+
+/**
+ * Caption dropout (the CFG "unconditional"): with probability `p` every caption of the batch becomes ""
+ * (`mode` 'batch', dome272), or each caption independently ('sample').
+ */
+export function dropCaptions(captions: string[], p: number, mode: 'batch' | 'sample', rng: Generator): string[] {
+  if (mode === 'batch') return rng.nextFloat() < p ? captions.map(() => '') : captions;
+  return captions.map((c) => (rng.nextFloat() < p ? '' : c));
 }
 
 /** p2 weight `(k + ᾱ/(1−ᾱ))^−γ` (§1.5); with k = γ = 1 this is 1 − ᾱ. */
@@ -55,7 +64,7 @@ export function addNoise(x0: tf.Tensor, t: number[], rng: Generator, p2: { k: nu
   return tf.tidy(() => {
     const b = x0.shape[0];
     const per = x0.size / b;
-    const noise = tf.tensor(rng.randn(x0.size), x0.shape, 'float32');
+    const noise = rng.randn(x0.shape);
     const alphas = t.map((ti) => alphaCumprod(ti));
     const bshape = [b, ...x0.shape.slice(1).map(() => 1)];
     const sa = tf.tensor(alphas.map(Math.sqrt), bshape, 'float32');
@@ -99,7 +108,7 @@ export function predictX0(xt: tf.Tensor, eps: tf.Tensor, t: number[]): tf.Tensor
  * linspace(1, 0, steps+1); `model(x, t)` returns ε̂. Noise comes from `rng`.
  */
 export function sampleDDPM(shape: number[], steps: number, rng: Generator, model: (x: tf.Tensor, t: number) => tf.Tensor): tf.Tensor {
-  let x = tf.tensor(rng.randn(shape.reduce((a, b) => a * b, 1)), shape, 'float32');
+  let x = rng.randn(shape);
   for (let i = 0; i < steps; i++) {
     const t = 1 - i / steps;
     const tPrev = 1 - (i + 1) / steps;
@@ -109,7 +118,7 @@ export function sampleDDPM(shape: number[], steps: number, rng: Generator, model
       const ap = alphaCumprod(tPrev);
       const alpha = a / ap;
       const mu = tf.mul(tf.sub(x, tf.mul(eps, (1 - alpha) / Math.sqrt(1 - a))), Math.sqrt(1 / alpha));
-      const z = tf.tensor(rng.randn(x.size), x.shape, 'float32');
+      const z = rng.randn(x.shape);
       const sigma = Math.sqrt(((1 - alpha) * (1 - ap)) / (1 - a));
       return tPrev !== 0 ? tf.add(mu, tf.mul(z, sigma)) : mu;
     });

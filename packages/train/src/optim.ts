@@ -11,6 +11,11 @@
 import * as tf from '@tensorflow/tfjs';
 import { HostTensor, Parameter } from '@wuerstchen/core';
 
+/** Where saved optimizer / EMA tensors are read from; `get` throws for a missing key. */
+export interface HostTensorSource {
+  get(key: string): HostTensor;
+}
+
 export interface AdamWOptions {
   lr: number;
   betas: [number, number];
@@ -67,7 +72,7 @@ export class AdamW {
     return out;
   }
 
-  loadStateTensors(tensors: { get(key: string): HostTensor }, step: number, prefix = ''): void {
+  loadStateTensors(tensors: HostTensorSource, step: number, prefix = ''): void {
     for (const [k, p] of this.params) {
       for (const [name, store] of [['exp_avg', this.m], ['exp_avg_sq', this.v]] as const) {
         const h = tensors.get(`${prefix}${name}.${k}`);
@@ -144,7 +149,7 @@ export class EMA {
     for (const [k, p] of this.params) out.set(prefix + k, { dtype: 'F32', shape: p.shape, data: Float32Array.from(this.shadow.get(k)!.dataSync() as Float32Array) });
     return out;
   }
-  load(tensors: { get(key: string): HostTensor }, prefix = 'ema.'): void {
+  load(tensors: HostTensorSource, prefix = 'ema.'): void {
     for (const [k] of this.params) {
       const h = tensors.get(prefix + k);
       const t = tf.tensor(h.data as Float32Array, h.shape, 'float32');

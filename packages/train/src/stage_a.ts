@@ -9,16 +9,16 @@
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { HostTensor } from '@wuerstchen/core';
-import { PaellaVQConfig, PaellaVQModel } from 'wuerstchen';
+import { Generator, PaellaVQConfig, PaellaVQModel } from 'wuerstchen';
 import { PhaseConfig } from './config';
-import { loadDiffusersWeights, resolveModelDir } from './checkpoint';
+import { loadDiffusersWeights } from './checkpoint';
 import { Sample } from './data/dataset';
 import { RGBImage } from './data/image';
 import { Discriminator, bceWithLogits } from './discriminator';
 import { initModule, vqganInitRules } from './init';
 import { saveModule } from './models_io';
-import { AdamW } from './optim';
-import { Generator, deriveSeed } from './rng';
+import { AdamW, HostTensorSource } from './optim';
+import { deriveSeed } from './rng';
 import { GradAccumulator, Trainer, UpdateResult } from './trainer';
 
 export class StageATrainer extends Trainer {
@@ -30,8 +30,7 @@ export class StageATrainer extends Trainer {
   protected setup(): void {
     const cfg = this.cfg;
     this.vqgan = new PaellaVQModel(cfg.model as Partial<PaellaVQConfig>);
-    if (cfg.init_from) loadDiffusersWeights(this.vqgan, resolveModelDir(cfg.init_from, 'vqgan'));
-    else initModule(this.vqgan, new Generator(deriveSeed(cfg.seed, 'init', 'vqgan')), vqganInitRules(this.vqgan.config.num_vq_embeddings));
+    this.initOrLoad(this.vqgan, 'vqgan', vqganInitRules(this.vqgan.config.num_vq_embeddings));
     this.vqgan.train();
     const d = cfg.discriminator!;
     this.disc = new Discriminator({ c_in: this.vqgan.config.in_channels, c_hidden: d.c_hidden, depth: d.depth });
@@ -128,30 +127,19 @@ export class StageATrainer extends Trainer {
     return { vqgan: this.optG.step, discriminator: this.optD.step };
   }
 
-  protected loadOptimizerState(tensors: Map<string, HostTensor>, steps: Record<string, number>): void {
-    const get = (k: string) => {
-      const t = tensors.get(k);
-      if (!t) throw new Error(`optimizer.safetensors: missing ${k}`);
-      return t;
-    };
-    this.optG.loadStateTensors({ get }, steps.vqgan ?? 0, 'vqgan.');
-    this.optD.loadStateTensors({ get }, steps.discriminator ?? 0, 'discriminator.');
+  protected loadOptimizerState(tensors: HostTensorSource, steps: Record<string, number>): void {
+    this.optG.loadStateTensors(tensors, steps.vqgan ?? 0, 'vqgan.');
+    this.optD.loadStateTensors(tensors, steps.discriminator ?? 0, 'discriminator.');
   }
 
   /** Reconstruction of images `[B, H, W, 3]` through the quantiser (eval mode). */
   reconstruct(x: tf.Tensor4D): tf.Tensor4D {
-    const was = this.vqgan.training;
-    this.vqgan.eval();
-    try {
-      return tf.tidy(() => tf.clipByValue(this.vqgan.decode(this.vqgan.encode(x), false), 0, 1)) as tf.Tensor4D;
-    } finally {
-      this.vqgan.train(was);
-    }
+    return Trainer.inEvalMode([this.vqgan], () => tf.tidy(() => tf.clipByValue(this.vqgan.decode(this.vqgan.encode(x), false), 0, 1)) as tf.Tensor4D);
   }
 
   /** Reconstruction MSE (through the quantiser, eval mode) on fixed centre crops. */
   evalLoss(n = 8): number {
-    const phase = { ...this.cfg.phases[0], random_crop: false, hflip: false };
+    const phase = this.evalPhase();
     const x = Trainer.toTensor(this.fixedSamples(n).map((s) => this.cropSample(s, phase)));
     const r = this.reconstruct(x);
     const l = tf.tidy(() => tf.mean(tf.squaredDifference(x, r)).dataSync()[0]);
@@ -161,7 +149,7 @@ export class StageATrainer extends Trainer {
 
   /** Preview: row 1 = fixed training images (centre crops), row 2 = their quantised reconstructions. */
   protected preview(file: string): void {
-    const phase = { ...this.cfg.phases[0], random_crop: false, hflip: false };
+    const phase = this.evalPhase();
     const fixed = this.fixedSamples(Math.min(this.cfg.sample_images, 8)).map((s) => this.cropSample(s, phase));
     const x = Trainer.toTensor(fixed);
     const r = this.reconstruct(x);

@@ -12,18 +12,18 @@
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { HostTensor, Parameter } from '@wuerstchen/core';
-import { EfficientNetEncoder, PaellaVQModel, WuerstchenDiffNeXt, WuerstchenDiffNeXtConfig } from 'wuerstchen';
+import { EfficientNetEncoder, Generator, PaellaVQModel, WuerstchenDiffNeXt, WuerstchenDiffNeXtConfig } from 'wuerstchen';
 import { PhaseConfig } from './config';
-import { loadDiffusersWeights, resolveModelDir } from './checkpoint';
+import { loadDiffusersWeights } from './checkpoint';
 import { Sample } from './data/dataset';
 import { RGBImage } from './data/image';
-import { diffnextInitRules, initModule } from './init';
+import { diffnextInitRules } from './init';
 import { TextConditioner, buildEffnet, buildVqgan, effnetOutSize, saveModule } from './models_io';
-import { addNoise, alphaCumprod, diffusionLoss, sampleDDPM, sampleT } from './objectives';
-import { AdamW } from './optim';
-import { Generator, deriveSeed } from './rng';
+import { addNoise, alphaCumprod, diffusionLoss, dropCaptions, sampleDDPM, sampleT } from './objectives';
+import { AdamW, HostTensorSource } from './optim';
+import { deriveSeed } from './rng';
 import { SeededStochasticLayers } from './seeded';
-import { GradAccumulator, Trainer, UpdateResult } from './trainer';
+import { GradAccumulator, Trainer, UpdateResult, addDiffusionLoss } from './trainer';
 
 export class StageBTrainer extends Trainer {
   decoder!: WuerstchenDiffNeXt;
@@ -37,11 +37,8 @@ export class StageBTrainer extends Trainer {
 
   protected setup(): void {
     const cfg = this.cfg;
-    const modelCfg = { ...(cfg.model as Partial<WuerstchenDiffNeXtConfig>) };
-    if (cfg.dropout === 'off') modelCfg.dropout = 0;
-    this.decoder = new WuerstchenDiffNeXt(modelCfg);
-    if (cfg.init_from) loadDiffusersWeights(this.decoder, resolveModelDir(cfg.init_from, 'decoder'));
-    else initModule(this.decoder, new Generator(deriveSeed(cfg.seed, 'init', 'decoder')), diffnextInitRules(this.decoder.config.blocks.reduce((a, b) => a + b, 0)));
+    this.decoder = new WuerstchenDiffNeXt(this.modelConfig<WuerstchenDiffNeXtConfig>());
+    this.initOrLoad(this.decoder, 'decoder', diffnextInitRules(this.decoder.config.blocks.reduce((a, b) => a + b, 0)));
     this.decoder.train();
     this.effnet = buildEffnet(cfg.effnet, cfg.seed, this.log, false).train();
     this.vqgan = buildVqgan(cfg.vqgan, cfg.seed, this.log);
@@ -70,14 +67,11 @@ export class StageBTrainer extends Trainer {
     const e = phase.effnet_size!;
     const crops = batch.map((s) => this.cropSample(s, phase));
     const effImages = crops.map((c) => this.effnetInput(c, e, e));
-    let captions = batch.map((s) => s.caption);
-    if (ob.caption_dropout_mode === 'batch') {
-      if (this.rng.random() < ob.caption_dropout) captions = captions.map(() => '');
-    } else captions = captions.map((c) => (this.rng.random() < ob.caption_dropout ? '' : c));
+    const captions = dropCaptions(batch.map((s) => s.caption), ob.caption_dropout, ob.caption_dropout_mode, this.rng);
     const t = sampleT(batch.length, this.rng, ob.t_sampler);
     // effnet conditioning: drop (zeros) or noise, decided per batch (dome272 Wrapper)
-    const mode = this.rng.random() < ob.effnet_dropout ? 'drop' : this.rng.random() < ob.effnet_noise ? 'noise' : 'clean';
-    const tEff = mode === 'noise' ? batch.map(() => this.rng.random() * ob.effnet_noise_tmax) : [];
+    const mode = this.rng.nextFloat() < ob.effnet_dropout ? 'drop' : this.rng.nextFloat() < ob.effnet_noise ? 'noise' : 'clean';
+    const tEff = mode === 'noise' ? batch.map(() => this.rng.nextFloat() * ob.effnet_noise_tmax) : [];
     const side = effnetOutSize(this.effnet.config, e);
     const micro = batch.length / accum;
     const acc = new GradAccumulator(this.params);
@@ -100,26 +94,20 @@ export class StageBTrainer extends Trainer {
         const te = sl(tEff).map((x) => alphaCumprod(x));
         effA = tf.tensor(te.map(Math.sqrt), [micro, 1, 1, 1]);
         effB = tf.tensor(te.map((x) => Math.sqrt(1 - x)), [micro, 1, 1, 1]);
-        effNoise = tf.tensor(this.rng.randn(micro * side * side * this.effnet.config.c_latent), [micro, side, side, this.effnet.config.c_latent]);
+        effNoise = this.rng.randn([micro, side, side, this.effnet.config.c_latent]);
       }
-      const seed = this.rng.nextSeed();
+      const seed = this.rng.nextUint32();
       this.seeded.reseed(deriveSeed(seed, 'decoder'));
       this.seededEffnet.reseed(deriveSeed(seed, 'effnet'));
-      let per: tf.Tensor | null = null;
-      const adj = acc.add(() => {
+      const r = addDiffusionLoss(acc, nb, accum, () => {
         let eff: tf.Tensor = this.effnet.forward(effIn);
         if (mode === 'drop') eff = tf.mul(eff, 0);
         else if (mode === 'noise') eff = tf.add(tf.mul(eff, effA!), tf.mul(effNoise!, effB!));
-        const pred = this.decoder.forward(nb.xt, nb.t, eff, clip);
-        const { perSample, weighted } = diffusionLoss(pred, nb.noise, nb.weights);
-        per = tf.keep(perSample);
-        return tf.div(weighted, accum) as tf.Scalar;
+        return this.decoder.forward(nb.xt, nb.t, eff, clip);
       });
-      const l = tf.tidy(() => tf.mean(per!).dataSync()[0]);
-      (per as tf.Tensor | null)?.dispose();
-      lossSum += l / accum;
-      adjSum += adj;
-      if (!Number.isFinite(l) || !Number.isFinite(adj)) finite = false;
+      lossSum += r.loss / accum;
+      adjSum += r.adjusted;
+      if (!Number.isFinite(r.loss) || !Number.isFinite(r.adjusted)) finite = false;
       tf.dispose([x0, effIn, clip, nb.xt, nb.noise, nb.t, nb.weights]);
       tf.dispose([effA, effB, effNoise].filter((x): x is tf.Tensor => x !== null));
     }
@@ -147,38 +135,26 @@ export class StageBTrainer extends Trainer {
     return { decoder: this.opt.step };
   }
 
-  protected loadOptimizerState(tensors: Map<string, HostTensor>, steps: Record<string, number>): void {
-    this.opt.loadStateTensors(
-      {
-        get: (k) => {
-          const t = tensors.get(k);
-          if (!t) throw new Error(`optimizer.safetensors: missing ${k}`);
-          return t;
-        },
-      },
-      steps.decoder ?? 0,
-    );
+  protected loadOptimizerState(tensors: HostTensorSource, steps: Record<string, number>): void {
+    this.opt.loadStateTensors(tensors, steps.decoder ?? 0);
   }
 
   evalLoss(n = 8): number {
-    const phase = { ...this.cfg.phases[0], random_crop: false, hflip: false };
+    const phase = this.evalPhase();
     const e = phase.effnet_size!;
     const fixed = this.fixedSamples(n);
     const crops = fixed.map((s) => this.cropSample(s, phase));
-    const rng = new Generator(deriveSeed(this.cfg.seed, 'eval'));
     const x0 = tf.tidy(() => tf.div(this.vqgan.encode(Trainer.toTensor(crops)), this.vqgan.config.scale_factor));
     const clip = this.text.encode(fixed.map((s) => s.caption));
-    const nb = addNoise(x0, Trainer.evalT(n), rng, this.cfg.objective.p2);
-    this.decoder.eval();
-    this.effnet.eval();
+    const nb = this.evalNoise(x0);
     try {
-      return tf.tidy(() => {
-        const eff = this.effnet.forward(Trainer.toTensor(crops.map((c) => this.effnetInput(c, e, e))));
-        return diffusionLoss(this.decoder.forward(nb.xt, nb.t, eff, clip), nb.noise, nb.weights).weighted.dataSync()[0];
-      });
+      return Trainer.inEvalMode([this.decoder, this.effnet], () =>
+        tf.tidy(() => {
+          const eff = this.effnet.forward(Trainer.toTensor(crops.map((c) => this.effnetInput(c, e, e))));
+          return diffusionLoss(this.decoder.forward(nb.xt, nb.t, eff, clip), nb.noise, nb.weights).weighted.dataSync()[0];
+        }),
+      );
     } finally {
-      this.decoder.train();
-      this.effnet.train();
       tf.dispose([x0, clip, nb.xt, nb.noise, nb.t, nb.weights]);
     }
   }
@@ -188,29 +164,23 @@ export class StageBTrainer extends Trainer {
    * row 3 = decoder samples conditioned on each image's compressor map and caption, decoded by Stage A.
    */
   protected preview(file: string): void {
-    const phase = { ...this.cfg.phases[0], random_crop: false, hflip: false };
+    const phase = this.evalPhase();
     const e = phase.effnet_size!;
     const fixed = this.fixedSamples(Math.min(this.cfg.sample_images, 8));
     const crops = fixed.map((s) => this.cropSample(s, phase));
-    const x = Trainer.toTensor(crops);
-    this.decoder.eval();
-    this.effnet.eval();
-    try {
-      const recon = tf.tidy(() => tf.clipByValue(this.vqgan.decode(this.vqgan.encode(x)), 0, 1));
+    const rows = Trainer.inEvalMode([this.decoder, this.effnet], (): RGBImage[][] => {
+      const recon = tf.tidy(() => tf.clipByValue(this.vqgan.decode(this.vqgan.encode(Trainer.toTensor(crops))), 0, 1));
       const eff = tf.tidy(() => this.effnet.forward(Trainer.toTensor(crops.map((c) => this.effnetInput(c, e, e)))));
       const clip = this.text.encode(fixed.map((s) => s.caption));
       const lat = phase.image_size / 4;
       const rng = new Generator(deriveSeed(this.cfg.seed, 'preview'));
       const z = sampleDDPM([crops.length, lat, lat, this.decoder.config.c_in], this.cfg.sample_steps, rng, (xt, t) => this.decoder.forward(xt, tf.fill([crops.length], t), eff, clip));
       const img = tf.tidy(() => tf.clipByValue(this.vqgan.decode(tf.mul(z, this.vqgan.config.scale_factor)), 0, 1));
-      const rows: RGBImage[][] = [crops, Trainer.toImages(recon), Trainer.toImages(img)];
+      const out = [crops, Trainer.toImages(recon), Trainer.toImages(img)];
       tf.dispose([recon, eff, clip, z, img]);
-      this.writeGrid(file, rows);
-    } finally {
-      x.dispose();
-      this.decoder.train();
-      this.effnet.train();
-    }
+      return out;
+    });
+    this.writeGrid(file, rows);
   }
 
   dispose(): void {

@@ -10,18 +10,18 @@
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { HostTensor } from '@wuerstchen/core';
-import { EfficientNetEncoder, WuerstchenPrior, WuerstchenPriorConfig, toPriorLatents } from 'wuerstchen';
+import { EfficientNetEncoder, Generator, WuerstchenPrior, WuerstchenPriorConfig, toPriorLatents } from 'wuerstchen';
 import { PhaseConfig } from './config';
-import { loadDiffusersWeights, resolveModelDir, saveDiffusersModel } from './checkpoint';
+import { loadDiffusersWeights, saveDiffusersModel } from './checkpoint';
 import { Sample } from './data/dataset';
 import { RGBImage, upscaleNearest } from './data/image';
-import { initModule, priorInitRules } from './init';
+import { priorInitRules } from './init';
 import { TextConditioner, buildEffnet, effnetOutSize, emaStateDict, falseColour, saveModule } from './models_io';
-import { addNoise, diffusionLoss, sampleDDPM, sampleT } from './objectives';
-import { AdamW, EMA } from './optim';
-import { Generator, deriveSeed } from './rng';
+import { addNoise, diffusionLoss, dropCaptions, sampleDDPM, sampleT } from './objectives';
+import { AdamW, EMA, HostTensorSource } from './optim';
+import { deriveSeed } from './rng';
 import { SeededStochasticLayers } from './seeded';
-import { GradAccumulator, Trainer, UpdateResult } from './trainer';
+import { GradAccumulator, Trainer, UpdateResult, addDiffusionLoss } from './trainer';
 
 /** SC bucketeer sizes: ratio r = W/H, area d, dims floored to multiples of m. Returns [W, H]. */
 export function bucketSize(r: number, area: number, m: number): [number, number] {
@@ -40,11 +40,8 @@ export class StageCTrainer extends Trainer {
 
   protected setup(): void {
     const cfg = this.cfg;
-    const modelCfg = { ...(cfg.model as Partial<WuerstchenPriorConfig>) };
-    if (cfg.dropout === 'off') modelCfg.dropout = 0;
-    this.prior = new WuerstchenPrior(modelCfg);
-    if (cfg.init_from) loadDiffusersWeights(this.prior, resolveModelDir(cfg.init_from, 'prior'));
-    else initModule(this.prior, new Generator(deriveSeed(cfg.seed, 'init', 'prior')), priorInitRules(this.prior.config.depth));
+    this.prior = new WuerstchenPrior(this.modelConfig<WuerstchenPriorConfig>());
+    this.initOrLoad(this.prior, 'prior', priorInitRules(this.prior.config.depth));
     this.prior.train();
     this.seeded = new SeededStochasticLayers(this.prior);
     this.effnet = buildEffnet(cfg.effnet, cfg.seed, this.log, true).eval();
@@ -68,7 +65,7 @@ export class StageCTrainer extends Trainer {
     const first = batch[0];
     const rng = first.rng.clone();
     let r: number;
-    if (rng.random() < (phase.bucket_random_p ?? 0.05)) r = ratios[rng.int(ratios.length)];
+    if (rng.nextFloat() < (phase.bucket_random_p ?? 0.05)) r = ratios[rng.int(ratios.length)];
     else {
       const ar = first.image.width / first.image.height;
       r = ratios.reduce((best, x) => (Math.abs(Math.log(x / ar)) < Math.abs(Math.log(best / ar)) ? x : best), ratios[0]);
@@ -82,11 +79,7 @@ export class StageCTrainer extends Trainer {
     const cfg = this.cfg;
     const geo = this.batchGeometry(batch, phase);
     const effImages = batch.map((s) => this.effnetInput(this.cropSample(s, phase, geo.crop), geo.eff[0], geo.eff[1]));
-    let captions = batch.map((s) => s.caption);
-    const p = cfg.objective.caption_dropout;
-    if (cfg.objective.caption_dropout_mode === 'batch') {
-      if (this.rng.random() < p) captions = captions.map(() => '');
-    } else captions = captions.map((c) => (this.rng.random() < p ? '' : c));
+    const captions = dropCaptions(batch.map((s) => s.caption), cfg.objective.caption_dropout, cfg.objective.caption_dropout_mode, this.rng);
     const t = sampleT(batch.length, this.rng, cfg.objective.t_sampler);
     const micro = batch.length / accum;
     const acc = new GradAccumulator(this.prior.trainableParameters());
@@ -98,19 +91,11 @@ export class StageCTrainer extends Trainer {
       const x0 = tf.tidy(() => toPriorLatents(this.effnet.forward(Trainer.toTensor(sl(effImages) as RGBImage[]))));
       const clip = this.text.encode(sl(captions) as string[]);
       const nb = addNoise(x0, sl(t) as number[], this.rng, cfg.objective.p2);
-      this.seeded.reseed(this.rng.nextSeed());
-      let per: tf.Tensor | null = null;
-      const adj = acc.add(() => {
-        const pred = this.prior.forward(nb.xt, nb.t, clip);
-        const { perSample, weighted } = diffusionLoss(pred, nb.noise, nb.weights);
-        per = tf.keep(perSample);
-        return tf.div(weighted, accum) as tf.Scalar;
-      });
-      const l = tf.tidy(() => tf.mean(per!).dataSync()[0]);
-      (per as tf.Tensor | null)?.dispose();
-      lossSum += l / accum;
-      adjSum += adj;
-      if (!Number.isFinite(l) || !Number.isFinite(adj)) finite = false;
+      this.seeded.reseed(this.rng.nextUint32());
+      const r = addDiffusionLoss(acc, nb, accum, () => this.prior.forward(nb.xt, nb.t, clip));
+      lossSum += r.loss / accum;
+      adjSum += r.adjusted;
+      if (!Number.isFinite(r.loss) || !Number.isFinite(r.adjusted)) finite = false;
       tf.dispose([x0, clip, nb.xt, nb.noise, nb.t, nb.weights]);
     }
     const lr = this.learningRate(phase, this.opt.step);
@@ -139,28 +124,19 @@ export class StageCTrainer extends Trainer {
     return { prior: this.opt.step };
   }
 
-  protected loadOptimizerState(tensors: Map<string, HostTensor>, steps: Record<string, number>): void {
-    const get = (k: string) => {
-      const t = tensors.get(k);
-      if (!t) throw new Error(`optimizer.safetensors: missing ${k}`);
-      return t;
-    };
-    this.opt.loadStateTensors({ get }, steps.prior ?? 0, 'prior.');
-    this.ema?.load({ get }, 'ema.');
+  protected loadOptimizerState(tensors: HostTensorSource, steps: Record<string, number>): void {
+    this.opt.loadStateTensors(tensors, steps.prior ?? 0, 'prior.');
+    this.ema?.load(tensors, 'ema.');
   }
 
   evalLoss(n = 8): number {
-    const phase = { ...this.cfg.phases[0], random_crop: false, hflip: false };
+    const phase = this.evalPhase();
     const e = phase.effnet_size!;
     const fixed = this.fixedSamples(n);
-    const rng = new Generator(deriveSeed(this.cfg.seed, 'eval'));
     const x0 = tf.tidy(() => toPriorLatents(this.effnet.forward(Trainer.toTensor(fixed.map((s) => this.effnetInput(this.cropSample(s, phase), e, e))))));
     const clip = this.text.encode(fixed.map((s) => s.caption));
-    const nb = addNoise(x0, Trainer.evalT(n), rng, this.cfg.objective.p2);
-    const was = this.prior.training;
-    this.prior.eval();
-    const loss = tf.tidy(() => diffusionLoss(this.prior.forward(nb.xt, nb.t, clip), nb.noise, nb.weights).weighted.dataSync()[0]);
-    this.prior.train(was);
+    const nb = this.evalNoise(x0);
+    const loss = Trainer.inEvalMode([this.prior], () => tf.tidy(() => diffusionLoss(this.prior.forward(nb.xt, nb.t, clip), nb.noise, nb.weights).weighted.dataSync()[0]));
     tf.dispose([x0, clip, nb.xt, nb.noise, nb.t, nb.weights]);
     return loss;
   }
@@ -171,19 +147,18 @@ export class StageCTrainer extends Trainer {
     const cond = this.text.encode(prompts);
     const uncond = this.text.encode(prompts.map(() => ''));
     const n = prompts.length;
-    const wasTraining = this.prior.training;
-    this.prior.eval();
     try {
-      return sampleDDPM([n, h, w, this.prior.config.c_in], steps, rng, (x, t) =>
-        tf.tidy(() => {
-          if (cfgScale <= 1) return this.prior.forward(x, tf.fill([n], t), cond);
-          const eps = this.prior.forward(tf.concat([x, x]), tf.fill([2 * n], t), tf.concat([cond, uncond]));
-          const [ec, eu] = tf.split(eps, 2);
-          return tf.add(eu, tf.mul(tf.sub(ec, eu), cfgScale));
-        }),
+      return Trainer.inEvalMode([this.prior], () =>
+        sampleDDPM([n, h, w, this.prior.config.c_in], steps, rng, (x, t) =>
+          tf.tidy(() => {
+            if (cfgScale <= 1) return this.prior.forward(x, tf.fill([n], t), cond);
+            const eps = this.prior.forward(tf.concat([x, x]), tf.fill([2 * n], t), tf.concat([cond, uncond]));
+            const [ec, eu] = tf.split(eps, 2);
+            return tf.add(eu, tf.mul(tf.sub(ec, eu), cfgScale));
+          }),
+        ),
       ) as tf.Tensor4D;
     } finally {
-      this.prior.train(wasTraining);
       tf.dispose([cond, uncond]);
     }
   }
@@ -199,7 +174,7 @@ export class StageCTrainer extends Trainer {
     const side = effnetOutSize(this.effnet.config, e);
     const up = Math.max(1, Math.floor(64 / side));
     const fixed = this.fixedSamples(Math.min(this.cfg.sample_images, 8));
-    const target = tf.tidy(() => falseColour(this.effnet.forward(Trainer.toTensor(fixed.map((s) => this.effnetInput(this.cropSample({ ...s, rng: new Generator(0) }, { ...phase, random_crop: false, hflip: false }), e, e))))));
+    const target = tf.tidy(() => falseColour(this.effnet.forward(Trainer.toTensor(fixed.map((s) => this.effnetInput(this.cropSample(s, this.evalPhase(phase)), e, e))))));
     const lat = this.sample(this.cfg.sample_prompts, side, side, this.cfg.sample_steps, this.cfg.sample_cfg, deriveSeed(this.cfg.seed, 'preview'));
     const fc = falseColour(lat);
     const rows = [Trainer.toImages(target).map((i) => upscaleNearest(i, up)), Trainer.toImages(fc).map((i) => upscaleNearest(i, up))];

@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
-import { Generator } from './rng';
+import { Generator } from 'wuerstchen';
 import { writeTar } from './data/tar';
 
 const COLOURS: [string, [number, number, number]][] = [
@@ -33,8 +33,8 @@ export function toyImage(i: number, seed = 0, size?: [number, number]): ToyImage
   const [w, h] = size ?? sizes[i % sizes.length];
   const bg = [240, 240, 235].map((v) => v - rng.int(20));
   const rgba = Buffer.alloc(w * h * 4);
-  const cx = w / 2 + (rng.random() - 0.5) * w * 0.2;
-  const cy = h / 2 + (rng.random() - 0.5) * h * 0.2;
+  const cx = w / 2 + (rng.nextFloat() - 0.5) * w * 0.2;
+  const cy = h / 2 + (rng.nextFloat() - 0.5) * h * 0.2;
   const r = Math.min(w, h) * 0.3;
   for (let y = 0; y < h; y++) {
     for (let x = 0; x < w; x++) {

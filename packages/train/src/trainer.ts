@@ -6,14 +6,17 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { HostTensor, Parameter } from '@wuerstchen/core';
+import { HostTensor, Module, Parameter } from '@wuerstchen/core';
+import { Generator, GeneratorState } from 'wuerstchen';
 import { PhaseConfig, TrainConfig, phaseAt, totalSteps } from './config';
-import { loadTensorFile, readLatest, saveTensorFile, writeCheckpoint, writeFileSynced } from './checkpoint';
+import { loadDiffusersWeights, loadTensorFile, readLatest, resolveModelDir, saveTensorFile, writeCheckpoint, writeFileSynced } from './checkpoint';
 import { DataState, ImageTextDataset, Sample } from './data/dataset';
 import { RGBImage, centerCrop, hflip, normalize, randomCrop, resize, resizeShortSide, resizeToCover, encodePNG, makeGrid } from './data/image';
-import { AdamW, clipGrads, globalNorm, oneCycleLR, warmupLR } from './optim';
+import { InitRule, initModule } from './init';
+import { NoisedBatch, addNoise, diffusionLoss } from './objectives';
+import { AdamW, HostTensorSource, clipGrads, globalNorm, oneCycleLR, warmupLR } from './optim';
 import { Progress } from './progress';
-import { Generator, GeneratorState } from './rng';
+import { deriveSeed } from './rng';
 
 export interface TrainOptions {
   config: TrainConfig;
@@ -50,8 +53,11 @@ export interface StepMetrics {
   [extra: string]: number | string;
 }
 
+/** `training_state.json` format; 2: `rng` is the `wuerstchen` Generator's `{algorithm, s}` state. */
+export const TRAINING_STATE_VERSION = 2;
+
 export interface TrainingState {
-  version: 1;
+  version: typeof TRAINING_STATE_VERSION;
   stage: string;
   config_name: string;
   step: number;
@@ -113,6 +119,23 @@ export class GradAccumulator {
   }
 }
 
+/**
+ * One micro-batch of the ε-objective: `predict()` (run inside the gradient tape) returns ε̂ for `nb.xt`; the
+ * p2-weighted loss divided by `accum` is backpropagated into `acc`. Returns the unweighted mean MSE (what is
+ * logged) and the backpropagated value.
+ */
+export function addDiffusionLoss(acc: GradAccumulator, nb: NoisedBatch, accum: number, predict: () => tf.Tensor): { loss: number; adjusted: number } {
+  let per: tf.Tensor | null = null;
+  const adjusted = acc.add(() => {
+    const { perSample, weighted } = diffusionLoss(predict(), nb.noise, nb.weights);
+    per = tf.keep(perSample);
+    return tf.div(weighted, accum) as tf.Scalar;
+  });
+  const loss = tf.tidy(() => tf.mean(per!).dataSync()[0]);
+  (per as tf.Tensor | null)?.dispose();
+  return { loss, adjusted };
+}
+
 /** An error the CLI reports as a plain message (no stack): bad arguments, an occupied --out. */
 export class TrainError extends Error {
   constructor(message: string) {
@@ -162,13 +185,42 @@ export abstract class Trainer {
   protected abstract loadModels(dir: string): void;
   /** Optimizer / EMA tensors and their step counters. */
   protected abstract optimizerState(): { tensors: Map<string, HostTensor>; steps: Record<string, number> };
-  protected abstract loadOptimizerState(tensors: Map<string, HostTensor>, steps: Record<string, number>): void;
+  protected abstract loadOptimizerState(tensors: HostTensorSource, steps: Record<string, number>): void;
   /** Write a PNG preview grid. */
   protected abstract preview(file: string): void;
   /** Free every tensor. */
   abstract dispose(): void;
 
   // ---- helpers for stages -------------------------------------------------------------------
+  /** The `model` config of the run, with `dropout: 0` when the run switches dropout off. */
+  protected modelConfig<C extends { dropout: number }>(): Partial<C> {
+    const c = { ...(this.cfg.model as Partial<C>) };
+    if (this.cfg.dropout === 'off') c.dropout = 0;
+    return c;
+  }
+
+  /** The trained model's start: the `init_from` weights (its `name` sub-folder of a run), else the seeded init under `name`. */
+  protected initOrLoad(model: Module, name: string, rules: InitRule[]): void {
+    if (this.cfg.init_from) loadDiffusersWeights(model, resolveModelDir(this.cfg.init_from, name));
+    else initModule(model, new Generator(deriveSeed(this.cfg.seed, 'init', name)), rules);
+  }
+
+  /** Run `f` with `models` in eval mode, then put each back in the mode it had. */
+  protected static inEvalMode<T>(models: Module[], f: () => T): T {
+    const was = models.map((m) => m.training);
+    models.forEach((m) => m.eval());
+    try {
+      return f();
+    } finally {
+      models.forEach((m, i) => m.train(was[i]));
+    }
+  }
+
+  /** `phase` (default the first) with deterministic crops: centre crop, no flip (evaluation and previews). */
+  protected evalPhase(phase: PhaseConfig = this.cfg.phases[0]): PhaseConfig {
+    return { ...phase, random_crop: false, hflip: false };
+  }
+
   /** Base learning rate at the current update count (warm-up or OneCycle). */
   protected learningRate(phase: PhaseConfig, updates: number): number {
     const base = phase.lr ?? this.cfg.optimizer.lr;
@@ -193,7 +245,7 @@ export abstract class Trainer {
     const [w, h] = size ?? [phase.image_size, phase.image_size];
     const resized = size ? resizeToCover(s.image, w, h) : resizeShortSide(s.image, phase.image_size);
     let img = phase.random_crop ? randomCrop(resized, w, h, s.rng) : centerCrop(resized, w, h);
-    if (phase.hflip && s.rng.random() < 0.5) img = hflip(img);
+    if (phase.hflip && s.rng.nextFloat() < 0.5) img = hflip(img);
     return img;
   }
 
@@ -238,7 +290,7 @@ export abstract class Trainer {
     const { index, phase, stepInPhase } = phaseAt(this.cfg, this.step);
     const steps = this.optimizerSteps();
     return {
-      version: 1,
+      version: TRAINING_STATE_VERSION,
       stage: this.cfg.stage,
       config_name: this.cfg.name,
       step: this.step,
@@ -282,9 +334,19 @@ export abstract class Trainer {
   /** Restore everything from a checkpoint folder. */
   restore(dir: string): void {
     const st = JSON.parse(fs.readFileSync(path.join(dir, 'training_state.json'), 'utf8')) as TrainingState;
+    if (st.version !== TRAINING_STATE_VERSION) throw new Error(`${dir}: training_state.json version ${st.version} is not supported (expected ${TRAINING_STATE_VERSION})`);
     if (st.stage !== this.cfg.stage) throw new Error(`${dir}: a stage-${st.stage} checkpoint cannot resume a stage-${this.cfg.stage} run`);
     this.loadModels(dir);
-    this.loadOptimizerState(loadTensorFile(path.join(dir, 'optimizer.safetensors')), st.optimizer_steps);
+    const file = path.join(dir, 'optimizer.safetensors');
+    const tensors = loadTensorFile(file);
+    const source: HostTensorSource = {
+      get: (k) => {
+        const t = tensors.get(k);
+        if (!t) throw new Error(`${file}: missing ${k}`);
+        return t;
+      },
+    };
+    this.loadOptimizerState(source, st.optimizer_steps);
     this.step = st.step;
     this.skipped = st.skipped;
     this.emaLoss = st.ema_loss;
@@ -329,9 +391,11 @@ export abstract class Trainer {
    */
   abstract evalLoss(n?: number): number;
 
-  /** Fixed t values for evalLoss: an even grid over (0, 1]. */
-  protected static evalT(n: number): number[] {
-    return Array.from({ length: n }, (_, i) => 0.05 + (0.9 * (i + 0.5)) / n);
+  /** Fixed noise for a diffusion evalLoss on `x0`: t on an even grid over (0.05, 0.95), ε from the seed 'eval'. */
+  protected evalNoise(x0: tf.Tensor): NoisedBatch {
+    const n = x0.shape[0];
+    const t = Array.from({ length: n }, (_, i) => 0.05 + (0.9 * (i + 0.5)) / n);
+    return addNoise(x0, t, new Generator(deriveSeed(this.cfg.seed, 'eval')), this.cfg.objective.p2);
   }
 
   /** Run (or resume) training to the end of the schedule (or `maxSteps`). */

@@ -256,7 +256,7 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
     return await generate(args, io);
   } catch (e) {
     const err = e as Error;
-    const usage = e instanceof PipelineArgumentError || e instanceof UsageError || (err.message ?? '').startsWith('unknown backend');
+    const usage = e instanceof PipelineArgumentError || e instanceof UsageError || /^(unknown backend|backend "[^"]+" is not available)/.test(err.message ?? '');
     io.stderr.write(`\nwuerstchen: ${usage ? '' : 'error: '}${err.message}\n`);
     if (!usage && !(e instanceof LoaderError) && process.env.WUERSTCHEN_DEBUG) io.stderr.write(`${err.stack}\n`);
     return usage ? 2 : 1;

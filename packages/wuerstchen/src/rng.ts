@@ -9,7 +9,9 @@
  *  - normals: Box–Muller in float64, `r = sqrt(−2·ln u1)`, `z0 = r·cos(2π·u2)`, `z1 = r·sin(2π·u2)`, rounded to
  *    float32. Each pair uses exactly two 32-bit outputs; `randn` of an odd count discards the last `z1`, so the state
  *    after a call depends only on the state before it and the element count (no hidden spare value), which keeps
- *    `state()` / `setState()` an exact resume point.
+ *    `state()` / `setState()` an exact resume point;
+ *  - integers: `int(n)` is `x mod n` for the first 32-bit output x below the largest multiple of n (rejection, so
+ *    unbiased); `permutation(n)` is Fisher–Yates on `int`.
  *
  * Numbers are generated on the JS side into a Float32Array and only then handed to tfjs, so a seed gives the same
  * tensors on every backend (cpu, wasm, webgl, native, tfjs-node). Box–Muller uses `Math.log/cos/sin`; V8 (Node) uses
@@ -43,6 +45,10 @@ function splitmix64(state: { x: bigint }): bigint {
 }
 
 const rotl = (x: number, k: number): number => ((x << k) | (x >>> (32 - k))) >>> 0;
+
+function checkCount(n: number, where: string): void {
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`${where}: count must be a non-negative integer, got ${n}`);
+}
 
 function checkShape(shape: readonly number[], where: string): number {
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
@@ -114,9 +120,34 @@ export class Generator {
     return (this.nextUint32() >>> 8) * TWO_POW_NEG_24;
   }
 
+  /**
+   * A uniform integer in [0, n), for an integer 1 ≤ n ≤ 2³². Unbiased: a 32-bit output x is accepted when
+   * x < 2³² − (2³² mod n) and mapped to x mod n, otherwise the next output is tried (so a call usually takes one
+   * output and may take more; how many depends only on the state).
+   */
+  int(n: number): number {
+    if (!Number.isSafeInteger(n) || n < 1 || n > 2 ** 32) throw new Error(`Generator.int: n must be an integer in [1, 2^32], got ${n}`);
+    const limit = 2 ** 32 - (2 ** 32 % n);
+    for (;;) {
+      const x = this.nextUint32();
+      if (x < limit) return x % n;
+    }
+  }
+
+  /** A uniformly random permutation of 0..n−1 (Fisher–Yates: for i = n−1 down to 1, swap i with `int(i + 1)`). */
+  permutation(n: number): number[] {
+    checkCount(n, 'Generator.permutation');
+    const p = Array.from({ length: n }, (_, i) => i);
+    for (let i = n - 1; i > 0; i--) {
+      const j = this.int(i + 1);
+      [p[i], p[j]] = [p[j], p[i]];
+    }
+    return p;
+  }
+
   /** `n` standard-normal float32 values (Box–Muller; see the file comment). */
   randnArray(n: number): Float32Array {
-    if (!Number.isSafeInteger(n) || n < 0) throw new Error(`Generator.randnArray: count must be a non-negative integer, got ${n}`);
+    checkCount(n, 'Generator.randnArray');
     const out = new Float32Array(n);
     for (let i = 0; i < n; i += 2) {
       const u1 = (this.nextUint32() + 1) * TWO_POW_NEG_32;
@@ -131,7 +162,7 @@ export class Generator {
 
   /** `n` uniform float32 values in [0, 1). */
   randArray(n: number): Float32Array {
-    if (!Number.isSafeInteger(n) || n < 0) throw new Error(`Generator.randArray: count must be a non-negative integer, got ${n}`);
+    checkCount(n, 'Generator.randArray');
     const out = new Float32Array(n);
     for (let i = 0; i < n; i++) out[i] = this.nextFloat();
     return out;

@@ -3,7 +3,7 @@
 // large images need only a bounded scratch buffer.
 #include <algorithm>
 #include <cstring>
-#include <memory>
+#include <vector>
 
 #include "kernels.h"
 #include "parallel.h"
@@ -19,6 +19,14 @@ int64_t patch_size(const ConvGeom& g) { return g.kh * g.kw * g.c; }
 int64_t out_pixels(const ConvGeom& g) { return g.n * g.oh * g.ow; }
 int64_t chunk_pixels(const ConvGeom& g) {
   return std::max<int64_t>(1, std::min(out_pixels(g), kColsBudget / patch_size(g)));
+}
+
+/** Patch-matrix scratch of at least n floats, kept per calling thread: a fresh 16 MiB buffer per call
+ *  would pay its first-touch page faults every time. */
+float* scratch(int64_t n) {
+  thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(n);
+  return buffer.data();
 }
 
 /** 1x1, stride 1, no padding: the image itself is the patch matrix. */
@@ -96,11 +104,11 @@ void conv2d(const float* x, const float* w, float* y, const ConvGeom& g) {
     return;
   }
   const int64_t chunk = chunk_pixels(g);
-  const std::unique_ptr<float[]> cols(new float[chunk * k]);  // fully overwritten, so not zeroed
+  float* cols = scratch(chunk * k);
   for (int64_t p0 = 0; p0 < pixels; p0 += chunk) {
     const int64_t p1 = std::min(pixels, p0 + chunk);
-    im2col(x, g, p0, p1, cols.get());
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, p1 - p0, g.oc, k, 1.f, cols.get(), k, w, g.oc,
+    im2col(x, g, p0, p1, cols);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, p1 - p0, g.oc, k, 1.f, cols, k, w, g.oc,
                 0.f, y + p0 * g.oc, g.oc);
   }
 }
@@ -112,12 +120,12 @@ void conv2d_backprop_input(const float* dy, const float* w, float* dx, const Con
     return;
   }
   const int64_t chunk = chunk_pixels(g);
-  const std::unique_ptr<float[]> cols(new float[chunk * k]);  // fully overwritten, so not zeroed
+  float* cols = scratch(chunk * k);
   for (int64_t p0 = 0; p0 < pixels; p0 += chunk) {
     const int64_t p1 = std::min(pixels, p0 + chunk);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p1 - p0, k, g.oc, 1.f, dy + p0 * g.oc, g.oc, w, g.oc,
-                0.f, cols.get(), k);
-    col2im(cols.get(), g, p0, p1, dx);
+                0.f, cols, k);
+    col2im(cols, g, p0, p1, dx);
   }
 }
 
@@ -128,11 +136,11 @@ void conv2d_backprop_filter(const float* x, const float* dy, float* dw, const Co
     return;
   }
   const int64_t chunk = chunk_pixels(g);
-  const std::unique_ptr<float[]> cols(new float[chunk * k]);  // fully overwritten, so not zeroed
+  float* cols = scratch(chunk * k);
   for (int64_t p0 = 0; p0 < pixels; p0 += chunk) {
     const int64_t p1 = std::min(pixels, p0 + chunk);
-    im2col(x, g, p0, p1, cols.get());
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, g.oc, p1 - p0, 1.f, cols.get(), k, dy + p0 * g.oc,
+    im2col(x, g, p0, p1, cols);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, g.oc, p1 - p0, 1.f, cols, k, dy + p0 * g.oc,
                 g.oc, 1.f, dw, g.oc);
   }
 }

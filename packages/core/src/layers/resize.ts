@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 
-/** Keys cubic kernel with a = −0.5 (PIL / PyTorch antialias). */
+/** Keys cubic kernel with a = −0.5 (PIL / PyTorch antialias); zero outside ±2. */
 function cubic(x: number): number {
   const a = -0.5;
   const t = Math.abs(x);
@@ -9,16 +9,27 @@ function cubic(x: number): number {
   return 0;
 }
 
+/** Sparse `[nOut, nIn]` resize weights: output `i` reads inputs `start[i] … start[i] + size[i] − 1` with taps `w[i·maxSize + j]`. */
+export interface AAWeights {
+  start: Int32Array;
+  size: Int32Array;
+  w: Float32Array;
+  maxSize: number;
+}
+
 /**
- * The `[nOut, nIn]` weight matrix of PyTorch's antialiased bicubic resize with
- * align_corners=True along one axis (spec inference.md §2.10, golden README "Bicubic antialias").
+ * One axis of PyTorch's antialiased separable interpolation (`_compute_indices_weights_aa`, as in PIL): output `i`
+ * is centred at `scale·(i + 0.5)` in input coordinates, `kernel` (zero outside ±`kernelSupport`) is widened by
+ * `scale` when downscaling, and each output's taps are normalised to sum 1. `scale` is `nIn/nOut`, or
+ * `(nIn − 1)/(nOut − 1)` for align_corners=True.
  */
-export function bicubicAAWeights(nIn: number, nOut: number): Float32Array {
-  const w = new Float32Array(nOut * nIn);
-  const scale = nOut > 1 ? (nIn - 1) / (nOut - 1) : 0;
-  const support = scale >= 1 ? 2 * scale : 2;
+export function antialiasWeights(nIn: number, nOut: number, scale: number, kernel: (x: number) => number, kernelSupport: number): AAWeights {
+  const support = scale >= 1 ? kernelSupport * scale : kernelSupport;
   const invscale = scale >= 1 ? 1 / scale : 1;
   const maxSize = Math.ceil(support) * 2 + 1;
+  const start = new Int32Array(nOut);
+  const size = new Int32Array(nOut);
+  const w = new Float32Array(nOut * maxSize);
   for (let i = 0; i < nOut; i++) {
     const center = scale * (i + 0.5);
     const xmin = Math.max(Math.trunc(center - support + 0.5), 0);
@@ -26,12 +37,25 @@ export function bicubicAAWeights(nIn: number, nOut: number): Float32Array {
     let total = 0;
     const row = new Float64Array(xsize);
     for (let j = 0; j < xsize; j++) {
-      row[j] = cubic((j + xmin - center + 0.5) * invscale);
+      row[j] = kernel((j + xmin - center + 0.5) * invscale);
       total += row[j];
     }
-    for (let j = 0; j < xsize; j++) w[i * nIn + xmin + j] = total !== 0 ? row[j] / total : row[j];
+    start[i] = xmin;
+    size[i] = xsize;
+    for (let j = 0; j < xsize; j++) w[i * maxSize + j] = total !== 0 ? row[j] / total : row[j];
   }
-  return w;
+  return { start, size, w, maxSize };
+}
+
+/**
+ * The `[nOut, nIn]` weight matrix of PyTorch's antialiased bicubic resize with
+ * align_corners=True along one axis (spec inference.md §2.10, golden README "Bicubic antialias").
+ */
+export function bicubicAAWeights(nIn: number, nOut: number): Float32Array {
+  const { start, size, w, maxSize } = antialiasWeights(nIn, nOut, nOut > 1 ? (nIn - 1) / (nOut - 1) : 0, cubic, 2);
+  const m = new Float32Array(nOut * nIn);
+  for (let i = 0; i < nOut; i++) m.set(w.subarray(i * maxSize, i * maxSize + size[i]), i * nIn + start[i]);
+  return m;
 }
 
 /** Apply an `[nOut, nIn]` matrix along `axis` (1 = H, 2 = W) of an NHWC tensor. */

@@ -15,7 +15,8 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { Generator, deriveSeed } from '../rng';
+import { Generator } from 'wuerstchen';
+import { deriveSeed } from '../rng';
 import { RGBImage, decodeImage } from './image';
 import { TarReader, WdsRawSample, wdsSamples } from './tar';
 
@@ -110,6 +111,11 @@ class ListSource implements RawSource {
   close(): void {}
 }
 
+/** A caption field of a JSON record: a string, or a non-empty list of strings (one is picked per use). */
+function isCaption(c: unknown): c is string | string[] {
+  return typeof c === 'string' || (Array.isArray(c) && c.length > 0 && c.every((x) => typeof x === 'string'));
+}
+
 function readCaptionFile(p: string): string | undefined {
   try {
     return fs.readFileSync(p, 'utf8').trim();
@@ -192,7 +198,7 @@ class WdsSource implements RawSource {
           try {
             const j = JSON.parse(s.files.get('json')!.toString('utf8')) as Record<string, unknown>;
             const c = j.caption ?? j.text ?? j.prompt;
-            if (typeof c === 'string' || (Array.isArray(c) && c.every((x) => typeof x === 'string'))) caption = c as string | string[];
+            if (isCaption(c)) caption = c;
           } catch {
             caption = undefined;
           }
@@ -319,13 +325,12 @@ function openJsonl(file: string, opts: DatasetOptions): RawSource {
       opts.log?.(`warning: ${file}:${i + 1}: no "file_name"/"image" field, skipped`);
       return;
     }
-    const valid = typeof cap === 'string' || (Array.isArray(cap) && cap.length > 0 && cap.every((c) => typeof c === 'string'));
-    if (!valid) {
+    if (!isCaption(cap)) {
       missingCaption++;
       return;
     }
     const p = path.isAbsolute(img) ? img : path.join(dir, img);
-    items.push({ id: `${file}:${i + 1}`, caption: cap as string | string[], load: () => fs.readFileSync(p) });
+    items.push({ id: `${file}:${i + 1}`, caption: cap, load: () => fs.readFileSync(p) });
   });
   if (missingCaption) opts.log?.(`warning: ${file}: ${missingCaption} record(s) without a caption were skipped`);
   if (!items.length) throw new DatasetError(`dataset ${file} has nothing usable: ${items.length + missingCaption + bad} record(s), ${missingCaption} without a caption, ${bad} malformed`);

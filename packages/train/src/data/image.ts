@@ -6,7 +6,8 @@
  */
 import { PNG } from 'pngjs';
 import * as jpeg from 'jpeg-js';
-import { Generator } from '../rng';
+import { AAWeights, antialiasWeights } from '@wuerstchen/core';
+import { Generator } from 'wuerstchen';
 
 /** Float32 RGB image, row-major HWC, values in [0, 1]. */
 export interface RGBImage {
@@ -67,35 +68,11 @@ export function encodePNG(img: RGBImage): Buffer {
   return PNG.sync.write(png);
 }
 
-/**
- * `[nOut, nIn]` weights of PyTorch's antialiased bilinear resize (align_corners=False) along
- * one axis: a triangle filter widened by the downscale factor (PIL-style).
- */
-function bilinearAAWeights(nIn: number, nOut: number): { start: Int32Array; size: Int32Array; w: Float32Array; maxSize: number } {
-  const scale = nIn / nOut;
-  const support = scale >= 1 ? scale : 1;
-  const invscale = scale >= 1 ? 1 / scale : 1;
-  const maxSize = Math.ceil(support) * 2 + 1;
-  const start = new Int32Array(nOut);
-  const size = new Int32Array(nOut);
-  const w = new Float32Array(nOut * maxSize);
-  for (let i = 0; i < nOut; i++) {
-    const center = scale * (i + 0.5);
-    const xmin = Math.max(Math.trunc(center - support + 0.5), 0);
-    const xsize = Math.min(Math.max(Math.min(Math.trunc(center + support + 0.5), nIn) - xmin, 0), maxSize);
-    let total = 0;
-    const row = new Float64Array(xsize);
-    for (let j = 0; j < xsize; j++) {
-      const x = Math.abs((j + xmin - center + 0.5) * invscale);
-      row[j] = x < 1 ? 1 - x : 0;
-      total += row[j];
-    }
-    start[i] = xmin;
-    size[i] = xsize;
-    for (let j = 0; j < xsize; j++) w[i * maxSize + j] = total !== 0 ? row[j] / total : row[j];
-  }
-  return { start, size, w, maxSize };
-}
+/** Triangle filter of the bilinear resize; zero outside ±1. */
+const triangle = (x: number): number => Math.max(0, 1 - Math.abs(x));
+
+/** One axis of PyTorch's antialiased bilinear resize (align_corners=False): the triangle filter widened by the downscale factor (PIL-style). */
+const bilinearAAWeights = (nIn: number, nOut: number): AAWeights => antialiasWeights(nIn, nOut, nIn / nOut, triangle, 1);
 
 /** Resize to exactly `outW × outH` (bilinear, antialias; separable, width first). */
 export function resize(img: RGBImage, outW: number, outH: number): RGBImage {
