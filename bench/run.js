@@ -12,6 +12,7 @@
  *   npm run bench -- --repeats 5           fixed number of timed runs (default: by warm-up time)
  *   npm run bench -- --wait-idle 300       before each measurement wait (up to 300 s) until the other processes
  *                                          on the machine use < 0.15 cores; every record gets other_load_cores
+ *   npm run bench -- --profile             one extra run under tf.profile: time per kernel (stderr, and kernel_ms)
  *   npm run bench -- --list                print the measurement names and shapes
  *   npm run bench -- --python /usr/bin/python3   interpreter for --torch (default: first with torch of $PYTHON, python3, /usr/bin/python3)
  *
@@ -35,7 +36,7 @@ function usage() {
 }
 
 function parseArgs(argv) {
-  const opts = { filters: [], backend: null, torch: false, torchOnly: false, maxSeconds: 600, repeats: null, list: false, python: null, waitIdle: 0 };
+  const opts = { filters: [], backend: null, torch: false, torchOnly: false, maxSeconds: 600, repeats: null, list: false, python: null, waitIdle: 0, profile: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => {
@@ -50,6 +51,7 @@ function parseArgs(argv) {
     else if (key === '--max-seconds') opts.maxSeconds = Number(next());
     else if (key === '--repeats') opts.repeats = Number(next());
     else if (key === '--list') opts.list = true;
+    else if (key === '--profile') opts.profile = true;
     else if (key === '--wait-idle') opts.waitIdle = Number(next());
     else if (key === '--python') opts.python = next();
     else if (key === '--help' || key === '-h') {
@@ -212,6 +214,7 @@ async function main() {
   );
   const timeout = 2 * opts.maxSeconds + 900;
   const common = ['--max-seconds', String(opts.maxSeconds), ...(opts.repeats ? ['--repeats', String(opts.repeats)] : [])];
+  const jsOnly = opts.profile ? ['--profile', '1'] : [];
   const records = [];
   const print = (rs) => {
     for (const r of rs) {
@@ -223,7 +226,7 @@ async function main() {
     for (const b of backends) {
       if (opts.waitIdle) await waitIdle(opts.waitIdle);
       process.stderr.write(`bench: ${m.name} on ${b}…\n`);
-      print(await runChild(process.execPath, [path.join(__dirname, 'worker.js'), '--name', m.name, '--backend', b, ...common], timeout, { name: m.name, backend: b, shape: m.shape }));
+      print(await runChild(process.execPath, [path.join(__dirname, 'worker.js'), '--name', m.name, '--backend', b, ...common, ...jsOnly], timeout, { name: m.name, backend: b, shape: m.shape }));
     }
     if (python) {
       if (opts.waitIdle) await waitIdle(opts.waitIdle);

@@ -34,6 +34,7 @@ const name = args.name;
 const backend = args.backend || 'wasm';
 const maxSeconds = Number(args['max-seconds'] || 600);
 const repeats = args.repeats ? Number(args.repeats) : null;
+const profile = args.profile === '1';
 
 const round = (x, d = 4) => (x == null ? null : Number(x.toPrecision(d)));
 const log = (msg) => process.stderr.write(`[bench ${name}/${backend}] ${msg}\n`);
@@ -98,6 +99,37 @@ function threadsOf(tf, backendName) {
   }
   if (backendName === 'cpu') return { threads: 1 };
   return {};
+}
+
+/**
+ * One more run under tf.profile: time per kernel name (the cpu-based backends run kernels
+ * synchronously, so each kernel's wall time is its cost). Prints the table to stderr and returns
+ * the top kernels as { name: ms }.
+ */
+async function profileRun(tf, run) {
+  const t0 = Date.now();
+  const prof = await tf.profile(() => {
+    run();
+    return [];
+  });
+  const wall = Date.now() - t0;
+  const { flopsFromProfile } = require('./flops');
+  const agg = new Map();
+  for (const k of prof.kernels) {
+    const a = agg.get(k.name) || { ms: 0, calls: 0, flops: 0 };
+    a.ms += Number(k.kernelTimeMs) || 0;
+    a.calls += 1;
+    a.flops += flopsFromProfile([k]).total;
+    agg.set(k.name, a);
+  }
+  const rows = [...agg.entries()].sort((x, y) => y[1].ms - x[1].ms);
+  const total = rows.reduce((s, [, a]) => s + a.ms, 0);
+  log(`profile: ${wall} ms wall, ${total.toFixed(0)} ms in ${prof.kernels.length} kernel calls`);
+  for (const [k, a] of rows.slice(0, 15)) {
+    const rate = a.flops ? `  ${(a.flops / 1e6 / a.ms).toFixed(1)} GFLOP/s` : '';
+    log(`  ${k.padEnd(36)} ${a.ms.toFixed(1).padStart(9)} ms  ${((100 * a.ms) / total).toFixed(1).padStart(5)}%  ${String(a.calls).padStart(5)} calls${rate}`);
+  }
+  return Object.fromEntries(rows.slice(0, 12).map(([k, a]) => [k, Number(a.ms.toFixed(1))]));
 }
 
 async function main() {
@@ -170,6 +202,8 @@ async function main() {
     times.push(time(ctx.run));
     if (warm > 5) log(`  run ${i + 1}/${n}: ${times[i].toFixed(3)} s`);
   }
+  let kernelMs;
+  if (profile) kernelMs = await profileRun(tf, ctx.run);
   ctx.dispose();
   const leaked = tf.memory().numTensors; // 0 unless the measured code leaks tensors
   const med = median(times);
@@ -186,6 +220,7 @@ async function main() {
     ...(m.flopsNote ? { flops_note: m.flopsNote } : {}),
     ...info,
     leaked_tensors: leaked,
+    ...(kernelMs ? { kernel_ms: kernelMs } : {}),
   });
 }
 
