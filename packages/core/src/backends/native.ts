@@ -135,8 +135,13 @@ function values(backend: MathBackendCPU, t: tf.TensorInfo): Float32Array {
   return backend.data.get(t.dataId).values as Float32Array;
 }
 
+/**
+ * True when every given tensor is float32 AND stored as a Float32Array: the cpu backend's
+ * bool→float32 cast keeps a Uint8Array, which the addon cannot take (those go to the cpu kernel).
+ */
 function allFloat32(...ts: (tf.TensorInfo | undefined)[]): boolean {
-  return ts.every((t) => t === undefined || t.dtype === 'float32');
+  const backend = tf.findBackend('native') as MathBackendCPU;
+  return ts.every((t) => t === undefined || (t.dtype === 'float32' && backend.data.get(t.dataId).values instanceof Float32Array));
 }
 
 function output(backend: MathBackendCPU, shape: number[], fill: (out: Float32Array) => void): tf.TensorInfo {
