@@ -299,8 +299,13 @@ function nativeSuite(): void {
       }
     });
 
-    test('int32 operands fall back to cpu', async () => {
+    test('int32 operands, and float32 casts that keep int32/bool storage, fall back to cpu', async () => {
       expect(await compare(() => tf.add(tf.tensor([1, 2, 3], [3], 'int32'), tf.scalar(4, 'int32')), 'binary')).toBe(0);
+      const mask = () => tf.cast(tf.tensor([1, 0, 1, 1], [2, 2], 'bool'), 'float32');
+      const ints = () => tf.cast(tf.tensor([1, 2, 3, 4], [2, 2], 'int32'), 'float32');
+      expect(await compare(() => tf.mul(mask(), tf.ones([2, 2])), 'binary')).toBe(0);
+      expect(await compare(() => tf.matMul(ints(), mask()), 'matmul')).toBe(0);
+      expect(await compare(() => tf.softmax(ints()), 'softmax')).toBe(0);
     });
 
     const unaryOps: [string, (x: tf.Tensor) => tf.Tensor][] = [

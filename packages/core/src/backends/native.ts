@@ -136,11 +136,10 @@ function values(backend: MathBackendCPU, t: tf.TensorInfo): Float32Array {
 }
 
 /**
- * True when every given tensor is float32 AND stored as a Float32Array: the cpu backend's
- * bool→float32 cast keeps a Uint8Array, which the addon cannot take (those go to the cpu kernel).
+ * Whether every given tensor is float32 and stored as a Float32Array. A cast from bool or int32 to
+ * float32 keeps the cpu backend's Uint8Array / Int32Array, which goes to the cpu kernels.
  */
-function allFloat32(...ts: (tf.TensorInfo | undefined)[]): boolean {
-  const backend = tf.findBackend('native') as MathBackendCPU;
+function allFloat32(backend: MathBackendCPU, ...ts: (tf.TensorInfo | undefined)[]): boolean {
   return ts.every((t) => t === undefined || (t.dtype === 'float32' && backend.data.get(t.dataId).values instanceof Float32Array));
 }
 
@@ -163,7 +162,7 @@ function batchMatMul({ inputs, backend, attrs }: Args, native: Addon): tf.Tensor
  */
 function matMul(backend: MathBackendCPU, native: Addon, a: tf.TensorInfo, b: tf.TensorInfo,
   transposeA: boolean, transposeB: boolean): tf.TensorInfo | null {
-  if (!allFloat32(a, b) || a.shape.length < 2 || b.shape.length < 2) return null;
+  if (!allFloat32(backend, a, b) || a.shape.length < 2 || b.shape.length < 2) return null;
   const [a0, a1] = a.shape.slice(-2);
   const [b0, b1] = b.shape.slice(-2);
   const [m, k] = transposeA ? [a1, a0] : [a0, a1];
@@ -221,7 +220,7 @@ function epilogue(backend: MathBackendCPU, native: Addon, y: tf.TensorInfo, inpu
   const alpha: tf.TensorInfo | undefined = inputs.preluActivationWeights;
   const activation = (attrs.activation as string | undefined) ?? 'linear';
   const leakyAlpha = (attrs.leakyreluAlpha as number | undefined) ?? 0.2;
-  if (allFloat32(bias, alpha) && channelVector(bias, y) && channelVector(alpha, y) && y.shape.length > 0) {
+  if (allFloat32(backend, bias, alpha) && channelVector(bias, y) && channelVector(alpha, y) && y.shape.length > 0) {
     native.biasActivation(values(backend, y), y.shape[y.shape.length - 1], bias ? values(backend, bias) : null,
       ACTIVATIONS.indexOf(activation), alpha ? values(backend, alpha) : null, leakyAlpha);
     return y;
@@ -267,7 +266,7 @@ function sameShape(a: number[], b: number[]): boolean {
 }
 
 function conv2d({ inputs: { x, filter }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
-  const info = allFloat32(x, filter) ? convInfo(x.shape, filter.shape, attrs, false) : null;
+  const info = allFloat32(backend, x, filter) ? convInfo(x.shape, filter.shape, attrs, false) : null;
   return info && output(backend, info.outShape, (y) =>
     native.conv2d(values(backend, x), values(backend, filter), y, geometry(info)));
 }
@@ -279,13 +278,13 @@ function fusedConv2d(args: Args, native: Addon): tf.TensorInfo | null {
 }
 
 function conv2dBackpropInput({ inputs: { dy, filter }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
-  const info = allFloat32(dy, filter) ? convInfo(attrs.inputShape as number[], filter.shape, attrs, false, 1) : null;
+  const info = allFloat32(backend, dy, filter) ? convInfo(attrs.inputShape as number[], filter.shape, attrs, false, 1) : null;
   return info && sameShape(dy.shape, info.outShape) ? output(backend, info.inShape, (dx) =>
     native.conv2dBackpropInput(values(backend, dy), values(backend, filter), dx, geometry(info))) : null;
 }
 
 function conv2dBackpropFilter({ inputs: { x, dy }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
-  const info = allFloat32(x, dy) ? convInfo(x.shape, attrs.filterShape as number[], attrs, false, 1) : null;
+  const info = allFloat32(backend, x, dy) ? convInfo(x.shape, attrs.filterShape as number[], attrs, false, 1) : null;
   return info && sameShape(dy.shape, info.outShape) ? output(backend, info.filterShape, (dw) =>
     native.conv2dBackpropFilter(values(backend, x), values(backend, dy), dw, geometry(info))) : null;
 }
@@ -293,7 +292,7 @@ function conv2dBackpropFilter({ inputs: { x, dy }, backend, attrs }: Args, nativ
 function depthwise({ inputs: { x, filter }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
   const dilations = attrs.dilations ?? 1;
   if (!tf.backend_util.eitherStridesOrDilationsAreOne(attrs.strides as number, dilations as number)) return null;
-  const info = allFloat32(x, filter) ? convInfo(x.shape, filter.shape, attrs, true) : null;
+  const info = allFloat32(backend, x, filter) ? convInfo(x.shape, filter.shape, attrs, true) : null;
   return info && output(backend, info.outShape, (y) =>
     native.depthwise(values(backend, x), values(backend, filter), y, geometry(info)));
 }
@@ -310,14 +309,14 @@ function undilated(attrs: Record<string, unknown>): boolean {
 }
 
 function depthwiseBackpropInput({ inputs: { dy, filter }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
-  const ok = allFloat32(dy, filter) && undilated(attrs);
+  const ok = allFloat32(backend, dy, filter) && undilated(attrs);
   const info = ok ? convInfo(attrs.inputShape as number[], filter.shape, attrs, true) : null;
   return info && sameShape(dy.shape, info.outShape) ? output(backend, info.inShape, (dx) =>
     native.depthwiseBackpropInput(values(backend, dy), values(backend, filter), dx, geometry(info))) : null;
 }
 
 function depthwiseBackpropFilter({ inputs: { x, dy }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
-  const ok = allFloat32(x, dy) && undilated(attrs);
+  const ok = allFloat32(backend, x, dy) && undilated(attrs);
   const info = ok ? convInfo(x.shape, attrs.filterShape as number[], attrs, true) : null;
   return info && sameShape(dy.shape, info.outShape) ? output(backend, info.filterShape, (dw) =>
     native.depthwiseBackpropFilter(values(backend, x), values(backend, dy), dw, geometry(info))) : null;
@@ -361,7 +360,7 @@ function broadcastStrides(shape: number[], outShape: number[]): number[] {
 
 function binary(op: number): NativeKernel {
   return ({ inputs: { a, b }, backend }, native) => {
-    if (!allFloat32(a, b)) return null;
+    if (!allFloat32(backend, a, b)) return null;
     const shape = tf.backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
     if (tf.util.sizeFromShape(shape) === 0) return null;
     const [dims, [sa, sb]] = collapse(shape, [broadcastStrides(a.shape, shape), broadcastStrides(b.shape, shape)]);
@@ -371,14 +370,14 @@ function binary(op: number): NativeKernel {
 }
 
 function unary(op: number): NativeKernel {
-  return ({ inputs: { x }, backend }, native) => allFloat32(x) ?
+  return ({ inputs: { x }, backend }, native) => allFloat32(backend, x) ?
     output(backend, x.shape, (out) => native.unary(op, values(backend, x), out)) : null;
 }
 
 function softmax({ inputs: { logits }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
   const rank = logits.shape.length;
   const lastAxis = attrs.dim === -1 || attrs.dim === rank - 1;
-  if (!allFloat32(logits) || !lastAxis || tf.util.sizeFromShape(logits.shape) === 0) return null;
+  if (!allFloat32(backend, logits) || !lastAxis || tf.util.sizeFromShape(logits.shape) === 0) return null;
   return output(backend, logits.shape, (out) => native.softmax(values(backend, logits), out, logits.shape[rank - 1]));
 }
 
@@ -397,7 +396,7 @@ function transposed(backend: MathBackendCPU, native: Addon, x: tf.TensorInfo, pe
 }
 
 function transpose({ inputs: { x }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
-  const ok = allFloat32(x) && tf.util.sizeFromShape(x.shape) > 0;
+  const ok = allFloat32(backend, x) && tf.util.sizeFromShape(x.shape) > 0;
   return ok ? transposed(backend, native, x, attrs.perm as number[]) : null;
 }
 
@@ -411,14 +410,14 @@ function sliced(backend: MathBackendCPU, native: Addon, x: tf.TensorInfo, begin:
 }
 
 function slice({ inputs: { x }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
-  if (!allFloat32(x)) return null;
+  if (!allFloat32(backend, x)) return null;
   const [begin, size] = tf.slice_util.parseSliceParams(x as tf.Tensor, attrs.begin as number[], attrs.size as number[]);
   tf.slice_util.assertParamsValid(x as tf.Tensor, begin, size);
   return sliced(backend, native, x, begin, size);
 }
 
 function splitV({ inputs: { x }, backend, attrs }: Args, native: Addon): tf.TensorInfo[] | null {
-  if (!allFloat32(x)) return null;
+  if (!allFloat32(backend, x)) return null;
   const axis = tf.util.parseAxisParam(attrs.axis as number, x.shape)[0];
   const sizes = tf.backend_util.prepareSplitSize(x, attrs.numOrSizeSplits as number[], axis);
   const begin = new Array<number>(x.shape.length).fill(0);
@@ -439,7 +438,7 @@ function reduceSum({ inputs: { x }, backend, attrs }: Args, native: Addon, mean:
   const [outShape, reduceShape] = tf.backend_util.computeOutAndReduceShapes(x.shape, axes);
   const mid = tf.util.sizeFromShape(reduceShape);
   const total = tf.util.sizeFromShape(x.shape);
-  if (!allFloat32(x) || mid === 1 || total === 0) return null;
+  if (!allFloat32(backend, x) || mid === 1 || total === 0) return null;
   const shape = attrs.keepDims ? tf.backend_util.expandShapeToKeepDim(outShape, axes) : outShape;
   const reduced = x.shape.map((d, i) => (d === 1 ? null : axes.includes(i))).filter((r) => r !== null);
   const oneRun = reduced.slice(reduced.indexOf(true), reduced.lastIndexOf(true) + 1).every((r) => r);

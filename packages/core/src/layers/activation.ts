@@ -51,10 +51,12 @@ export class Identity extends Activation { constructor() { super('identity'); } 
 
 /** `nn.Dropout(p)`: identity in eval mode. */
 export class Dropout extends Module {
+  /** Seed of the next mask (a trainer sets this for replayable runs); unseeded when absent. */
+  seed?: () => number;
   constructor(readonly p: number) {
     super();
   }
   forward(x: tf.Tensor): tf.Tensor {
-    return this.training && this.p > 0 ? tf.dropout(x, this.p) : x;
+    return this.training && this.p > 0 ? tf.dropout(x, this.p, undefined, this.seed?.()) : x;
   }
 }

@@ -87,6 +87,8 @@ export class SqueezeExcitation extends Module {
  * with probability p and scale the survivors by 1/(1−p); identity in eval (no keys).
  */
 export class StochasticDepth extends Module {
+  /** Seed of the next mask (a trainer sets this for replayable runs); unseeded when absent. */
+  seed?: () => number;
   constructor(readonly p: number) {
     super();
   }
@@ -94,7 +96,8 @@ export class StochasticDepth extends Module {
     if (!this.training || this.p === 0) return x;
     return tf.tidy(() => {
       const survival = 1 - this.p;
-      const keep = tf.cast(tf.less(tf.randomUniform([x.shape[0], 1, 1, 1]), survival), 'float32');
+      const u = tf.randomUniform([x.shape[0], 1, 1, 1], 0, 1, 'float32', this.seed?.());
+      const keep = tf.cast(tf.less(u, survival), 'float32');
       return tf.mul(x, survival > 0 ? tf.div(keep, survival) : keep);
     });
   }
@@ -195,6 +198,8 @@ export interface EfficientNetEncoderConfig {
   last_channel?: number;
   /** stem width; torchvision takes it from the first stage's input_channels, so it must match. */
   stem_channels?: number;
+  /** torchvision `stochastic_depth_prob` (0.2 for EfficientNetV2-S), scaled per block; training only. */
+  stochastic_depth_prob?: number;
 }
 
 export const EFFNET_ENCODER_DEFAULTS: EfficientNetEncoderConfig = { c_latent: 16, c_cond: 1280, effnet: 'efficientnet_v2_s' };
@@ -216,7 +221,7 @@ export class EfficientNetEncoder extends Module {
     if (cfg.stem_channels !== undefined && cfg.stem_channels !== setting[0].input_channels) {
       throw new Error(`EfficientNetEncoder: stem_channels ${cfg.stem_channels} differs from the first stage's input_channels ${setting[0].input_channels}`);
     }
-    this.backbone = this.child('backbone', new EfficientNetFeatures(setting, lastChannel));
+    this.backbone = this.child('backbone', new EfficientNetFeatures(setting, lastChannel, { stochasticDepthProb: cfg.stochastic_depth_prob }));
     this.mapper = this.child('mapper', new Sequential([new Conv2d(cfg.c_cond, cfg.c_latent, 1, { bias: false }), new BatchNorm2d(cfg.c_latent, 1e-5)]));
   }
 
