@@ -17,7 +17,7 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write('usage: npm run golden -- <golden folder> [--filter <substring>] [--backend auto|native|wasm|cpu]\n');
     return 2;
   }
-  await useBackend(backend ?? 'cpu');
+  await useBackend(backend);
   const reports = await runGolden(positional[0], { filter });
   return reports.every((r) => r.passed) ? 0 : 1;
 }
