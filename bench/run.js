@@ -161,7 +161,11 @@ function runChild(cmd, argv, timeoutSeconds, fallback) {
         if (busy0 != null && busy1 != null && r.cpu_seconds != null) r.other_load_cores = Number(Math.max(0, (busy1 - busy0 - r.cpu_seconds) / wall).toFixed(2));
       }
       if (records.length) return resolve(records);
-      const why = timedOut ? `killed after ${timeoutSeconds} s` : `process ended with ${signal ? `signal ${signal}` : `exit code ${code}`} and no result (out of memory?)`;
+      const why = timedOut
+        ? `killed after ${timeoutSeconds} s`
+        : signal
+          ? `process crashed with signal ${signal} before printing a result${signal === 'SIGKILL' ? ' (killed; out of memory?)' : ''}`
+          : `process ended with exit code ${code} and no result`;
       resolve([{ ...fallback, seconds: null, gflops: null, peak_rss_mb: null, skipped: why }]);
     });
   });

@@ -228,6 +228,13 @@ main()
   .then(() => process.exit(0))
   .catch((e) => {
     log(e && e.stack ? e.stack : String(e));
-    emit({ skipped: `error: ${String((e && e.message) || e).split('\n')[0].slice(0, 400)}` });
+    const msg = String((e && e.message) || e).split('\n')[0].slice(0, 400);
+    const rss = Math.round(process.resourceUsage().maxRSS / 1024);
+    emit({
+      skipped:
+        backend === 'wasm' && /Aborted\(|out of memory|Cannot enlarge memory/i.test(msg)
+          ? `wasm heap exhausted at ${rss} MB RSS (the heap is capped at 4 GiB): ${msg}`
+          : `error: ${msg}`,
+    });
     process.exit(0);
   });

@@ -10,8 +10,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { loadSafetensors, writeSafetensors } from '@wuerstchen/core';
 import { formatReport, runCase, runGolden } from '../packages/wuerstchen/src/golden';
-
-const GOLDEN = path.join(process.env.WUERSTCHEN_SHARED ?? path.resolve(__dirname, '../../shared'), 'golden');
+import { GOLDEN } from './helpers/shared';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');

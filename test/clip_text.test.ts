@@ -13,9 +13,8 @@ import {
   parseCLIPTextConfig,
 } from '../packages/wuerstchen/src/models/clip_text';
 import { useTempDir } from './helpers/tmp';
+import { GOLDEN } from './helpers/shared';
 
-const SHARED = process.env.WUERSTCHEN_SHARED ?? path.resolve(__dirname, '../../shared');
-const GOLDEN = path.join(SHARED, 'golden');
 const HUB_PRIOR_TE = path.join(GOLDEN, 'hub', 'wuerstchen-prior', 'text_encoder');
 const HUB_DECODER_TE = path.join(GOLDEN, 'hub', 'wuerstchen', 'text_encoder');
 

@@ -6,8 +6,8 @@ import '../packages/wuerstchen/src/golden/runners/effnet';
 import { formatReport, runGolden } from '../packages/wuerstchen/src/golden/harness';
 import { BatchNorm2d, Sequential } from '@wuerstchen/core';
 import { EfficientNetEncoder, FusedMBConv, InvertedResidualConfig, MBConv, StochasticDepth, toPriorLatents } from '../packages/wuerstchen/src/models/effnet';
+import { GOLDEN } from './helpers/shared';
 
-const GOLDEN = path.join(process.env.WUERSTCHEN_SHARED ?? path.resolve(__dirname, '../../shared'), 'golden');
 const REDUCED = JSON.parse(fs.readFileSync(path.join(GOLDEN, 'effnet_reduced', 'case.json'), 'utf8')).reduced_config as {
   inverted_residual_setting: InvertedResidualConfig[];
   last_channel: number;

@@ -162,6 +162,17 @@ function nativeSuite(): void {
   type Pad = 'same' | 'valid' | number | [[number, number], [number, number], [number, number], [number, number]];
   const explicit: Pad = [[0, 0], [1, 2], [0, 1], [0, 0]];
 
+  /** Compares the x and w gradients of sum(conv(x, w) · g), g random, between backends; returns how often
+   *  the two native backprop `kernels` ran. */
+  async function compareGrads(conv: (x: tf.Tensor4D, w: tf.Tensor4D) => tf.Tensor, xs: number[], fs: number[], kernels: [string, string]): Promise<number[]> {
+    const [x, w] = [rand(xs), rand(fs)];
+    const dy = tf.tidy(() => conv(tf.zeros(xs as Shape4) as tf.Tensor4D, tf.zeros(fs as Shape4) as tf.Tensor4D));
+    const g = rand(dy.shape);
+    dy.dispose();
+    const f = (p: tf.Tensor, q: tf.Tensor) => conv(p as tf.Tensor4D, q as tf.Tensor4D).mul(T(g)).sum();
+    return compare(() => tf.grads(f)([T(x), T(w)]), kernels);
+  }
+
   describe('Conv2D', () => {
     const cases: [number[], number[], number | [number, number], Pad, number][] = [
       [[2, 9, 11, 3], [3, 3, 3, 5], 1, 'same', 1],
@@ -197,14 +208,8 @@ function nativeSuite(): void {
       [[4, 36, 30, 512], [3, 3, 512, 1], 2, 'same'], // patch slices that cross images
     ];
     test.each(gradCases)('gradients: x %j filter %j strides %d pad %j', async (xs, fs, strides, pad) => {
-      const [x, w] = [rand(xs), rand(fs)];
-      const dy = tf.tidy(() => tf.conv2d(tf.zeros(xs as Shape4) as tf.Tensor4D, tf.zeros(fs as Shape4) as tf.Tensor4D, strides, pad));
-      const g = rand(dy.shape);
-      dy.dispose();
-      const f = (p: tf.Tensor, q: tf.Tensor) =>
-        tf.conv2d(p as tf.Tensor4D, q as tf.Tensor4D, strides, pad).mul(T(g)).sum();
-      expect(await compare(() => tf.grads(f)([T(x), T(w)]), ['conv2dBackpropInput', 'conv2dBackpropFilter']))
-        .toEqual([1, 1]);
+      const conv = (x: tf.Tensor4D, w: tf.Tensor4D) => tf.conv2d(x, w, strides, pad);
+      expect(await compareGrads(conv, xs, fs, ['conv2dBackpropInput', 'conv2dBackpropFilter'])).toEqual([1, 1]);
     });
 
     test.each([[1, 'same'], [2, 'same'], [2, 'valid']] as [number, 'same' | 'valid'][])(
@@ -257,14 +262,8 @@ function nativeSuite(): void {
     });
 
     test.each(cases.filter((c) => c[4] === 1))('gradients: x %j filter %j strides %d pad %j', async (xs, fs, strides, pad) => {
-      const [x, w] = [rand(xs), rand(fs)];
-      const dy = tf.tidy(() => tf.depthwiseConv2d(tf.zeros(xs as Shape4) as tf.Tensor4D, tf.zeros(fs as Shape4) as tf.Tensor4D, strides, pad));
-      const g = rand(dy.shape);
-      dy.dispose();
-      const f = (p: tf.Tensor, q: tf.Tensor) =>
-        tf.depthwiseConv2d(p as tf.Tensor4D, q as tf.Tensor4D, strides, pad).mul(T(g)).sum();
-      expect(await compare(() => tf.grads(f)([T(x), T(w)]), ['depthwiseBackpropInput', 'depthwiseBackpropFilter']))
-        .toEqual([1, 1]);
+      const conv = (x: tf.Tensor4D, w: tf.Tensor4D) => tf.depthwiseConv2d(x, w, strides, pad);
+      expect(await compareGrads(conv, xs, fs, ['depthwiseBackpropInput', 'depthwiseBackpropFilter'])).toEqual([1, 1]);
     });
 
     test.each(['relu6', 'sigmoid', 'leakyrelu'] as const)('fused with bias + %s', async (activation) => {

@@ -12,9 +12,7 @@ import {
   writeSafetensors,
 } from '../packages/core/src/safetensors';
 import { useTempDir } from './helpers/tmp';
-
-const SHARED = process.env.WUERSTCHEN_SHARED ?? path.resolve(__dirname, '../../shared');
-const GOLDEN = path.join(SHARED, 'golden');
+import { GOLDEN } from './helpers/shared';
 
 const tmp = useTempDir('wuerstchen-safetensors-');
 

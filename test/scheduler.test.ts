@@ -10,8 +10,8 @@ import { loadSafetensors, writeSafetensors } from '@wuerstchen/core';
 import { formatReport, runCase } from '../packages/wuerstchen/src/golden';
 import { Generator } from '../packages/wuerstchen/src/rng';
 import { DDPMWuerstchenScheduler, DEFAULT_STAGE_C_TIMESTEPS, linspaceF32 } from '../packages/wuerstchen/src/scheduler';
+import { GOLDEN } from './helpers/shared';
 
-const GOLDEN = path.join(process.env.WUERSTCHEN_SHARED ?? path.resolve(__dirname, '../../shared'), 'golden');
 const f32 = Math.fround;
 
 beforeAll(async () => {

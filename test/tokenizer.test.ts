@@ -2,20 +2,12 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import type { PromptRow } from '../packages/wuerstchen/src/golden/runners/tokenizer';
 import { CLIPTokenizer } from '../packages/wuerstchen/src/tokenizer';
+import { GOLDEN } from './helpers/shared';
 
-const SHARED = process.env.WUERSTCHEN_SHARED ?? path.resolve(__dirname, '../../shared');
-const CASE_DIR = path.join(SHARED, 'golden', 'clip_tokenizer');
-const TOKENIZER_DIR = path.join(SHARED, 'golden', 'hub', 'wuerstchen-prior', 'tokenizer');
-
-interface PromptRow {
-  row: number;
-  prompt: string;
-  normalized: string;
-  ids: number[];
-  tokens: string[];
-  truncated: boolean;
-}
+const CASE_DIR = path.join(GOLDEN, 'clip_tokenizer');
+const TOKENIZER_DIR = path.join(GOLDEN, 'hub', 'wuerstchen-prior', 'tokenizer');
 
 /** Minimal safetensors reader for I32 tensors: u64 LE header length, JSON header, raw little-endian data. */
 function readI32Tensors(file: string): Record<string, number[][]> {

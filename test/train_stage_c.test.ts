@@ -9,8 +9,8 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { WuerstchenPriorPipeline, loadModel } from 'wuerstchen';
 import { StageCTrainer, StepMetrics, TrainingState, loadConfig, makeToyDataset, readLatest } from '@wuerstchen/train';
+import { GOLDEN } from './helpers/shared';
 
-const SHARED = process.env.WUERSTCHEN_SHARED ?? path.resolve(__dirname, '../../shared');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'train-c-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 beforeAll(async () => {
@@ -76,7 +76,7 @@ test('tiny Stage C: loss decreases, no leaks, phases recorded, checkpoint loads 
 
   // assemble a hub-layout pipeline folder around the trained prior and run it end to end
   const hub = path.join(tmp, 'hub');
-  const src = path.join(SHARED, 'golden', 'hub', 'wuerstchen-prior');
+  const src = path.join(GOLDEN, 'hub', 'wuerstchen-prior');
   fs.mkdirSync(hub);
   for (const d of ['text_encoder', 'tokenizer', 'scheduler']) fs.cpSync(path.join(src, d), path.join(hub, d), { recursive: true });
   fs.copyFileSync(path.join(src, 'model_index.json'), path.join(hub, 'model_index.json'));

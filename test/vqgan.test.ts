@@ -5,8 +5,8 @@ import * as tf from '@tensorflow/tfjs';
 import '../packages/wuerstchen/src/golden/runners/vqgan';
 import { formatReport, runGolden } from '../packages/wuerstchen/src/golden/harness';
 import { PaellaVQModel } from '../packages/wuerstchen/src/models/paella_vq';
+import { GOLDEN } from './helpers/shared';
 
-const GOLDEN = path.join(process.env.WUERSTCHEN_SHARED ?? path.resolve(__dirname, '../../shared'), 'golden');
 const TINY = { levels: 2, bottleneck_blocks: 2, embed_dim: 32, latent_channels: 4, num_vq_embeddings: 64 };
 
 beforeAll(async () => {

@@ -471,6 +471,11 @@ export class ModelHandle<M extends Module> {
     return new ModelHandle<M>(null, model, model.numParameters() * 4);
   }
 
+  /** A handle as is; a model as `of(model)`. */
+  static from<M extends Module>(model: M | ModelHandle<M>): ModelHandle<M> {
+    return model instanceof ModelHandle ? model : ModelHandle.of(model);
+  }
+
   /** true for a handle that loads (and frees) the model itself. */
   get owned(): boolean {
     return this.loader !== null;

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "conv_taps.h"
 #include "kernels.h"
 #include "parallel.h"
 #include "simd.h"
@@ -35,28 +36,17 @@ bool is_pointwise(const ConvGeom& g) {
          g.ow == g.w;
 }
 
-/** Input row / column read by output row / column `o` at filter tap `t`; may fall outside the image. */
-int64_t in_row(const ConvGeom& g, int64_t o, int64_t t) { return o * g.sh - g.pt + t * g.dh; }
-int64_t in_col(const ConvGeom& g, int64_t o, int64_t t) { return o * g.sw - g.pl + t * g.dw; }
-
 /** cols[p - p0] = the patch under output pixel p, for p in [p0, p1); zeros outside the image. */
 void im2col(const float* x, const ConvGeom& g, int64_t p0, int64_t p1, float* cols) {
-  const int64_t k = patch_size(g);
+  const int64_t k = patch_size(g), bytes = g.c * sizeof(float);
   parallel_for(p1 - p0, (p1 - p0) * k, [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; q++) {
-      const int64_t p = p0 + q, b = p / (g.oh * g.ow), oy = p / g.ow % g.oh, ox = p % g.ow;
-      float* dst = cols + q * k;
-      for (int64_t r = 0; r < g.kh; r++) {
-        const int64_t iy = in_row(g, oy, r);
-        for (int64_t s = 0; s < g.kw; s++, dst += g.c) {
-          const int64_t ix = in_col(g, ox, s);
-          if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) {
-            std::memset(dst, 0, g.c * sizeof(float));
-          } else {
-            std::memcpy(dst, x + ((b * g.h + iy) * g.w + ix) * g.c, g.c * sizeof(float));
-          }
-        }
-      }
+      const int64_t p = p0 + q;
+      float* patch = cols + q * k;
+      for_each_input_tap(
+          g, p / (g.oh * g.ow), p / g.ow % g.oh, p % g.ow,
+          [&](int64_t tap, int64_t i) { std::memcpy(patch + tap * g.c, x + i * g.c, bytes); },
+          [&](int64_t tap) { std::memset(patch + tap * g.c, 0, bytes); });
     }
   });
 }
@@ -75,74 +65,70 @@ void col2im(const float* cols, const ConvGeom& g, int64_t p0, int64_t p1, float*
   const int64_t first = (p0 / plane) * g.h + clamp_row(in_row(g, p0 / g.ow % g.oh, 0));
   const int64_t last = ((p1 - 1) / plane) * g.h + clamp_row(in_row(g, (p1 - 1) / g.ow % g.oh, g.kh - 1));
   parallel_for(last - first + 1, (p1 - p0) * k, [&](int64_t r0, int64_t r1) {
-    for (int64_t row = first + r0; row < first + r1; row++) {
-      const int64_t b = row / g.h, iy = row % g.h;
-      for (int64_t ix = 0; ix < g.w; ix++) {
-        float* dst = dx + (row * g.w + ix) * g.c;
-        for (int64_t r = 0; r < g.kh; r++) {
-          const int64_t ty = iy + g.pt - r * g.dh;
-          if (ty < 0 || ty % g.sh != 0 || ty / g.sh >= g.oh) continue;
-          for (int64_t s = 0; s < g.kw; s++) {
-            const int64_t tx = ix + g.pl - s * g.dw;
-            if (tx < 0 || tx % g.sw != 0 || tx / g.sw >= g.ow) continue;
-            const int64_t p = (b * g.oh + ty / g.sh) * g.ow + tx / g.sw;
-            if (p < p0 || p >= p1) continue;
-            accumulate(dst, cols + (p - p0) * k + (r * g.kw + s) * g.c, g.c);
-          }
-        }
-      }
-    }
+    for_each_pixel(g.h, g.w, first + r0, first + r1, [&](int64_t i, int64_t b, int64_t iy, int64_t ix) {
+      float* dst = dx + i * g.c;
+      for_each_output_tap(g, b, iy, ix, [&](int64_t tap, int64_t p) {
+        if (p >= p0 && p < p1) accumulate(dst, cols + (p - p0) * k + tap * g.c, g.c);
+      });
+    });
+  });
+}
+
+/** fn(p0, p1, cols) for consecutive slices [p0, p1) of the output pixels, with a scratch patch matrix. */
+template <class Fn>
+void for_each_slice(const ConvGeom& g, const Fn& fn) {
+  const int64_t pixels = out_pixels(g), chunk = chunk_pixels(g);
+  float* cols = scratch(chunk * patch_size(g));
+  for (int64_t p0 = 0; p0 < pixels; p0 += chunk) fn(p0, std::min(pixels, p0 + chunk), cols);
+}
+
+/** fn(p0, p1, cols) with the patch matrix of output pixels [p0, p1), slice by slice (im2col); for a pointwise
+ *  conv, x itself in one slice. */
+template <class Fn>
+void with_patches(const float* x, const ConvGeom& g, const Fn& fn) {
+  if (is_pointwise(g)) return fn(int64_t{0}, out_pixels(g), x);
+  for_each_slice(g, [&](int64_t p0, int64_t p1, float* cols) {
+    im2col(x, g, p0, p1, cols);
+    fn(p0, p1, static_cast<const float*>(cols));
+  });
+}
+
+/** fn(p0, p1, cols) fills the patch-matrix gradient of output pixels [p0, p1), slice by slice, which is then
+ *  added into dx (col2im); for a pointwise conv, cols is dx itself in one slice. */
+template <class Fn>
+void into_patches(float* dx, const ConvGeom& g, const Fn& fn) {
+  if (is_pointwise(g)) return fn(int64_t{0}, out_pixels(g), dx);
+  for_each_slice(g, [&](int64_t p0, int64_t p1, float* cols) {
+    fn(p0, p1, cols);
+    col2im(cols, g, p0, p1, dx);
   });
 }
 
 }  // namespace
 
 void conv2d(const float* x, const float* w, float* y, const ConvGeom& g) {
-  const int64_t k = patch_size(g), pixels = out_pixels(g);
-  if (is_pointwise(g)) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, pixels, g.oc, k, 1.f, x, k, w, g.oc, 0.f, y, g.oc);
-    return;
-  }
-  const int64_t chunk = chunk_pixels(g);
-  float* cols = scratch(chunk * k);
-  for (int64_t p0 = 0; p0 < pixels; p0 += chunk) {
-    const int64_t p1 = std::min(pixels, p0 + chunk);
-    im2col(x, g, p0, p1, cols);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, p1 - p0, g.oc, k, 1.f, cols, k, w, g.oc,
-                0.f, y + p0 * g.oc, g.oc);
-  }
+  const int64_t k = patch_size(g);
+  with_patches(x, g, [&](int64_t p0, int64_t p1, const float* cols) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, p1 - p0, g.oc, k, 1.f, cols, k, w, g.oc, 0.f,
+                y + p0 * g.oc, g.oc);
+  });
 }
 
 void conv2d_backprop_input(const float* dy, const float* w, float* dx, const ConvGeom& g) {
-  const int64_t k = patch_size(g), pixels = out_pixels(g);
-  if (is_pointwise(g)) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, pixels, k, g.oc, 1.f, dy, g.oc, w, g.oc, 0.f, dx, k);
-    return;
-  }
-  const int64_t chunk = chunk_pixels(g);
-  float* cols = scratch(chunk * k);
-  for (int64_t p0 = 0; p0 < pixels; p0 += chunk) {
-    const int64_t p1 = std::min(pixels, p0 + chunk);
+  const int64_t k = patch_size(g);
+  into_patches(dx, g, [&](int64_t p0, int64_t p1, float* cols) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p1 - p0, k, g.oc, 1.f, dy + p0 * g.oc, g.oc, w, g.oc,
                 0.f, cols, k);
-    col2im(cols, g, p0, p1, dx);
-  }
+  });
 }
 
+/** dw (zero-filled) accumulates colsᵀ · dy over the slices. */
 void conv2d_backprop_filter(const float* x, const float* dy, float* dw, const ConvGeom& g) {
-  const int64_t k = patch_size(g), pixels = out_pixels(g);
-  if (is_pointwise(g)) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, g.oc, pixels, 1.f, x, k, dy, g.oc, 0.f, dw, g.oc);
-    return;
-  }
-  const int64_t chunk = chunk_pixels(g);
-  float* cols = scratch(chunk * k);
-  for (int64_t p0 = 0; p0 < pixels; p0 += chunk) {
-    const int64_t p1 = std::min(pixels, p0 + chunk);
-    im2col(x, g, p0, p1, cols);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, g.oc, p1 - p0, 1.f, cols, k, dy + p0 * g.oc,
-                g.oc, 1.f, dw, g.oc);
-  }
+  const int64_t k = patch_size(g);
+  with_patches(x, g, [&](int64_t p0, int64_t p1, const float* cols) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, g.oc, p1 - p0, 1.f, cols, k, dy + p0 * g.oc, g.oc,
+                1.f, dw, g.oc);
+  });
 }
 
 }  // namespace wn

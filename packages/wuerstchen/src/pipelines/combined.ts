@@ -11,9 +11,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { Generator } from '../rng';
 import { DecoderGeometry, DecoderOutput, OutputType, WuerstchenDecoderPipeline, decoderLatentSide } from './decoder';
-import { PipelineLoadOptions, WuerstchenPriorPipeline, priorLatentSide, stripUndefined } from './prior';
+import { WuerstchenPriorPipeline, priorLatentSide } from './prior';
 import { ProgressCallback } from './progress';
-import { Callable, PipelineArgumentError, SamplingOptions, checkPositiveInt, resolveGenerator } from './shared';
+import { Callable, PipelineArgumentError, PipelineLoadOptions, SamplingOptions, checkPositiveInt, resolveGenerator, stripUndefined } from './shared';
 
 export interface CombinedCallOptions {
   negativePrompt?: string | string[];

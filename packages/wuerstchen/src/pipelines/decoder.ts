@@ -8,29 +8,25 @@
  */
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { ModelHandle, indexNumber, loadTokenizer, prepareModel, readModelIndex, readSchedulerConfig } from '../loader';
-import { CLIPTextModel } from '../models/clip_text';
+import { ModelHandle, indexNumber, prepareModel, readModelIndex } from '../loader';
 import { EffnetCache, WuerstchenDiffNeXt, WuerstchenDiffNeXtConfig } from '../models/diffnext';
 import { PaellaVQConfig, PaellaVQModel } from '../models/paella_vq';
-import { DDPMWuerstchenScheduler } from '../scheduler';
-import { CLIPTokenizer } from '../tokenizer';
 import { tensorToPng } from './png';
-import { PipelineLoadOptions, stripUndefined, yieldToEventLoop } from './prior';
 import { StageProgress } from './progress';
 import {
-  Callable,
   PipelineArgumentError,
+  PipelineComponents,
+  PipelineLoadOptions,
   SamplingOptions,
-  checkFinite,
-  checkPositiveInt,
+  TextConditionedPipeline,
+  checkSamplingOptions,
   checkShape,
-  checkTimesteps,
-  encodeText,
-  guidance,
-  randnNHWC,
+  denoise,
+  prepareLatents,
+  prepareTextComponents,
   repeatInterleave,
   resolveGenerator,
-  stepNoiseFor,
+  stripUndefined,
   toNegativeList,
   toPromptList,
 } from './shared';
@@ -99,38 +95,29 @@ export interface WuerstchenDecoderPipeline {
   (imageEmbeddings: tf.Tensor, prompt: string | string[], options?: DecoderCallOptions): Promise<DecoderOutput>;
 }
 
-export class WuerstchenDecoderPipeline extends Callable<[tf.Tensor, string | string[], DecoderCallOptions?], Promise<DecoderOutput>> {
-  readonly tokenizer: CLIPTokenizer;
-  readonly textEncoder: ModelHandle<CLIPTextModel>;
+export class WuerstchenDecoderPipeline extends TextConditionedPipeline<[tf.Tensor, string | string[], DecoderCallOptions?], Promise<DecoderOutput>> {
   readonly decoder: ModelHandle<WuerstchenDiffNeXt>;
   readonly vqgan: ModelHandle<PaellaVQModel>;
-  readonly scheduler: DDPMWuerstchenScheduler;
   readonly config: DecoderPipelineConfig;
   readonly geometry: DecoderGeometry;
   /** VQGAN `scale_factor` (0.3764): the latents are decoded as `vqgan.decode(scale_factor · x)`. */
   readonly vqScaleFactor: number;
   readonly decoderConfig: WuerstchenDiffNeXtConfig;
-  offload: boolean;
 
-  constructor(components: {
-    tokenizer: CLIPTokenizer;
-    textEncoder: CLIPTextModel | ModelHandle<CLIPTextModel>;
-    decoder: WuerstchenDiffNeXt | ModelHandle<WuerstchenDiffNeXt>;
-    vqgan: PaellaVQModel | ModelHandle<PaellaVQModel>;
-    scheduler: DDPMWuerstchenScheduler;
-    /** configs of the lazily loaded networks (taken from the models when they are given directly). */
-    decoderConfig?: WuerstchenDiffNeXtConfig;
-    vqganConfig?: PaellaVQConfig;
-    config?: Partial<DecoderPipelineConfig>;
-    offload?: boolean;
-  }) {
-    super();
+  constructor(
+    components: PipelineComponents & {
+      decoder: WuerstchenDiffNeXt | ModelHandle<WuerstchenDiffNeXt>;
+      vqgan: PaellaVQModel | ModelHandle<PaellaVQModel>;
+      /** configs of the lazily loaded networks (taken from the models when they are given directly). */
+      decoderConfig?: WuerstchenDiffNeXtConfig;
+      vqganConfig?: PaellaVQConfig;
+      config?: Partial<DecoderPipelineConfig>;
+    },
+  ) {
+    super(components);
     const c = components;
-    this.tokenizer = c.tokenizer;
-    this.textEncoder = c.textEncoder instanceof ModelHandle ? c.textEncoder : ModelHandle.of(c.textEncoder);
-    this.decoder = c.decoder instanceof ModelHandle ? c.decoder : ModelHandle.of(c.decoder);
-    this.vqgan = c.vqgan instanceof ModelHandle ? c.vqgan : ModelHandle.of(c.vqgan);
-    this.scheduler = c.scheduler;
+    this.decoder = ModelHandle.from(c.decoder);
+    this.vqgan = ModelHandle.from(c.vqgan);
     this.config = { ...DECODER_PIPELINE_DEFAULTS, ...c.config };
     const decoderConfig = c.decoderConfig ?? (c.decoder instanceof WuerstchenDiffNeXt ? c.decoder.config : undefined);
     const vqganConfig = c.vqganConfig ?? (c.vqgan instanceof PaellaVQModel ? c.vqgan.config : undefined);
@@ -138,7 +125,6 @@ export class WuerstchenDecoderPipeline extends Callable<[tf.Tensor, string | str
     this.decoderConfig = decoderConfig;
     this.geometry = decoderGeometry(decoderConfig, vqganConfig, this.config.latentDimScale);
     this.vqScaleFactor = vqganConfig.scale_factor;
-    this.offload = c.offload ?? true;
   }
 
   /**
@@ -150,23 +136,14 @@ export class WuerstchenDecoderPipeline extends Callable<[tf.Tensor, string | str
     const index = readModelIndex(dir, ['WuerstchenDecoderPipeline']);
     const decoder = prepareModel(path.join(dir, 'decoder'), 'WuerstchenDiffNeXt', opts);
     const vqgan = prepareModel(path.join(dir, 'vqgan'), 'PaellaVQModel', opts);
-    const textEncoder = prepareModel(path.join(dir, 'text_encoder'), 'CLIPTextModel', opts);
-    const tokenizer = loadTokenizer(path.join(dir, 'tokenizer'));
-    const scheduler = DDPMWuerstchenScheduler.fromConfig(readSchedulerConfig(path.join(dir, 'scheduler')), path.join(dir, 'scheduler', 'scheduler_config.json'));
-    if (textEncoder.config.hidden_size !== decoder.config.clip_embd) {
-      throw new PipelineArgumentError(
-        `${textEncoder.configFile}: hidden_size ${textEncoder.config.hidden_size} does not match the decoder's clip_embd ${decoder.config.clip_embd} (${decoder.configFile})`,
-      );
-    }
+    const text = prepareTextComponents(dir, opts, { width: decoder.config.clip_embd, name: "the decoder's clip_embd", configFile: decoder.configFile });
     if (vqgan.config.latent_channels !== decoder.config.c_out) {
       throw new PipelineArgumentError(`${vqgan.configFile}: latent_channels ${vqgan.config.latent_channels} does not match the decoder's c_out ${decoder.config.c_out} (${decoder.configFile})`);
     }
     return new WuerstchenDecoderPipeline({
-      tokenizer,
-      textEncoder: ModelHandle.lazy(textEncoder),
+      ...text,
       decoder: ModelHandle.lazy(decoder),
       vqgan: ModelHandle.lazy(vqgan),
-      scheduler,
       decoderConfig: decoder.config,
       vqganConfig: vqgan.config,
       config: { latentDimScale: indexNumber(index, 'latent_dim_scale', DECODER_PIPELINE_DEFAULTS.latentDimScale) },
@@ -204,24 +181,7 @@ export class WuerstchenDecoderPipeline extends Callable<[tf.Tensor, string | str
    * consecutive latents (for one prompt: all of them, as diffusers); `cat([T, T_u])` with CFG.
    */
   encodePrompt(prompts: string[], count: number, cfg: boolean, negativePrompt: string | string[] | undefined, trace?: SamplingOptions['trace']): tf.Tensor3D {
-    const per = count / prompts.length;
-    const negatives = cfg ? toNegativeList(negativePrompt, prompts.length) : [];
-    const encoder = this.textEncoder.get();
-    try {
-      return tf.tidy(() => {
-        const t = encodeText(this.tokenizer, encoder, prompts, 'prompt_', trace);
-        trace?.('prompt_embeds', t);
-        const parts = [repeatInterleave(t, per)];
-        if (cfg) {
-          const u = encodeText(this.tokenizer, encoder, negatives, 'negative_', trace);
-          trace?.('negative_prompt_embeds', u);
-          parts.push(repeatInterleave(u, per));
-        }
-        return (parts.length === 1 ? parts[0] : tf.concat(parts, 0)) as tf.Tensor3D;
-      });
-    } finally {
-      if (this.offload) this.textEncoder.release();
-    }
+    return this.encodePrompts(prompts, count / prompts.length, cfg, negativePrompt, trace);
   }
 
   async _call(imageEmbeddings: tf.Tensor, prompt: string | string[], options: DecoderCallOptions = {}): Promise<DecoderOutput> {
@@ -234,70 +194,38 @@ export class WuerstchenDecoderPipeline extends Callable<[tf.Tensor, string | str
     }
     const prompts = toPromptList(prompt);
     const o = { ...DECODER_CALL_DEFAULTS, ...stripUndefined(options) };
-    const n = checkPositiveInt(o.numImagesPerPrompt, 'numImagesPerPrompt');
-    const scale = checkFinite(o.guidanceScale, 'guidanceScale');
-    const timesteps = o.timesteps !== undefined ? checkTimesteps(o.timesteps, 'timesteps') : undefined;
-    if (timesteps === undefined) checkPositiveInt(o.numInferenceSteps, 'numInferenceSteps');
+    const plan = checkSamplingOptions(o);
     if (!['tensor', 'png', 'latent'].includes(o.outputType)) throw new PipelineArgumentError(`outputType must be tensor, png or latent, got ${JSON.stringify(o.outputType)}`);
     if (e % prompts.length !== 0) {
       throw new PipelineArgumentError(`${e} image embeddings cannot be shared by ${prompts.length} prompts (pass one prompt, or one per group of embeddings)`);
     }
     this.checkEmbeddingSize(eh, ew);
-    const cfg = scale > 1;
-    if (cfg && o.negativePrompt !== undefined) toNegativeList(o.negativePrompt, prompts.length);
-    const count = e * n;
+    if (plan.cfg && o.negativePrompt !== undefined) toNegativeList(o.negativePrompt, prompts.length);
+    const count = e * plan.n;
     const geo = this.geometry;
     const shape = [count, decoderLatentSide(eh, geo.latentDimScale), decoderLatentSide(ew, geo.latentDimScale), this.decoderConfig.c_in];
     if (o.latents) checkShape(o.latents, shape, 'latents');
     const generator = resolveGenerator(o);
 
-    const clip = this.encodePrompt(prompts, count, cfg, o.negativePrompt, o.trace);
+    const clip = this.encodePrompt(prompts, count, plan.cfg, o.negativePrompt, o.trace);
     const cache: EffnetCache = new Map();
     let effnet: tf.Tensor | null = null;
-    let x: tf.Tensor | null = null;
-    let sampled = false;
+    let latents: tf.Tensor;
     try {
       effnet = tf.tidy(() => {
-        const emb = repeatInterleave(imageEmbeddings, n);
-        return cfg ? tf.concat([emb, tf.zerosLike(emb)], 0) : emb;
+        const emb = repeatInterleave(imageEmbeddings, plan.n);
+        return plan.cfg ? tf.concat([emb, tf.zerosLike(emb)], 0) : emb;
       });
-      if (o.latents) x = tf.mul(o.latents, this.scheduler.initNoiseSigma);
-      else {
-        const drawn = randnNHWC(generator, shape);
-        x = tf.mul(drawn, this.scheduler.initNoiseSigma);
-        drawn.dispose();
-      }
+      const eff: tf.Tensor = effnet;
       const decoder = this.decoder.get();
-      const ts = Array.from(timesteps ? this.scheduler.setTimesteps({ timesteps }) : this.scheduler.setTimesteps(o.numInferenceSteps));
-      const progress = new StageProgress('decoder', ts.length - 1, o.onProgress);
-      progress.start();
-      for (let i = 0; i < ts.length - 1; i++) {
-        const { noise, owned } = stepNoiseFor(o, i, generator, shape);
-        const xi: tf.Tensor = x;
-        const eff: tf.Tensor = effnet;
-        const next = tf.tidy(() => {
-          const r = tf.fill([count], ts[i], 'float32');
-          const eps = cfg
-            ? guidance(decoder.forward(tf.concat([xi, xi], 0), tf.concat([r, r], 0), eff, clip, { effnetCache: cache }), scale)
-            : decoder.forward(xi, r, eff, clip, { effnetCache: cache });
-          return this.scheduler.step(eps, r, xi, { noise }).prevSample;
-        });
-        if (owned) noise.dispose();
-        xi.dispose();
-        x = next;
-        o.callback?.(i, ts[i], x);
-        progress.tick();
-        await yieldToEventLoop();
-      }
-      sampled = true;
+      const x = prepareLatents(shape, generator, o.latents, this.scheduler);
+      latents = await denoise(x, { stage: 'decoder', scheduler: this.scheduler, plan, generator, options: o, predict: (xi, r) => decoder.forward(xi, r, eff, clip, { effnetCache: cache }) });
     } finally {
       clip.dispose();
       effnet?.dispose();
       for (const t of cache.values()) t.dispose();
       if (this.offload) this.decoder.release();
-      if (!sampled) x?.dispose();
     }
-    const latents: tf.Tensor = x!;
     if (o.outputType === 'latent') return { latents: latents as tf.Tensor4D };
     let images: tf.Tensor4D;
     try {

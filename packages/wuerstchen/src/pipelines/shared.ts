@@ -1,10 +1,13 @@
-/** Pieces shared by the prior and decoder pipelines: prompts, text encoding, CFG, noise. */
+/** Pieces shared by the prior and decoder pipelines: loading, options, text encoding, CFG, noise, the sampling loop. */
+import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
+import { ModelHandle, WeightsOptions, loadTokenizer, prepareModel, readSchedulerConfig } from '../loader';
 import { CLIPTextModel } from '../models/clip_text';
 import { Trace } from '../models/trace';
 import { Generator } from '../rng';
+import { DDPMWuerstchenScheduler } from '../scheduler';
 import { CLIPTokenizer } from '../tokenizer';
-import { ProgressCallback } from './progress';
+import { ProgressCallback, ProgressStage, StageProgress } from './progress';
 
 /**
  * A class whose instances are functions (transformers.js style): `pipe(prompt, opts)` calls
@@ -57,6 +60,88 @@ export class PipelineArgumentError extends Error {
   }
 }
 
+export interface PipelineLoadOptions extends WeightsOptions {
+  /**
+   * Free each network as soon as its stage is done and read it again on the next call (default
+   * true): peak memory is the largest network, not the sum. `false` keeps every network loaded after first use.
+   */
+  offload?: boolean;
+}
+
+/** The text side of a pipeline and its scheduler; a model given directly stays owned by the caller. */
+export interface TextComponents {
+  tokenizer: CLIPTokenizer;
+  textEncoder: CLIPTextModel | ModelHandle<CLIPTextModel>;
+  scheduler: DDPMWuerstchenScheduler;
+}
+
+/** What every pipeline is built from (each adds its own networks). */
+export interface PipelineComponents extends TextComponents {
+  /** see PipelineLoadOptions.offload (default true). */
+  offload?: boolean;
+}
+
+/**
+ * Checks `text_encoder/`, `tokenizer/` and `scheduler/` of a pipeline folder (the text encoder is read
+ * when first needed). Its hidden_size must equal the denoiser's conditioning width `cond.width`
+ * (config key `cond.name` in `cond.configFile`).
+ */
+export function prepareTextComponents(dir: string, opts: WeightsOptions, cond: { width: number; name: string; configFile: string }): TextComponents {
+  const textEncoder = prepareModel(path.join(dir, 'text_encoder'), 'CLIPTextModel', opts);
+  const tokenizer = loadTokenizer(path.join(dir, 'tokenizer'));
+  const scheduler = DDPMWuerstchenScheduler.fromConfig(readSchedulerConfig(path.join(dir, 'scheduler')), path.join(dir, 'scheduler', 'scheduler_config.json'));
+  if (textEncoder.config.hidden_size !== cond.width) {
+    throw new PipelineArgumentError(`${textEncoder.configFile}: hidden_size ${textEncoder.config.hidden_size} does not match ${cond.name} ${cond.width} (${cond.configFile})`);
+  }
+  return { tokenizer, textEncoder: ModelHandle.lazy(textEncoder), scheduler };
+}
+
+/** Base of the prior and decoder pipelines: callable, with the text side, the scheduler and the offload switch. */
+export abstract class TextConditionedPipeline<A extends unknown[], R> extends Callable<A, R> {
+  readonly tokenizer: CLIPTokenizer;
+  readonly textEncoder: ModelHandle<CLIPTextModel>;
+  readonly scheduler: DDPMWuerstchenScheduler;
+  /** Free the networks after each stage (see PipelineLoadOptions.offload). */
+  offload: boolean;
+
+  constructor(components: PipelineComponents) {
+    super();
+    this.tokenizer = components.tokenizer;
+    this.textEncoder = ModelHandle.from(components.textEncoder);
+    this.scheduler = components.scheduler;
+    this.offload = components.offload ?? true;
+  }
+
+  /**
+   * Text conditioning `[P·per, 77, D]`: each prompt's embeddings repeated `per` times, followed by the
+   * negative prompts' when `cfg` (`cat([E, E_u])`, conditional first). Frees the encoder after use when offloading.
+   */
+  protected encodePrompts(prompts: string[], per: number, cfg: boolean, negativePrompt: string | string[] | undefined, trace?: Trace): tf.Tensor3D {
+    const negatives = cfg ? toNegativeList(negativePrompt, prompts.length) : [];
+    const encoder = this.textEncoder.get();
+    try {
+      return tf.tidy(() => {
+        const e = encodeText(this.tokenizer, encoder, prompts, 'prompt_', trace);
+        trace?.('prompt_embeds', e);
+        const parts = [repeatInterleave(e, per)];
+        if (cfg) {
+          const u = encodeText(this.tokenizer, encoder, negatives, 'negative_', trace);
+          trace?.('negative_prompt_embeds', u);
+          parts.push(repeatInterleave(u, per));
+        }
+        return (parts.length === 1 ? parts[0] : tf.concat(parts, 0)) as tf.Tensor3D;
+      });
+    } finally {
+      if (this.offload) this.textEncoder.release();
+    }
+  }
+}
+
+/** `{...defaults, ...options}` without letting explicit `undefined`s erase defaults. */
+export function stripUndefined<T extends object>(o: T): T {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+}
+
 export function toPromptList(prompt: string | string[], what = 'prompt'): string[] {
   const list = typeof prompt === 'string' ? [prompt] : prompt;
   if (!Array.isArray(list) || list.length === 0 || !list.every((p) => typeof p === 'string')) {
@@ -92,6 +177,25 @@ export function checkTimesteps(ts: ArrayLike<number>, name: string): number[] {
     if (typeof t !== 'number' || !(t >= 0 && t <= 1)) throw new PipelineArgumentError(`${name}[${i}] = ${JSON.stringify(t)} is not in [0, 1]`);
   });
   return list;
+}
+
+/** The checked sampling options of a call. */
+export interface SamplingPlan {
+  /** images per prompt. */
+  n: number;
+  scale: number;
+  /** classifier-free guidance runs (scale > 1). */
+  cfg: boolean;
+  /** explicit timesteps, or the number of steps. */
+  steps: number[] | number;
+}
+
+/** Checks numImagesPerPrompt, guidanceScale and timesteps (else numInferenceSteps) of options merged with defaults. */
+export function checkSamplingOptions(o: SamplingOptions): SamplingPlan {
+  const n = checkPositiveInt(o.numImagesPerPrompt, 'numImagesPerPrompt');
+  const scale = checkFinite(o.guidanceScale, 'guidanceScale');
+  const steps = o.timesteps !== undefined ? checkTimesteps(o.timesteps, 'timesteps') : checkPositiveInt(o.numInferenceSteps, 'numInferenceSteps');
+  return { n, scale, cfg: scale > 1, steps };
 }
 
 /**
@@ -166,4 +270,68 @@ export function stepNoiseFor(opts: SamplingOptions, i: number, generator: Genera
   if (opts.stepNoise && !Array.isArray(opts.stepNoise)) throw new PipelineArgumentError(`stepNoise(${i}) returned nothing`);
   if (Array.isArray(opts.stepNoise)) throw new PipelineArgumentError(`stepNoise has ${opts.stepNoise.length} tensors but step ${i} needs one`);
   return { noise: randnNHWC(generator, shape), owned: true };
+}
+
+/** diffusers' `prepare_latents`: the given latents (checked against `shape`) or a fresh draw, times the scheduler's `init_noise_sigma`. */
+export function prepareLatents(shape: number[], generator: Generator, latents: tf.Tensor | undefined, scheduler: DDPMWuerstchenScheduler): tf.Tensor {
+  if (latents) {
+    checkShape(latents, shape, 'latents');
+    return tf.mul(latents, scheduler.initNoiseSigma);
+  }
+  return tf.tidy(() => tf.mul(randnNHWC(generator, shape), scheduler.initNoiseSigma));
+}
+
+/** The denoiser's noise prediction for latents `x` at ratios `r` (`[batch]`); under CFG both come doubled. */
+export type NoisePredictor = (x: tf.Tensor, r: tf.Tensor) => tf.Tensor;
+
+export interface SamplingLoop {
+  stage: ProgressStage;
+  scheduler: DDPMWuerstchenScheduler;
+  plan: SamplingPlan;
+  generator: Generator;
+  /** The call's options: step noise, callback, progress. */
+  options: SamplingOptions;
+  predict: NoisePredictor;
+}
+
+/**
+ * The denoising loop over `timesteps[:-1]`: predict the noise (with classifier-free guidance on
+ * `[x, x]` when `plan.cfg`), take a scheduler step with this step's noise, then call back and report
+ * progress. Takes over `latents` and returns the final ones (owned by the caller); frees what it
+ * holds when something throws.
+ */
+export async function denoise(latents: tf.Tensor, loop: SamplingLoop): Promise<tf.Tensor> {
+  const { scheduler, plan, generator, options: o, predict } = loop;
+  let x = latents;
+  try {
+    const ts = Array.from(typeof plan.steps === 'number' ? scheduler.setTimesteps(plan.steps) : scheduler.setTimesteps({ timesteps: plan.steps }));
+    const progress = new StageProgress(loop.stage, ts.length - 1, o.onProgress);
+    progress.start();
+    for (let i = 0; i < ts.length - 1; i++) {
+      const { noise, owned } = stepNoiseFor(o, i, generator, x.shape);
+      const xi = x;
+      try {
+        x = tf.tidy(() => {
+          const r = tf.fill([xi.shape[0]], ts[i], 'float32');
+          const eps = plan.cfg ? guidance(predict(tf.concat([xi, xi], 0), tf.concat([r, r], 0)), plan.scale) : predict(xi, r);
+          return scheduler.step(eps, r, xi, { noise }).prevSample;
+        });
+      } finally {
+        if (owned) noise.dispose();
+      }
+      xi.dispose();
+      o.callback?.(i, ts[i], x);
+      progress.tick();
+      await yieldToEventLoop();
+    }
+    return x;
+  } catch (err) {
+    x.dispose();
+    throw err;
+  }
+}
+
+/** Lets timers and stream writes (progress output) run between steps. */
+export function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }

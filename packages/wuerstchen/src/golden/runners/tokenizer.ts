@@ -5,12 +5,15 @@ import * as tf from '@tensorflow/tfjs';
 import { CLIPTokenizer } from '../../tokenizer';
 import { Check, registerRunner } from '../harness';
 
-interface PromptRow {
+/** One row of the golden `clip_tokenizer` prompts.json. */
+export interface PromptRow {
   row: number;
   prompt: string;
   normalized: string;
   ids: number[];
   tokens: string[];
+  /** the prompt had more than model_max_length tokens. */
+  truncated: boolean;
 }
 
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
