@@ -23,6 +23,7 @@ for (const f of files) {
 const records = [...byKey.values()];
 const ORDER = ['cpu', 'wasm', 'native', 'torch'];
 const backends = ORDER.filter((b) => records.some((r) => r.backend === b));
+const vsTorch = backends.includes('torch') ? backends.filter((b) => b !== 'torch') : [];
 const names = [...new Set(records.map((r) => r.name))];
 const get = (n, b) => byKey.get(`${n}|${b}`);
 
@@ -37,8 +38,8 @@ function note(text) {
 }
 
 const out = [];
-out.push(`| measurement | GFLOP | ${backends.map((b) => `${b} s (GFLOP/s)`).join(' | ')} | ${backends.filter((b) => b !== 'torch' && backends.includes('torch')).map((b) => `${b}/torch`).join(' | ')} |`);
-out.push(`|---|---:|${backends.map(() => '---:').join('|')}|${backends.filter((b) => b !== 'torch' && backends.includes('torch')).map(() => '---:').join('|')}|`);
+out.push(`| measurement | GFLOP | ${[...backends.map((b) => `${b} s (GFLOP/s)`), ...vsTorch.map((b) => `${b}/torch`)].join(' | ')} |`);
+out.push(`|---|---:|${[...backends, ...vsTorch].map(() => '---:').join('|')}|`);
 for (const n of names) {
   const any = backends.map((b) => get(n, b)).find((r) => r && r.work_gflop != null);
   const cells = backends.map((b) => {
@@ -49,13 +50,13 @@ for (const n of names) {
     return `${sec(r.seconds)} (${r.gflops == null ? '–' : gf(r.gflops)}) n=${r.runs}${load}`;
   });
   const t = get(n, 'torch');
-  const ratios = backends
-    .filter((b) => b !== 'torch' && backends.includes('torch'))
-    .map((b) => {
+  const ratios = vsTorch.map((b) => {
       const r = get(n, b);
-      return r && t && r.seconds && t.seconds ? `${(r.seconds / t.seconds).toFixed(2)}×` : '–';
+      if (!(r && t && r.seconds && t.seconds)) return "–";
+      const q = r.seconds / t.seconds;
+      return `${q >= 10 ? q.toFixed(0) : q.toFixed(2)}×`;
     });
-  out.push(`| ${n} | ${any ? any.work_gflop.toPrecision(4) : '–'} | ${cells.join(' | ')} | ${ratios.join(' | ')} |`);
+  out.push(`| ${n} | ${any ? any.work_gflop.toPrecision(4) : '–'} | ${[...cells, ...ratios].join(' | ')} |`);
 }
 out.push('');
 out.push(`| measurement | ${backends.map((b) => `${b} peak RSS MB`).join(' | ')} |`);

@@ -116,6 +116,7 @@ async function profileRun(tf, run) {
   const { flopsFromProfile } = require('./flops');
   const agg = new Map();
   for (const k of prof.kernels) {
+    if (k.name.endsWith('__op')) continue; // op scopes (e.g. fusedMatMul__op) wrap kernels listed on their own
     const a = agg.get(k.name) || { ms: 0, calls: 0, flops: 0 };
     a.ms += Number(k.kernelTimeMs) || 0;
     a.calls += 1;
