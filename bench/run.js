@@ -82,7 +82,7 @@ function resolveBackends(spec) {
 }
 
 function findPython(explicit) {
-  const candidates = [explicit, process.env.PYTHON, 'python3', '/usr/bin/python3', 'python'].filter(Boolean);
+  const candidates = explicit ? [explicit] : [process.env.PYTHON, 'python3', '/usr/bin/python3', 'python'].filter(Boolean);
   for (const py of candidates) {
     const r = spawnSync(py, ['-c', 'import torch'], { stdio: 'ignore' });
     if (r.status === 0) return py;

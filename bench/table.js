@@ -62,7 +62,7 @@ out.push('');
 out.push(`| measurement | ${backends.map((b) => `${b} peak RSS MB`).join(' | ')} |`);
 out.push(`|---|${backends.map(() => '---:').join('|')}|`);
 for (const n of names) {
-  out.push(`| ${n} | ${backends.map((b) => { const r = get(n, b); return r && r.peak_rss_mb != null ? String(r.peak_rss_mb) + (r.skipped ? ' (skipped)' : '') : ''; }).join(' | ')} |`);
+  out.push(`| ${n} | ${backends.map((b) => { const r = get(n, b); return !r ? '' : r.skipped ? 'skipped' : r.peak_rss_mb != null ? String(r.peak_rss_mb) : '–'; }).join(' | ')} |`);
 }
 if (notes.length) {
   out.push('');

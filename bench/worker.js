@@ -233,7 +233,7 @@ main()
     const rss = Math.round(process.resourceUsage().maxRSS / 1024);
     emit({
       skipped:
-        backend === 'wasm' && /Aborted\(|out of memory|Cannot enlarge memory/i.test(msg)
+        backend === 'wasm' && /Aborted\(|out of memory|Cannot enlarge memory|memory access out of bounds/i.test(msg)
           ? `wasm heap exhausted at ${rss} MB RSS (the heap is capped at 4 GiB): ${msg}`
           : `error: ${msg}`,
     });
