@@ -8,6 +8,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { CliIO, main, outputPath, parseGenerateArgs } from '../packages/wuerstchen/src/cli';
 import { decodePng } from '../packages/wuerstchen/src/pipelines/png';
+import { TINY_MODEL_DIR } from '../packages/wuerstchen/src/tiny';
 import { GOLDEN } from './helpers/shared';
 import { useTempDir } from './helpers/tmp';
 
@@ -37,7 +38,9 @@ describe('wuerstchen generate: arguments', () => {
   const base = () => ['--prior', HUB_PRIOR, '--decoder', HUB_DECODER, '--prompt', 'a cat', '--out', path.join(tmp(), 'x.png')];
 
   test.each([
-    [['--prior', HUB_PRIOR], /missing --decoder, --prompt, --out/],
+    [['--prior', HUB_PRIOR], /missing --prompt, --out/],
+    [['--prior', HUB_PRIOR, '--prompt', 'a', '--out', 'x.png'], /--decoder is missing \(give both folders, or --model, or neither for the bundled model\)/],
+    [['--prior', HUB_PRIOR, '--decoder', HUB_DECODER, '--model', HUB_PRIOR, '--prompt', 'a', '--out', 'x.png'], /--model replaces --prior and --decoder/],
     [['--width', 'abc'], /--width must be a positive integer, got "abc"/],
     [['--width', '0'], /--width must be a positive integer/],
     [['--prior-guidance', 'x'], /--prior-guidance must be a number >= 0/],
@@ -75,6 +78,15 @@ describe('wuerstchen generate: arguments', () => {
     io = capture();
     expect(await main(['generate', ...base().map((a) => (a === HUB_DECODER ? HUB_PRIOR : a)), '--backend', 'cpu'], io)).toBe(1);
     expect(io.err()).toMatch(/error: .*model_index\.json: this folder holds a WuerstchenPriorPipeline; expected WuerstchenDecoderPipeline/);
+  });
+
+  test('without folders the bundled tiny model is used, at its native size; --model takes a folder holding both', () => {
+    const a = parseGenerateArgs(['--prompt', 'a large red circle in the middle on a blue background', '--out', path.join(tmp(), 'x.png')]);
+    expect(a).toMatchObject({ bundled: true, width: 64, height: 64, prior: path.join(TINY_MODEL_DIR, 'wuerstchen-prior'), decoder: path.join(TINY_MODEL_DIR, 'wuerstchen') });
+    const m = parseGenerateArgs(['--model', TINY_MODEL_DIR, '--prompt', 'x', '--out', path.join(tmp(), 'x.png')]);
+    expect(m).toMatchObject({ bundled: false, width: 512, prior: path.join(TINY_MODEL_DIR, 'wuerstchen-prior') });
+    expect(() => parseGenerateArgs(['--model', path.join(tmp(), 'none'), '--prompt', 'x', '--out', path.join(tmp(), 'x.png')])).toThrow(/--model: folder .*none does not exist/);
+    expect(() => parseGenerateArgs(['--model', tmp(), '--prompt', 'x', '--out', path.join(tmp(), 'x.png')])).toThrow(/--model: .* holds no wuerstchen-prior\/ folder/);
   });
 
   test('defaults and option forms', () => {

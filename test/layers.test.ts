@@ -98,6 +98,30 @@ describe('PyTorch semantics', () => {
     m.dispose();
   });
 
+  test('GlobalResponseNorm has torch.norm\'s gradient: x/‖x‖, and 0 (not NaN) for a channel that is zero everywhere', () => {
+    const grn = new GlobalResponseNorm(3);
+    grn.gamma.value.assign(tf.ones([1, 1, 1, 3]));
+    const x = tf.tensor4d([1, 0, 2, -1, 0, 3, 0.5, 0, 1, 2, 0, -2], [1, 2, 2, 3]);
+    const w = tf.range(1, 13).reshape([1, 2, 2, 3]);
+    const f = (xx: tf.Tensor) => tf.sum(tf.mul(grn.forward(xx), w));
+    const gx = tf.grad(f)(x);
+    const grads = tf.variableGrads(() => f(x) as tf.Scalar, [grn.gamma.value, grn.beta.value]).grads;
+    for (const g of [gx, ...Object.values(grads)]) expect(Array.from(g.dataSync()).every(Number.isFinite)).toBe(true);
+    // the zero channel only passes through the residual: d/dx = w
+    expect(Array.from(gx.dataSync()).filter((_, i) => i % 3 === 1)).toEqual([2, 5, 8, 11]);
+    // elsewhere the custom gradient equals finite differences
+    const eps = 1e-2;
+    const xv = Array.from(x.dataSync());
+    for (const i of [0, 2, 5]) {
+      const up = xv.slice();
+      const dn = xv.slice();
+      up[i] += eps;
+      dn[i] -= eps;
+      const fd = (f(tf.tensor4d(up, [1, 2, 2, 3])).dataSync()[0] - f(tf.tensor4d(dn, [1, 2, 2, 3])).dataSync()[0]) / (2 * eps);
+      expect(gx.dataSync()[i]).toBeCloseTo(fd, 2);
+    }
+  });
+
   test('state dict round-trips through PyTorch layouts', () => {
     const a = new Conv2d(3, 4, 3);
     const b = new Conv2d(3, 4, 3);

@@ -158,12 +158,25 @@ export interface LoadOptions {
   source?: string;
 }
 
+export interface ShapeMismatch {
+  key: string;
+  expected: number[];
+  found: number[];
+}
+
+export interface StateDictComparison {
+  available: string[];
+  missing: string[];
+  unexpected: string[];
+  mismatched: ShapeMismatch[];
+}
+
 export class StateDictError extends Error {
   constructor(
     message: string,
     readonly missing: string[],
     readonly unexpected: string[],
-    readonly mismatched: { key: string; expected: number[]; found: number[] }[],
+    readonly mismatched: ShapeMismatch[],
   ) {
     super(message);
     this.name = 'StateDictError';
@@ -235,20 +248,7 @@ export class Module {
   loadStateDict(tensors: TensorSource | Map<string, HostTensor>, opts: LoadOptions = {}): void {
     const strict = opts.strict ?? true;
     const src = sourceOf(tensors);
-    const own = new Map(this.namedParameters());
-    const available = src.keys().filter((k) => !opts.ignore?.(k));
-    const availableSet = new Set(available);
-    const missing = [...own.keys()].filter((k) => !availableSet.has(k));
-    const unexpected = available.filter((k) => !own.has(k));
-    const mismatched: { key: string; expected: number[]; found: number[] }[] = [];
-    for (const k of available) {
-      const p = own.get(k);
-      if (!p) continue;
-      const shape = src.info ? src.info(k).shape : src.get(k).shape;
-      if (shape.length !== p.torchShape.length || shape.some((d, i) => d !== p.torchShape[i])) {
-        mismatched.push({ key: k, expected: p.torchShape, found: shape });
-      }
-    }
+    const { available, missing, unexpected, mismatched } = this.compareStateDict(src, opts.ignore);
     const problems: string[] = [];
     if (strict && missing.length) problems.push(`missing keys (${missing.length}): ${missing.join(', ')}`);
     if (strict && unexpected.length) problems.push(`unexpected keys (${unexpected.length}): ${unexpected.join(', ')}`);
@@ -262,7 +262,31 @@ export class Module {
         mismatched,
       );
     }
+    const own = new Map(this.namedParameters());
     for (const k of available) own.get(k)?.load(src.get(k));
+  }
+
+  /**
+   * Compare this module's keys and PyTorch shapes with a source's (shapes from its headers when it
+   * can give them, so no data is read). `available` is the source's keys minus the ignored ones.
+   */
+  compareStateDict(tensors: TensorSource | Map<string, HostTensor>, ignore?: (key: string) => boolean): StateDictComparison {
+    const src = sourceOf(tensors);
+    const own = new Map(this.namedParameters());
+    const available = src.keys().filter((k) => !ignore?.(k));
+    const availableSet = new Set(available);
+    const missing = [...own.keys()].filter((k) => !availableSet.has(k));
+    const unexpected = available.filter((k) => !own.has(k));
+    const mismatched: ShapeMismatch[] = [];
+    for (const k of available) {
+      const p = own.get(k);
+      if (!p) continue;
+      const shape = src.info ? src.info(k).shape : src.get(k).shape;
+      if (shape.length !== p.torchShape.length || shape.some((d, i) => d !== p.torchShape[i])) {
+        mismatched.push({ key: k, expected: p.torchShape, found: shape });
+      }
+    }
+    return { available, missing, unexpected, mismatched };
   }
 
   /** Switch Dropout / BatchNorm behaviour for this module and all children. */

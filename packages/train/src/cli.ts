@@ -15,6 +15,9 @@ import { useBackend } from '@wuerstchen/core';
 import { ConfigError, Stage, TrainConfig, loadConfig } from './config';
 import { DatasetError } from './data/dataset';
 import { createTrainer } from './index';
+import { makeShapes } from './data/shapes';
+import { exportPipelines } from './export';
+import { Progress } from './progress';
 import { TrainError } from './trainer';
 
 const USAGE = `usage: wuerstchen-train stage-a|stage-b|stage-c --config <file> --data <source> --out <dir> [--resume]
@@ -87,7 +90,103 @@ export function applyOverrides(cfg: TrainConfig, args: CliArgs): TrainConfig {
   return out;
 }
 
+const MAKE_SHAPES_USAGE = `usage: wuerstchen-train make-shapes --out <dir> --n N [--seed S] [--side PX] [--shards K] [--held-out exclude|only|any]
+  writes the procedural shapes dataset: PNG + .txt pairs (or K WebDataset shards) whose captions read
+  "a {size} {colour} {shape} {position} on a {background} background"; --held-out exclude (default) never
+  draws the six held-out (colour, shape) pairs, only draws nothing else`;
+
+function makeShapesCommand(argv: string[]): number {
+  const flags: Record<string, string> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const [k, inline] = argv[i].replace(/^--/, '').split('=', 2);
+    if (!argv[i].startsWith('--') || !['out', 'n', 'seed', 'side', 'shards', 'held-out'].includes(k)) {
+      process.stderr.write(`wuerstchen-train make-shapes: unknown argument "${argv[i]}"\n${MAKE_SHAPES_USAGE}\n`);
+      return k === 'help' ? 0 : 2;
+    }
+    const v = inline ?? argv[++i];
+    if (v === undefined) {
+      process.stderr.write(`wuerstchen-train make-shapes: --${k} needs a value\n`);
+      return 2;
+    }
+    flags[k] = v;
+  }
+  const int = (k: string, def?: number): number => {
+    const v = flags[k] === undefined ? def : /^\d+$/.test(flags[k]) ? Number(flags[k]) : NaN;
+    if (v === undefined || !Number.isSafeInteger(v)) throw new UsageError(`--${k} must be a non-negative integer${flags[k] === undefined ? ' (required)' : `, got "${flags[k]}"`}`);
+    return v;
+  };
+  try {
+    if (!flags.out) throw new UsageError('--out is required');
+    const heldOut = flags['held-out'] ?? 'exclude';
+    if (!['exclude', 'only', 'any'].includes(heldOut)) throw new UsageError('--held-out must be exclude, only or any');
+    const progress = new Progress(process.stderr, Boolean(process.stderr.isTTY), 1000);
+    const t0 = Date.now();
+    const n = int('n');
+    const files = makeShapes({
+      out: flags.out,
+      n,
+      seed: int('seed', 0),
+      side: int('side', 64),
+      shards: int('shards', 0),
+      heldOut: heldOut as 'exclude',
+      onProgress: (done) => progress.update({ phase: 'shapes', step: done, total: n, itPerSec: done / Math.max(1e-3, (Date.now() - t0) / 1000), etaSec: ((n - done) * (Date.now() - t0)) / 1000 / done }),
+    });
+    progress.done();
+    process.stderr.write(`wuerstchen-train make-shapes: wrote ${n} images (${files.length} files) to ${flags.out} in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+    return 0;
+  } catch (e) {
+    process.stderr.write(`wuerstchen-train make-shapes: ${(e as Error).message}\n`);
+    return 2;
+  }
+}
+
+const EXPORT_USAGE = `usage: wuerstchen-train export --prior <stage-c run> --decoder <stage-b run> --out <dir> [--vqgan <stage-a run>] [--dtype fp32|fp16]
+  writes <dir>/wuerstchen-prior and <dir>/wuerstchen, diffusers pipeline folders that
+  'wuerstchen generate --prior <dir>/wuerstchen-prior --decoder <dir>/wuerstchen' loads`;
+
+function exportCommand(argv: string[]): number {
+  const flags: Record<string, string> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const [k, inline] = argv[i].replace(/^--/, '').split('=', 2);
+    if (!argv[i].startsWith('--') || !['prior', 'decoder', 'vqgan', 'out', 'dtype'].includes(k)) {
+      process.stderr.write(`wuerstchen-train export: unknown argument "${argv[i]}"\n${EXPORT_USAGE}\n`);
+      return k === 'help' ? 0 : 2;
+    }
+    const v = inline ?? argv[++i];
+    if (v === undefined) {
+      process.stderr.write(`wuerstchen-train export: --${k} needs a value\n`);
+      return 2;
+    }
+    flags[k] = v;
+  }
+  for (const req of ['prior', 'decoder', 'out']) {
+    if (!flags[req]) {
+      process.stderr.write(`wuerstchen-train export: --${req} is required\n${EXPORT_USAGE}\n`);
+      return 2;
+    }
+  }
+  const dtype = flags.dtype ?? 'fp32';
+  if (dtype !== 'fp32' && dtype !== 'fp16') {
+    process.stderr.write(`wuerstchen-train export: --dtype must be fp32 or fp16, got "${dtype}"\n`);
+    return 2;
+  }
+  try {
+    const out = exportPipelines({ prior: flags.prior, decoder: flags.decoder, vqgan: flags.vqgan, out: flags.out, dtype, log: (l) => process.stderr.write(`${l}\n`) });
+    process.stderr.write(`wuerstchen-train export: wrote ${out.prior} and ${out.decoder}\n`);
+    return 0;
+  } catch (e) {
+    process.stderr.write(`wuerstchen-train export: ${(e as Error).message}\n`);
+    return 1;
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
+  if (argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
+    process.stdout.write(`${USAGE}\n\n${MAKE_SHAPES_USAGE}\n\n${EXPORT_USAGE}\n`);
+    return 0;
+  }
+  if (argv[0] === 'make-shapes') return makeShapesCommand(argv.slice(1));
+  if (argv[0] === 'export') return exportCommand(argv.slice(1));
   let args: CliArgs;
   try {
     args = parseArgs(argv);

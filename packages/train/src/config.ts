@@ -8,6 +8,8 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { LossWeighting } from './objectives';
+import { InitRule, InitSpec } from './init';
 
 export type Stage = 'a' | 'b' | 'c';
 
@@ -29,7 +31,11 @@ export interface PhaseConfig {
   /** probability of a random bucket instead of the nearest (SC bucketeer_random_ratio 0.05). */
   bucket_random_p?: number;
   random_crop: boolean;
+  /** false: crop straight from the full-size image instead of resizing its short side to image_size first. */
+  resize: boolean;
   hflip: boolean;
+  /** Stage B: keep the compressor fixed (eval mode, no updates) in this phase, so Stage C can train on its final maps meanwhile. */
+  freeze_effnet?: boolean;
   /** overrides optimizer.lr for this phase. */
   lr?: number;
   /** free-form note (e.g. the paper's latent size). */
@@ -54,6 +60,12 @@ export interface TrainConfig {
   model: Record<string, unknown>;
   /** start from these weights instead of the seeded init (a model folder or a run folder). */
   init_from?: string;
+  /**
+   * Initialisation rules tried before the stage's own (first match wins): `{"match": "<regex over
+   * state-dict keys>", "init": {"kind": "xavier" | "normal" | ..., ...}, "scale": n}`. E.g. the
+   * reference's N(0, 0.02) for the prior's cond_mapper suits c = 1536, not a tiny width.
+   */
+  init_rules: InitRule[];
   /** Stage B/C: CLIP text encoder folder (transformers layout) and tokenizer folder. */
   text_encoder?: string;
   tokenizer?: string;
@@ -70,6 +82,15 @@ export interface TrainConfig {
   objective: {
     t_sampler: 'dome' | 'uniform' | 'gdf';
     p2: { k: number; gamma: number } | null;
+    /** how the ε-MSE is weighted per sample: 'p2' (default; the p2 field, none when null) or 'x0' (1/SNR capped at x0_weight_max). */
+    weighting: 'p2' | 'x0';
+    x0_weight_max: number;
+    /**
+     * Stage C: x0 = (effnet + latent_std) / latent_mean (diffusers' model_index names). 'dome' is the
+     * reference's (42, 1); 'fit' measures the compressor's mean and std on 256 training images so
+     * the target has zero mean and unit std.
+     */
+    latent_scaling: 'dome' | 'fit' | { latent_mean: number; latent_std: number };
     caption_dropout: number;
     caption_dropout_mode: 'batch' | 'sample';
     effnet_dropout: number;
@@ -81,6 +102,10 @@ export interface TrainConfig {
     vq_weight: number;
     commitment: number;
     disc_start: number;
+    /** Stage A: save `scale_factor` = the std of the unquantised latents, so Stage B's targets have unit std. */
+    fit_scale_factor: boolean;
+    /** Stage A: probability per batch that the decoder is trained on the quantised latents (else the continuous ones). */
+    quantize_p: number;
   };
   /** dropout in the trained model: 'seeded' (tf.dropout with seeds from the run RNG) or 'off'. */
   dropout: 'seeded' | 'off';
@@ -168,8 +193,10 @@ export function parseConfig(raw0: Record<string, unknown>, file: string, stage?:
       bucket_multiple: (p.bucket_multiple as number | undefined) ?? 32,
       bucket_random_p: (p.bucket_random_p as number | undefined) ?? 0.05,
       random_crop: (p.random_crop as boolean | undefined) ?? true,
+      resize: (p.resize as boolean | undefined) ?? true,
       hflip: (p.hflip as boolean | undefined) ?? false,
       lr: p.lr as number | undefined,
+      freeze_effnet: p.freeze_effnet === undefined ? undefined : Boolean(p.freeze_effnet),
       note: p.note as string | undefined,
     };
   });
@@ -179,6 +206,7 @@ export function parseConfig(raw0: Record<string, unknown>, file: string, stage?:
     seed: (raw.seed as number | undefined) ?? 0,
     model: (raw.model as Record<string, unknown>) ?? {},
     init_from: resolvePath(raw.init_from),
+    init_rules: parseInitRules(raw.init_rules, fail),
     text_encoder: resolvePath(raw.text_encoder),
     tokenizer: resolvePath(raw.tokenizer),
     effnet: raw.effnet ? { ...(raw.effnet as object), from: resolvePath((raw.effnet as Record<string, unknown>).from) } : undefined,
@@ -194,6 +222,9 @@ export function parseConfig(raw0: Record<string, unknown>, file: string, stage?:
     objective: {
       t_sampler: (obj.t_sampler as 'dome') ?? 'dome',
       p2: obj.p2 === null ? null : { k: 1, gamma: 1, ...((obj.p2 as object) ?? {}) },
+      weighting: (obj.weighting as 'p2') ?? 'p2',
+      x0_weight_max: (obj.x0_weight_max as number) ?? 5,
+      latent_scaling: (obj.latent_scaling as 'dome') ?? 'dome',
       caption_dropout: (obj.caption_dropout as number) ?? 0.05,
       caption_dropout_mode: (obj.caption_dropout_mode as 'batch') ?? 'batch',
       effnet_dropout: (obj.effnet_dropout as number) ?? 0.05,
@@ -204,6 +235,8 @@ export function parseConfig(raw0: Record<string, unknown>, file: string, stage?:
       vq_weight: (obj.vq_weight as number) ?? 0.1,
       commitment: (obj.commitment as number) ?? 0.25,
       disc_start: (obj.disc_start as number) ?? 0,
+      fit_scale_factor: (obj.fit_scale_factor as boolean) ?? false,
+      quantize_p: (obj.quantize_p as number) ?? 1,
     },
     dropout: (raw.dropout as 'seeded' | 'off') ?? 'seeded',
     phases,
@@ -220,9 +253,41 @@ export function parseConfig(raw0: Record<string, unknown>, file: string, stage?:
   if (!Number.isSafeInteger(cfg.seed)) fail(`"seed" must be an integer, got ${JSON.stringify(raw.seed)}`);
   if (!['seeded', 'off'].includes(cfg.dropout)) fail(`"dropout" must be "seeded" or "off"`);
   if (!['dome', 'uniform', 'gdf'].includes(cfg.objective.t_sampler)) fail(`objective.t_sampler must be dome, uniform or gdf`);
+  if (!['p2', 'x0'].includes(cfg.objective.weighting)) fail(`objective.weighting must be "p2" or "x0"`);
+  if (!(cfg.objective.x0_weight_max > 0)) fail(`objective.x0_weight_max must be positive`);
+  const ls = cfg.objective.latent_scaling;
+  if (!(ls === 'dome' || ls === 'fit' || (typeof ls === 'object' && ls !== null && Number.isFinite(ls.latent_mean) && ls.latent_mean !== 0 && Number.isFinite(ls.latent_std)))) {
+    fail(`objective.latent_scaling must be "dome", "fit" or {"latent_mean": number ≠ 0, "latent_std": number}`);
+  }
   if (!(cfg.checkpoint_every > 0)) fail('"checkpoint_every" must be positive');
   if ((st === 'b' || st === 'c') && (!cfg.text_encoder || !cfg.tokenizer)) fail(`stage ${st} needs "text_encoder" and "tokenizer" folders`);
   return cfg;
+}
+
+const INIT_KINDS = ['zeros', 'ones', 'normal', 'uniform', 'xavier', 'kaiming_fan_out'];
+
+function parseInitRules(raw: unknown, fail: (d: string) => never): InitRule[] {
+  if (raw === undefined) return [];
+  if (!Array.isArray(raw)) fail('"init_rules" must be a list of {"match", "init", "scale"?}');
+  return (raw as Record<string, unknown>[]).map((r, i) => {
+    const init = r?.init as InitSpec | undefined;
+    let match: RegExp;
+    try {
+      match = new RegExp(String(r?.match));
+    } catch {
+      return fail(`init_rules[${i}].match is not a valid regular expression`);
+    }
+    if (typeof r?.match !== 'string') fail(`init_rules[${i}].match must be a string`);
+    if (init !== undefined && (typeof init !== 'object' || !INIT_KINDS.includes(init.kind))) fail(`init_rules[${i}].init.kind must be one of ${INIT_KINDS.join(', ')}`);
+    if (r.scale !== undefined && !Number.isFinite(r.scale)) fail(`init_rules[${i}].scale must be a number`);
+    return { match, init, scale: r.scale as number | undefined };
+  });
+}
+
+/** The per-sample loss weighting an objective asks for. */
+export function weightingOf(o: TrainConfig['objective']): LossWeighting {
+  if (o.weighting === 'x0') return { kind: 'x0', max: o.x0_weight_max };
+  return o.p2 ? { kind: 'p2', ...o.p2 } : { kind: 'none' };
 }
 
 /** Total updates over all phases. */

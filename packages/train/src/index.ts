@@ -16,6 +16,8 @@ export * from './trainer';
 export * from './data/tar';
 export * from './data/image';
 export * from './data/dataset';
+export * from './data/shapes';
+export * from './export';
 export * from './models_io';
 export * from './discriminator';
 export * from './testing';

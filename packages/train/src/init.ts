@@ -124,4 +124,19 @@ export function vqganInitRules(codebookSize: number): InitRule[] {
   ];
 }
 
+/**
+ * transformers' `CLIPPreTrainedModel._init_weights` (factor 1): embeddings N(0, 0.02); q/k/v and
+ * fc2 N(0, D^-0.5·(2L)^-0.5); out_proj N(0, D^-0.5); fc1 N(0, (2D)^-0.5); biases 0, LayerNorm 1/0.
+ */
+export function clipTextInitRules(hidden: number, layers: number): InitRule[] {
+  const inProj = hidden ** -0.5 * (2 * layers) ** -0.5;
+  return [
+    { match: /embedding\.weight$/, init: { kind: 'normal', std: 0.02 } },
+    { match: /self_attn\.(q|k|v)_proj\.weight$/, init: { kind: 'normal', std: inProj } },
+    { match: /self_attn\.out_proj\.weight$/, init: { kind: 'normal', std: hidden ** -0.5 } },
+    { match: /mlp\.fc1\.weight$/, init: { kind: 'normal', std: (2 * hidden) ** -0.5 } },
+    { match: /mlp\.fc2\.weight$/, init: { kind: 'normal', std: inProj } },
+  ];
+}
+
 export const EFFNET_WEIGHT_INIT: InitSpec = { kind: 'kaiming_fan_out' };

@@ -1,6 +1,8 @@
 /** Building, initialising, loading and saving the models the trainers use. */
+import * as fs from 'fs';
+import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { HostTensor, Module, Parameter } from '@wuerstchen/core';
+import { HostTensor, Module, Parameter, writeSafetensors } from '@wuerstchen/core';
 import {
   CLIPTextModel,
   CLIPTokenizer,
@@ -10,9 +12,10 @@ import {
   PaellaVQModel,
   Generator,
   encodeText,
+  parseCLIPTextConfig,
 } from 'wuerstchen';
-import { loadDiffusersWeights, modelArgs, readModelConfig, resolveModelDir, saveDiffusersModel } from './checkpoint';
-import { EFFNET_WEIGHT_INIT, initModule, vqganInitRules } from './init';
+import { loadDiffusersWeights, modelArgs, readModelConfig, resolveModelDir, saveDiffusersModel, writeFileSynced } from './checkpoint';
+import { EFFNET_WEIGHT_INIT, clipTextInitRules, initModule, vqganInitRules } from './init';
 import { EMA } from './optim';
 import { deriveSeed } from './rng';
 
@@ -74,31 +77,77 @@ export function buildVqgan(spec: { from?: string; config?: Record<string, unknow
   return m.eval();
 }
 
-/** Text conditioning with a cache of the empty prompt's embedding (the CFG "unconditional"). */
+/**
+ * A bounded host-memory cache of per-item rows (kept off the tfjs engine, so the tensor count stays
+ * flat). Each row is computed alone (a batch of one), so a value never depends on what else is
+ * cached: a resumed run, which starts with an empty cache, computes the same numbers.
+ */
+export class RowCache {
+  private readonly rows = new Map<string, Float32Array>();
+  constructor(readonly maxEntries: number) {}
+  /** The rows for `keys`, stacked as `[keys.length, ...rowShape]`; `compute(key)` fills a miss. */
+  stack(keys: string[], rowShape: number[], compute: (key: string) => tf.Tensor): tf.Tensor {
+    const per = rowShape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(keys.length * per);
+    keys.forEach((k, i) => {
+      let row = this.rows.get(k);
+      if (!row) {
+        const t = compute(k);
+        row = t.dataSync() as Float32Array;
+        t.dispose();
+        if (this.rows.size >= this.maxEntries) this.rows.delete(this.rows.keys().next().value as string);
+        this.rows.set(k, row);
+      }
+      data.set(row, i * per);
+    });
+    return tf.tensor(data, [keys.length, ...rowShape]);
+  }
+}
+
+/**
+ * The frozen text encoder: a transformers CLIPTextModel folder, or a `.json` spec `{config, seed}`
+ * for a seeded initialisation (transformers' CLIP init) that our trainers save with their checkpoints.
+ */
+export function buildTextEncoder(spec: string): CLIPTextModel {
+  if (!spec.endsWith('.json')) return CLIPTextModel.fromPretrained(spec);
+  let raw: { config?: Record<string, unknown>; seed?: number };
+  try {
+    raw = JSON.parse(fs.readFileSync(spec, 'utf8'));
+  } catch (e) {
+    throw new Error(`${spec}: cannot read the text encoder spec (${(e as Error).message})`);
+  }
+  if (!raw.config || typeof raw.config !== 'object' || !Number.isSafeInteger(raw.seed)) throw new Error(`${spec}: expected {"config": {CLIPTextConfig fields}, "seed": integer}`);
+  const m = new CLIPTextModel(parseCLIPTextConfig(raw.config, spec));
+  initModule(m, new Generator(deriveSeed(raw.seed!, 'init', 'text_encoder')), clipTextInitRules(m.config.hidden_size, m.config.num_hidden_layers));
+  return m.eval();
+}
+
+/** Save a CLIPTextModel as a transformers folder (config.json + model.safetensors). */
+export function saveTextEncoder(dir: string, model: CLIPTextModel): void {
+  fs.mkdirSync(dir, { recursive: true });
+  const config = { architectures: ['CLIPTextModel'], model_type: 'clip_text_model', torch_dtype: 'float32', ...model.config };
+  writeFileSynced(path.join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  writeSafetensors(path.join(dir, 'model.safetensors'), model.stateDict(), { format: 'pt' });
+}
+
+/** Text conditioning of the frozen text encoder, cached per caption (the empty prompt is the CFG "unconditional"). */
 export class TextConditioner {
   readonly encoder: CLIPTextModel;
   readonly tokenizer: CLIPTokenizer;
-  private empty: tf.Tensor3D | null = null;
-  constructor(encoderDir: string, tokenizerDir: string) {
-    this.encoder = CLIPTextModel.fromPretrained(encoderDir);
+  private readonly cache = new RowCache(8192);
+  constructor(encoderSpec: string, tokenizerDir: string) {
+    this.encoder = buildTextEncoder(encoderSpec);
     this.tokenizer = CLIPTokenizer.fromPretrained(tokenizerDir);
-    // the empty prompt (CFG dropout / unconditional) is encoded once and kept
-    this.empty = tf.keep(encodeText(this.tokenizer, this.encoder, [''], ''));
   }
   get hiddenSize(): number {
     return this.encoder.config.hidden_size;
   }
   /** last_hidden_state `[B, 77, D]` for the captions (a new tensor). */
   encode(captions: string[]): tf.Tensor3D {
-    if (captions.every((c) => c === '')) {
-      if (!this.empty) this.empty = tf.keep(encodeText(this.tokenizer, this.encoder, [''], ''));
-      const e = this.empty;
-      return tf.tidy(() => tf.tile(e, [captions.length, 1, 1]) as tf.Tensor3D);
-    }
-    return encodeText(this.tokenizer, this.encoder, captions, '');
+    const shape = [this.encoder.config.max_position_embeddings, this.hiddenSize];
+    return this.cache.stack(captions, shape, (c) => encodeText(this.tokenizer, this.encoder, [c], '')) as tf.Tensor3D;
   }
   dispose(): void {
-    this.empty?.dispose();
     this.encoder.dispose();
   }
 }

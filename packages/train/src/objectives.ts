@@ -48,6 +48,19 @@ export function p2Weight(alpha: number, k = 1, gamma = 1): number {
   return (k + alpha / (1 - alpha)) ** -gamma;
 }
 
+/**
+ * Per-sample weight of the ε-MSE at ᾱ: `p2` (the paper's), `x0` = 1/SNR = (1−ᾱ)/ᾱ capped at
+ * `max` (the ε-loss turned into the x0-loss, which keeps the high-noise steps, where only the
+ * text can tell what the picture holds, from being weighted to nothing), or `none`.
+ */
+export type LossWeighting = { kind: 'p2'; k: number; gamma: number } | { kind: 'x0'; max: number } | { kind: 'none' };
+
+export function lossWeight(alpha: number, w: LossWeighting): number {
+  if (w.kind === 'p2') return p2Weight(alpha, w.k, w.gamma);
+  if (w.kind === 'x0') return Math.min(w.max, (1 - alpha) / alpha);
+  return 1;
+}
+
 export interface NoisedBatch {
   /** x_t, same shape as x0. */
   xt: tf.Tensor;
@@ -60,22 +73,20 @@ export interface NoisedBatch {
 }
 
 /** Draw ε ~ N(0, I) from `rng` and form x_t for the given t (all tensors are new; caller disposes). */
-export function addNoise(x0: tf.Tensor, t: number[], rng: Generator, p2: { k: number; gamma: number } | null = { k: 1, gamma: 1 }): NoisedBatch {
+export function addNoise(x0: tf.Tensor, t: number[], rng: Generator, weighting: LossWeighting = { kind: 'p2', k: 1, gamma: 1 }): NoisedBatch {
   return tf.tidy(() => {
     const b = x0.shape[0];
-    const per = x0.size / b;
     const noise = rng.randn(x0.shape);
     const alphas = t.map((ti) => alphaCumprod(ti));
     const bshape = [b, ...x0.shape.slice(1).map(() => 1)];
     const sa = tf.tensor(alphas.map(Math.sqrt), bshape, 'float32');
     const sb = tf.tensor(alphas.map((a) => Math.sqrt(1 - a)), bshape, 'float32');
     const xt = tf.add(tf.mul(x0, sa), tf.mul(noise, sb));
-    void per;
     return {
       xt,
       noise,
       t: tf.tensor1d(t, 'float32'),
-      weights: tf.tensor1d(alphas.map((a) => (p2 ? p2Weight(a, p2.k, p2.gamma) : 1)), 'float32'),
+      weights: tf.tensor1d(alphas.map((a) => lossWeight(a, weighting)), 'float32'),
     };
   });
 }

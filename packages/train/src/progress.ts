@@ -3,7 +3,8 @@ export interface ProgressInfo {
   phase: string;
   step: number;
   total: number;
-  loss: number;
+  /** omitted for work without a loss (data generation). */
+  loss?: number;
   itPerSec: number;
   etaSec: number;
 }
@@ -28,7 +29,7 @@ export class Progress {
   update(p: ProgressInfo): void {
     if (this.every <= 0) return; // 'none'
     const frac = p.total > 0 ? p.step / p.total : 1;
-    const stats = `[${p.phase}] step ${p.step}/${p.total} loss ${p.loss.toFixed(4)} ${p.itPerSec.toFixed(2)} it/s ETA ${formatDuration(p.etaSec)}`;
+    const stats = `[${p.phase}] step ${p.step}/${p.total}${p.loss === undefined ? '' : ` loss ${p.loss.toFixed(4)}`} ${p.itPerSec.toFixed(2)} it/s ETA ${formatDuration(p.etaSec)}`;
     if (this.tty) {
       const width = 24;
       const filled = Math.round(frac * width);

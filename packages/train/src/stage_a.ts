@@ -1,6 +1,8 @@
 /**
  * Stage A (VQGAN) trainer — a PROXY recipe (spec training.md §4.2–4.3, G6): no Stage A training code
  * was released, so this follows the same authors' Paella first-stage trainer:
+ * The decoder sees the quantised latents with probability `quantize_p` per batch (default 1), else the
+ * encoder's continuous latents (what the Würstchen pipeline decodes).
  *   L_G = 1.0·MSE(x, x̂) + 0.1·g_loss + 0.1·(codebook + 0.25·commitment)   [LPIPS term omitted]
  *   d_loss = 0.5·[BCE(D(x), 0.1) + BCE(D(sg(x̂)), 0.9)],  g_loss = BCE(D(x̂), 0.1)   (smoothed, inverted)
  *   opt_G = AdamW(3e-4) with OneCycle (pct 0.1, div 25, final_div 1/25, linear); opt_D = AdamW(3e-6)
@@ -50,6 +52,7 @@ export class StageATrainer extends Trainer {
     const accG = new GradAccumulator(this.vqgan.trainableParameters());
     const accD = new GradAccumulator(this.disc.trainableParameters());
     const useAdv = this.step >= ob.disc_start && ob.adv_weight > 0;
+    const quantize = ob.quantize_p >= 1 || this.rng.nextFloat() < ob.quantize_p;
     const logs = { rec: 0, vq: 0, commit: 0, g: 0, d: 0, total: 0 };
     let finite = true;
     for (let a = 0; a < accum; a++) {
@@ -59,7 +62,8 @@ export class StageATrainer extends Trainer {
       const total = accG.add(() => {
         const z = this.vqgan.encode(x);
         const q = this.vqgan.vquantizer.forwardWithLoss(z);
-        const rec = this.vqgan.decode(q.quantized, true);
+        // the pipeline decodes Stage B's continuous latents unquantised, so the decoder also learns z itself
+        const rec = this.vqgan.decode(quantize ? q.quantized : z, true);
         xr = tf.keep(rec);
         const mse = tf.mean(tf.squaredDifference(x, rec)) as tf.Scalar;
         const vq = tf.add(q.codebookLoss, tf.mul(q.commitmentLoss, ob.commitment));
@@ -108,7 +112,8 @@ export class StageATrainer extends Trainer {
   }
 
   protected saveModels(dir: string): void {
-    saveModule(path.join(dir, 'vqgan'), 'PaellaVQModel', this.vqgan.config, this.vqgan);
+    const config = this.cfg.objective.fit_scale_factor ? { ...this.vqgan.config, scale_factor: this.latentStd() } : this.vqgan.config;
+    saveModule(path.join(dir, 'vqgan'), 'PaellaVQModel', config, this.vqgan);
     saveModule(path.join(dir, 'discriminator'), 'WuerstchenStageADiscriminator', this.disc.config, this.disc);
   }
 
@@ -130,6 +135,15 @@ export class StageATrainer extends Trainer {
   protected loadOptimizerState(tensors: HostTensorSource, steps: Record<string, number>): void {
     this.optG.loadStateTensors(tensors, steps.vqgan ?? 0, 'vqgan.');
     this.optD.loadStateTensors(tensors, steps.discriminator ?? 0, 'discriminator.');
+  }
+
+  /** Standard deviation of the unquantised latents of 64 fixed training crops (eval mode). */
+  latentStd(n = 64): number {
+    const phase = this.evalPhase();
+    const x = Trainer.toTensor(this.fixedSamples(n).map((s) => this.cropSample(s, phase)));
+    const std = Trainer.inEvalMode([this.vqgan], () => tf.tidy(() => tf.moments(this.vqgan.encode(x)).variance.sqrt().dataSync()[0]));
+    x.dispose();
+    return std;
   }
 
   /** Reconstruction of images `[B, H, W, 3]` through the quantiser (eval mode). */

@@ -13,12 +13,12 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { HostTensor, Parameter } from '@wuerstchen/core';
 import { EfficientNetEncoder, Generator, PaellaVQModel, WuerstchenDiffNeXt, WuerstchenDiffNeXtConfig } from 'wuerstchen';
-import { PhaseConfig } from './config';
+import { PhaseConfig, weightingOf } from './config';
 import { loadDiffusersWeights } from './checkpoint';
 import { Sample } from './data/dataset';
 import { RGBImage } from './data/image';
 import { diffnextInitRules } from './init';
-import { TextConditioner, buildEffnet, buildVqgan, effnetOutSize, saveModule } from './models_io';
+import { RowCache, TextConditioner, saveTextEncoder, buildEffnet, buildVqgan, effnetOutSize, saveModule } from './models_io';
 import { addNoise, alphaCumprod, diffusionLoss, dropCaptions, sampleDDPM, sampleT } from './objectives';
 import { AdamW, HostTensorSource } from './optim';
 import { deriveSeed } from './rng';
@@ -34,6 +34,8 @@ export class StageBTrainer extends Trainer {
   private params!: [string, Parameter][];
   private seeded!: SeededStochasticLayers;
   private seededEffnet!: SeededStochasticLayers;
+  private readonly latentCache = new RowCache(65536);
+  private readonly effnetCache = new RowCache(65536);
 
   protected setup(): void {
     const cfg = this.cfg;
@@ -66,7 +68,7 @@ export class StageBTrainer extends Trainer {
     const ob = cfg.objective;
     const e = phase.effnet_size!;
     const crops = batch.map((s) => this.cropSample(s, phase));
-    const effImages = crops.map((c) => this.effnetInput(c, e, e));
+    const effImages = phase.freeze_effnet ? [] : crops.map((c) => this.effnetInput(c, e, e));
     const captions = dropCaptions(batch.map((s) => s.caption), ob.caption_dropout, ob.caption_dropout_mode, this.rng);
     const t = sampleT(batch.length, this.rng, ob.t_sampler);
     // effnet conditioning: drop (zeros) or noise, decided per batch (dome272 Wrapper)
@@ -74,19 +76,30 @@ export class StageBTrainer extends Trainer {
     const tEff = mode === 'noise' ? batch.map(() => this.rng.nextFloat() * ob.effnet_noise_tmax) : [];
     const side = effnetOutSize(this.effnet.config, e);
     const micro = batch.length / accum;
-    const acc = new GradAccumulator(this.params);
+    // a frozen compressor runs in eval mode outside the gradient tape, its maps cached like Stage A's latents
+    const frozen = phase.freeze_effnet === true;
+    this.effnet.train(!frozen);
+    const frozenMaps = frozen
+      ? this.frozenRows(this.effnetCache, batch, phase, `${phase.image_size}/${e}`, [side, side, this.effnet.config.c_latent], (ss) =>
+          tf.tidy(() => this.effnet.forward(Trainer.toTensor(ss.map((s) => this.effnetInput(this.cropSample(s, phase), e, e))))),
+        )
+      : null;
+    const acc = new GradAccumulator(frozen ? this.params.filter(([k]) => k.startsWith('decoder.')) : this.params);
     let lossSum = 0;
     let adjSum = 0;
     let finite = true;
     const sf = this.vqgan.config.scale_factor;
+    const lat = phase.image_size / (this.vqgan.config.up_down_scale_factor * 2 ** (this.vqgan.config.levels - 1));
+    // Stage A is frozen: its latents are cached per sample when the crops are deterministic
+    const latents = this.frozenRows(this.latentCache, batch, phase, `${phase.image_size}`, [lat, lat, this.vqgan.config.latent_channels], (ss) =>
+      tf.tidy(() => tf.div(this.vqgan.encode(Trainer.toTensor(ss.map((s) => this.cropSample(s, phase)))), sf)),
+    );
     for (let a = 0; a < accum; a++) {
       const sl = <T>(xs: T[]) => xs.slice(a * micro, (a + 1) * micro);
-      const img = Trainer.toTensor(sl(crops));
-      const x0 = tf.tidy(() => tf.div(this.vqgan.encode(img), sf));
-      img.dispose();
-      const effIn = Trainer.toTensor(sl(effImages));
+      const x0 = tf.slice(latents, a * micro, micro);
+      const effIn = frozenMaps ? tf.slice(frozenMaps, a * micro, micro) : Trainer.toTensor(sl(effImages));
       const clip = this.text.encode(sl(captions));
-      const nb = addNoise(x0, sl(t), this.rng, ob.p2);
+      const nb = addNoise(x0, sl(t), this.rng, weightingOf(ob));
       let effA: tf.Tensor | null = null;
       let effB: tf.Tensor | null = null;
       let effNoise: tf.Tensor | null = null;
@@ -100,7 +113,7 @@ export class StageBTrainer extends Trainer {
       this.seeded.reseed(deriveSeed(seed, 'decoder'));
       this.seededEffnet.reseed(deriveSeed(seed, 'effnet'));
       const r = addDiffusionLoss(acc, nb, accum, () => {
-        let eff: tf.Tensor = this.effnet.forward(effIn);
+        let eff: tf.Tensor = frozenMaps ? effIn : this.effnet.forward(effIn);
         if (mode === 'drop') eff = tf.mul(eff, 0);
         else if (mode === 'noise') eff = tf.add(tf.mul(eff, effA!), tf.mul(effNoise!, effB!));
         return this.decoder.forward(nb.xt, nb.t, eff, clip);
@@ -111,6 +124,8 @@ export class StageBTrainer extends Trainer {
       tf.dispose([x0, effIn, clip, nb.xt, nb.noise, nb.t, nb.weights]);
       tf.dispose([effA, effB, effNoise].filter((x): x is tf.Tensor => x !== null));
     }
+    latents.dispose();
+    frozenMaps?.dispose();
     const lr = this.learningRate(phase, this.opt.step);
     const { gradNorm, skipped } = this.applyGradients(acc, this.opt, lr, finite);
     acc.dispose();
@@ -120,6 +135,8 @@ export class StageBTrainer extends Trainer {
   protected saveModels(dir: string): void {
     saveModule(path.join(dir, 'decoder'), 'WuerstchenDiffNeXt', this.decoder.config, this.decoder);
     saveModule(path.join(dir, 'effnet'), 'EfficientNetEncoder', this.effnet.config, this.effnet);
+    // a seeded text encoder exists nowhere else: keep it with the weights that were trained against it
+    if (this.cfg.text_encoder!.endsWith('.json')) saveTextEncoder(path.join(dir, 'text_encoder'), this.text.encoder);
   }
 
   protected loadModels(dir: string): void {

@@ -10,14 +10,14 @@
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { HostTensor } from '@wuerstchen/core';
-import { EfficientNetEncoder, Generator, WuerstchenPrior, WuerstchenPriorConfig, toPriorLatents } from 'wuerstchen';
-import { PhaseConfig } from './config';
+import { EfficientNetEncoder, Generator, WuerstchenPrior, WuerstchenPriorConfig } from 'wuerstchen';
+import { PhaseConfig, weightingOf } from './config';
 import { loadDiffusersWeights, saveDiffusersModel } from './checkpoint';
 import { Sample } from './data/dataset';
-import { RGBImage, upscaleNearest } from './data/image';
+import { upscaleNearest } from './data/image';
 import { priorInitRules } from './init';
-import { TextConditioner, buildEffnet, effnetOutSize, emaStateDict, falseColour, saveModule } from './models_io';
-import { addNoise, diffusionLoss, dropCaptions, sampleDDPM, sampleT } from './objectives';
+import { RowCache, TextConditioner, saveTextEncoder, buildEffnet, effnetOutSize, emaStateDict, falseColour, saveModule } from './models_io';
+import { addNoise, alphaCumprod, diffusionLoss, dropCaptions, sampleDDPM, sampleT } from './objectives';
 import { AdamW, EMA, HostTensorSource } from './optim';
 import { deriveSeed } from './rng';
 import { SeededStochasticLayers } from './seeded';
@@ -37,6 +37,9 @@ export class StageCTrainer extends Trainer {
   opt!: AdamW;
   ema: EMA | null = null;
   private seeded!: SeededStochasticLayers;
+  /** x0 = (effnet + latent_std) / latent_mean; the prior pipeline's model_index.json carries the same two numbers. */
+  latentScaling: { latent_mean: number; latent_std: number } = { latent_mean: 42, latent_std: 1 };
+  private readonly effnetCache = new RowCache(65536);
 
   protected setup(): void {
     const cfg = this.cfg;
@@ -52,9 +55,52 @@ export class StageCTrainer extends Trainer {
     if (this.effnet.config.c_latent !== this.prior.config.c_in) {
       throw new Error(`the compressor's c_latent ${this.effnet.config.c_latent} differs from the prior's c_in ${this.prior.config.c_in}`);
     }
+    const ls = cfg.objective.latent_scaling;
+    if (ls === 'fit') this.latentScaling = this.fitLatentScaling();
+    else if (typeof ls === 'object') this.latentScaling = { ...ls };
     const o = cfg.optimizer;
     this.opt = new AdamW(this.prior.trainableParameters(), { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay });
     this.ema = cfg.ema ? new EMA(this.prior.trainableParameters()) : null;
+  }
+
+  /** Mean and std of the compressor's map over 256 fixed training images: the scaling that makes x0 zero-mean, unit-std. */
+  private fitLatentScaling(n = 256): { latent_mean: number; latent_std: number } {
+    const phase = this.evalPhase(this.cfg.phases[this.cfg.phases.length - 1]);
+    const e = phase.effnet_size!;
+    const samples = this.fixedSamples(n);
+    let sum = 0;
+    let sumSq = 0;
+    let count = 0;
+    for (let i = 0; i < n; i += 32) {
+      const x = Trainer.toTensor(samples.slice(i, i + 32).map((s) => this.effnetInput(this.cropSample(s, phase), e, e)));
+      const [s1, s2, c] = tf.tidy(() => {
+        const f = this.effnet.forward(x);
+        return [tf.sum(f).dataSync()[0], tf.sum(tf.square(f)).dataSync()[0], f.size];
+      });
+      x.dispose();
+      sum += s1;
+      sumSq += s2;
+      count += c;
+    }
+    const mean = sum / count;
+    const std = Math.sqrt(Math.max(1e-12, sumSq / count - mean * mean));
+    this.log(`latent scaling fitted on ${n} images: compressor mean ${mean.toFixed(4)}, std ${std.toFixed(4)} → latent_mean ${std.toFixed(4)}, latent_std ${(-mean).toFixed(4)}`);
+    return { latent_mean: std, latent_std: -mean };
+  }
+
+  /** The prior's target for compressor maps: (effnet + latent_std) / latent_mean. */
+  toLatents(effnet: tf.Tensor): tf.Tensor {
+    const { latent_mean, latent_std } = this.latentScaling;
+    return tf.tidy(() => tf.div(tf.add(effnet, latent_std), latent_mean));
+  }
+
+  protected extraState(): Record<string, unknown> {
+    return { latent_scaling: this.latentScaling };
+  }
+
+  protected loadExtraState(extra: Record<string, unknown> | undefined): void {
+    const ls = extra?.latent_scaling as { latent_mean: number; latent_std: number } | undefined;
+    if (ls) this.latentScaling = { latent_mean: ls.latent_mean, latent_std: ls.latent_std };
   }
 
   /** Image crop size and compressor input size ([W, H]) for this batch (aspect buckets in AR phases). */
@@ -75,10 +121,19 @@ export class StageCTrainer extends Trainer {
     return { crop: [Math.round(w * scale), Math.round(h * scale)], eff: [w, h] };
   }
 
+  /** Compressor maps of a batch (the compressor is frozen, so they are cached when crops are deterministic). */
+  private effnetMaps(batch: Sample[], phase: PhaseConfig, geo: { crop?: [number, number]; eff: [number, number] }): tf.Tensor {
+    const [w, h] = geo.eff;
+    const rowShape = [effnetOutSize(this.effnet.config, h), effnetOutSize(this.effnet.config, w), this.effnet.config.c_latent];
+    return this.frozenRows(this.effnetCache, batch, phase, `${phase.image_size}/${w}x${h}`, rowShape, (ss) =>
+      tf.tidy(() => this.effnet.forward(Trainer.toTensor(ss.map((s) => this.effnetInput(this.cropSample(s, phase, geo.crop), w, h))))),
+    );
+  }
+
   protected update(batch: Sample[], phase: PhaseConfig, accum: number): UpdateResult {
     const cfg = this.cfg;
     const geo = this.batchGeometry(batch, phase);
-    const effImages = batch.map((s) => this.effnetInput(this.cropSample(s, phase, geo.crop), geo.eff[0], geo.eff[1]));
+    const maps = this.effnetMaps(batch, phase, geo);
     const captions = dropCaptions(batch.map((s) => s.caption), cfg.objective.caption_dropout, cfg.objective.caption_dropout_mode, this.rng);
     const t = sampleT(batch.length, this.rng, cfg.objective.t_sampler);
     const micro = batch.length / accum;
@@ -88,9 +143,9 @@ export class StageCTrainer extends Trainer {
     let finite = true;
     for (let a = 0; a < accum; a++) {
       const sl = (xs: unknown[]) => xs.slice(a * micro, (a + 1) * micro);
-      const x0 = tf.tidy(() => toPriorLatents(this.effnet.forward(Trainer.toTensor(sl(effImages) as RGBImage[]))));
+      const x0 = tf.tidy(() => this.toLatents(tf.slice(maps, a * micro, micro)));
       const clip = this.text.encode(sl(captions) as string[]);
-      const nb = addNoise(x0, sl(t) as number[], this.rng, cfg.objective.p2);
+      const nb = addNoise(x0, sl(t) as number[], this.rng, weightingOf(cfg.objective));
       this.seeded.reseed(this.rng.nextUint32());
       const r = addDiffusionLoss(acc, nb, accum, () => this.prior.forward(nb.xt, nb.t, clip));
       lossSum += r.loss / accum;
@@ -98,6 +153,7 @@ export class StageCTrainer extends Trainer {
       if (!Number.isFinite(r.loss) || !Number.isFinite(r.adjusted)) finite = false;
       tf.dispose([x0, clip, nb.xt, nb.noise, nb.t, nb.weights]);
     }
+    maps.dispose();
     const lr = this.learningRate(phase, this.opt.step);
     const { gradNorm, skipped } = this.applyGradients(acc, this.opt, lr, finite);
     acc.dispose();
@@ -107,6 +163,8 @@ export class StageCTrainer extends Trainer {
 
   protected saveModels(dir: string): void {
     saveModule(path.join(dir, 'prior'), 'WuerstchenPrior', this.prior.config, this.prior);
+    // a seeded text encoder exists nowhere else: keep it with the weights that were trained against it
+    if (this.cfg.text_encoder!.endsWith('.json')) saveTextEncoder(path.join(dir, 'text_encoder'), this.text.encoder);
     if (this.ema) saveDiffusersModel(path.join(dir, 'prior_ema'), 'WuerstchenPrior', this.prior.config as unknown as Record<string, unknown>, emaStateDict(this.prior, this.ema));
   }
 
@@ -133,12 +191,41 @@ export class StageCTrainer extends Trainer {
     const phase = this.evalPhase();
     const e = phase.effnet_size!;
     const fixed = this.fixedSamples(n);
-    const x0 = tf.tidy(() => toPriorLatents(this.effnet.forward(Trainer.toTensor(fixed.map((s) => this.effnetInput(this.cropSample(s, phase), e, e))))));
+    const x0 = tf.tidy(() => this.toLatents(this.effnet.forward(Trainer.toTensor(fixed.map((s) => this.effnetInput(this.cropSample(s, phase), e, e))))));
     const clip = this.text.encode(fixed.map((s) => s.caption));
     const nb = this.evalNoise(x0);
     const loss = Trainer.inEvalMode([this.prior], () => tf.tidy(() => diffusionLoss(this.prior.forward(nb.xt, nb.t, clip), nb.noise, nb.weights).weighted.dataSync()[0]));
     tf.dispose([x0, clip, nb.xt, nb.noise, nb.t, nb.weights]);
     return loss;
+  }
+
+  /**
+   * How much the prior uses the text: x0-MSE at noise level `t` on `n` fixed training images with
+   * their own captions and with the captions shuffled among them (fixed noise, eval mode). A prior
+   * that ignores its text scores the same on both.
+   */
+  textGap(n = 64, t = 0.9): { correct: number; shuffled: number } {
+    const phase = this.evalPhase(this.cfg.phases[this.cfg.phases.length - 1]);
+    const e = phase.effnet_size!;
+    const fixed = this.fixedSamples(n);
+    const x0 = tf.tidy(() => this.toLatents(this.effnet.forward(Trainer.toTensor(fixed.map((s) => this.effnetInput(this.cropSample(s, phase), e, e))))));
+    const nb = addNoise(x0, fixed.map(() => t), new Generator(deriveSeed(this.cfg.seed, 'text-gap')), { kind: 'none' });
+    const a = alphaCumprod(t);
+    const captions = fixed.map((s) => s.caption);
+    const mse = (caps: string[]) => {
+      const clip = this.text.encode(caps);
+      const v = Trainer.inEvalMode([this.prior], () =>
+        tf.tidy(() => {
+          const x0hat = tf.div(tf.sub(nb.xt, tf.mul(this.prior.forward(nb.xt, nb.t, clip), Math.sqrt(1 - a))), Math.sqrt(a));
+          return tf.mean(tf.squaredDifference(x0hat, x0)).dataSync()[0];
+        }),
+      );
+      clip.dispose();
+      return v;
+    };
+    const out = { correct: mse(captions), shuffled: mse(captions.map((_, i) => captions[(i + 1) % n])) };
+    tf.dispose([x0, nb.xt, nb.noise, nb.t, nb.weights]);
+    return out;
   }
 
   /** Latents the prior produces for a prompt list (DDPM with CFG), `[n, h, w, 16]`. */
@@ -169,6 +256,8 @@ export class StageCTrainer extends Trainer {
    * cannot produce pixels; decoding needs Stage B + A.
    */
   protected preview(file: string): void {
+    const gap = this.textGap();
+    this.log(`step ${this.step}: text use (x0-MSE at t = 0.9): own captions ${gap.correct.toFixed(4)}, shuffled ${gap.shuffled.toFixed(4)} (${((1 - gap.correct / gap.shuffled) * 100).toFixed(1)}% lower)`);
     const phase = this.cfg.phases[Math.min(this.cfg.phases.length - 1, this.currentPhaseIndex())];
     const e = phase.effnet_size!;
     const side = effnetOutSize(this.effnet.config, e);

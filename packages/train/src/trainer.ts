@@ -8,11 +8,12 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { HostTensor, Module, Parameter } from '@wuerstchen/core';
 import { Generator, GeneratorState } from 'wuerstchen';
-import { PhaseConfig, TrainConfig, phaseAt, totalSteps } from './config';
+import { PhaseConfig, TrainConfig, phaseAt, totalSteps, weightingOf } from './config';
 import { loadDiffusersWeights, loadTensorFile, readLatest, resolveModelDir, saveTensorFile, writeCheckpoint, writeFileSynced } from './checkpoint';
 import { DataState, ImageTextDataset, Sample } from './data/dataset';
 import { RGBImage, centerCrop, hflip, normalize, randomCrop, resize, resizeShortSide, resizeToCover, encodePNG, makeGrid } from './data/image';
 import { InitRule, initModule } from './init';
+import { RowCache } from './models_io';
 import { NoisedBatch, addNoise, diffusionLoss } from './objectives';
 import { AdamW, HostTensorSource, clipGrads, globalNorm, oneCycleLR, warmupLR } from './optim';
 import { Progress } from './progress';
@@ -202,7 +203,7 @@ export abstract class Trainer {
   /** The trained model's start: the `init_from` weights (its `name` sub-folder of a run), else the seeded init under `name`. */
   protected initOrLoad(model: Module, name: string, rules: InitRule[]): void {
     if (this.cfg.init_from) loadDiffusersWeights(model, resolveModelDir(this.cfg.init_from, name));
-    else initModule(model, new Generator(deriveSeed(this.cfg.seed, 'init', name)), rules);
+    else initModule(model, new Generator(deriveSeed(this.cfg.seed, 'init', name)), [...this.cfg.init_rules, ...rules]);
   }
 
   /** Run `f` with `models` in eval mode, then put each back in the mode it had. */
@@ -243,10 +244,21 @@ export abstract class Trainer {
   /** Training crop of a sample: Resize(short side) → RandomCrop/CenterCrop → optional flip. */
   protected cropSample(s: Sample, phase: PhaseConfig, size?: [number, number]): RGBImage {
     const [w, h] = size ?? [phase.image_size, phase.image_size];
-    const resized = size ? resizeToCover(s.image, w, h) : resizeShortSide(s.image, phase.image_size);
+    const resized = size ? resizeToCover(s.image, w, h) : phase.resize ? resizeShortSide(s.image, phase.image_size) : s.image;
     let img = phase.random_crop ? randomCrop(resized, w, h, s.rng) : centerCrop(resized, w, h);
     if (phase.hflip && s.rng.nextFloat() < 0.5) img = hflip(img);
     return img;
+  }
+
+  /**
+   * Per-sample outputs of a frozen network: cached (host memory, per sample id and `tag`) when the
+   * phase's crops are deterministic, else computed for the whole batch. Returns `[B, ...rowShape]`.
+   */
+  protected frozenRows(cache: RowCache, batch: Sample[], phase: PhaseConfig, tag: string, rowShape: number[], f: (samples: Sample[]) => tf.Tensor): tf.Tensor {
+    if (phase.random_crop || phase.hflip || phase.aspect_ratios?.length) return f(batch);
+    const keys = batch.map((s) => `${tag}/${s.id}`);
+    const byKey = new Map(batch.map((s, i) => [keys[i], s]));
+    return cache.stack(keys, rowShape, (k) => f([byKey.get(k)!]));
   }
 
   /** The compressor's input: Resize(short side, bilinear AA) → CenterCrop → ImageNet Normalize. */
@@ -395,7 +407,7 @@ export abstract class Trainer {
   protected evalNoise(x0: tf.Tensor): NoisedBatch {
     const n = x0.shape[0];
     const t = Array.from({ length: n }, (_, i) => 0.05 + (0.9 * (i + 0.5)) / n);
-    return addNoise(x0, t, new Generator(deriveSeed(this.cfg.seed, 'eval')), this.cfg.objective.p2);
+    return addNoise(x0, t, new Generator(deriveSeed(this.cfg.seed, 'eval')), weightingOf(this.cfg.objective));
   }
 
   /** Run (or resume) training to the end of the schedule (or `maxSteps`). */
@@ -406,6 +418,8 @@ export abstract class Trainer {
       throw new TrainError(`${this.out} already holds a training run (latest → ${latest}); pass --resume to continue it or choose another --out`);
     }
     this.init();
+    // the resolved configuration, so tools (export) know the data geometry, tokenizer and text encoder of the run
+    writeFileSynced(path.join(this.out, 'train_config.json'), JSON.stringify(this.cfg, (_k, v) => (v instanceof RegExp ? v.source : v), 2) + '\n');
     if (this.opts.resume) {
       if (latest) {
         this.restore(latest);

@@ -15,6 +15,7 @@ import { WuerstchenCombinedPipeline, COMBINED_CALL_DEFAULTS } from './pipelines/
 import { writeFileAtomic } from './pipelines/png';
 import { ProgressCallback, plainProgress, ttyProgress } from './pipelines/progress';
 import { PipelineArgumentError } from './pipelines/shared';
+import { TINY_MODEL, TINY_MODEL_DIR, pipelineFolders } from './tiny';
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -23,21 +24,28 @@ export class UsageError extends Error {
   }
 }
 
-export const USAGE = `usage: wuerstchen generate --prior <dir> --decoder <dir> --prompt <text> --out <file.png> [options]
+export const USAGE = `usage: wuerstchen generate --prompt <text> --out <file.png> [--prior <dir> --decoder <dir> | --model <dir>] [options]
 
 Text to image with Würstchen (diffusers-format folders of warp-ai/wuerstchen-prior and warp-ai/wuerstchen).
+Without --prior/--decoder/--model it uses the bundled tiny model, trained by this project on
+pictures of shapes: prompts read "a {small|large} {colour} {circle|square|triangle} {on the left|
+on the right|at the top|at the bottom|in the middle} on a {colour} background", colours red, orange,
+yellow, green, blue, purple, white, black; it draws ${TINY_MODEL.width}×${TINY_MODEL.height} pictures.
 
 required:
-  --prior <dir>             WuerstchenPriorPipeline folder (model_index.json, prior/, text_encoder/, tokenizer/, scheduler/)
-  --decoder <dir>           WuerstchenDecoderPipeline folder (model_index.json, decoder/, vqgan/, text_encoder/, tokenizer/, scheduler/)
   --prompt <text>           what to draw (repeat for several prompts)
   --out <file.png>          output PNG; with several images: <file>-1.png, <file>-2.png, ...
 
+model (default: the bundled tiny model, ${TINY_MODEL_DIR}):
+  --prior <dir>             WuerstchenPriorPipeline folder (model_index.json, prior/, text_encoder/, tokenizer/, scheduler/)
+  --decoder <dir>           WuerstchenDecoderPipeline folder (model_index.json, decoder/, vqgan/, text_encoder/, tokenizer/, scheduler/)
+  --model <dir>             a folder holding both, as wuerstchen-prior/ and wuerstchen/ (what 'wuerstchen-train export' writes)
+
 options:
   --negative-prompt <text>  what to avoid (used where guidance > 1; default "")
-  --width <px>              image width, a multiple of 128 (default ${COMBINED_CALL_DEFAULTS.width})
-  --height <px>             image height, a multiple of 128 (default ${COMBINED_CALL_DEFAULTS.height})
-  --prior-steps <n>         prior sampling steps (default ${COMBINED_CALL_DEFAULTS.priorNumInferenceSteps})
+  --width <px>              image width (default ${COMBINED_CALL_DEFAULTS.width}; ${TINY_MODEL.width} for the bundled model)
+  --height <px>             image height (default ${COMBINED_CALL_DEFAULTS.height}; ${TINY_MODEL.height} for the bundled model)
+  --prior-steps <n>         prior sampling steps (default ${COMBINED_CALL_DEFAULTS.priorNumInferenceSteps}; ${TINY_MODEL.priorSteps} for the bundled model)
   --decoder-steps <n>       decoder sampling steps (default ${COMBINED_CALL_DEFAULTS.numInferenceSteps})
   --prior-guidance <w>      prior classifier-free guidance scale (default ${COMBINED_CALL_DEFAULTS.priorGuidanceScale})
   --decoder-guidance <w>    decoder guidance scale (default ${COMBINED_CALL_DEFAULTS.decoderGuidanceScale}: none)
@@ -52,6 +60,10 @@ options:
 export interface GenerateArgs {
   prior: string;
   decoder: string;
+  /** the folder given with --model (holding wuerstchen-prior/ and wuerstchen/). */
+  model?: string;
+  /** true when no folder was given and the bundled tiny model is used. */
+  bundled: boolean;
   prompts: string[];
   negativePrompt?: string;
   width: number;
@@ -73,6 +85,7 @@ type Spec = { key: keyof GenerateArgs; kind: 'string' | 'int' | 'number' | 'seed
 const OPTIONS: Record<string, Spec> = {
   '--prior': { key: 'prior', kind: 'string' },
   '--decoder': { key: 'decoder', kind: 'string' },
+  '--model': { key: 'model', kind: 'string' },
   '--prompt': { key: 'prompts', kind: 'prompts' },
   '--negative-prompt': { key: 'negativePrompt', kind: 'string' },
   '--width': { key: 'width', kind: 'int' },
@@ -147,8 +160,19 @@ export function parseGenerateArgs(argv: string[]): GenerateArgs {
       }
     }
   }
-  const missing = ['--prior', '--decoder', '--prompt', '--out'].filter((o) => !seen.has(o));
+  const missing = ['--prompt', '--out'].filter((o) => !seen.has(o));
   if (missing.length) throw new UsageError(`missing ${missing.join(', ')}`);
+  const model = args.model;
+  if (model !== undefined && (seen.has('--prior') || seen.has('--decoder'))) throw new UsageError('--model replaces --prior and --decoder; give one or the other');
+  if (seen.has('--prior') !== seen.has('--decoder')) throw new UsageError(`${seen.has('--prior') ? '--decoder' : '--prior'} is missing (give both folders, or --model, or neither for the bundled model)`);
+  const bundled = model === undefined && !seen.has('--prior');
+  if (!seen.has('--prior')) {
+    const dir = model ?? TINY_MODEL_DIR;
+    if (model !== undefined && !fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--model: folder ${dir} does not exist`);
+    const both = pipelineFolders(dir);
+    args.prior = both.prior;
+    args.decoder = both.decoder;
+  }
   if (!args.out!.toLowerCase().endsWith('.png')) throw new UsageError(`--out must name a .png file, got ${JSON.stringify(args.out)}`);
   if (args.backend !== undefined && !(BACKENDS as string[]).includes(args.backend)) {
     throw new UsageError(`--backend must be one of ${BACKENDS.join(', ')}, got ${JSON.stringify(args.backend)}`);
@@ -158,13 +182,15 @@ export function parseGenerateArgs(argv: string[]): GenerateArgs {
   for (const opt of ['prior', 'decoder'] as const) {
     const dir = args[opt]!;
     const stat = fs.statSync(dir, { throwIfNoEntry: false });
-    if (!stat) throw new UsageError(`--${opt}: folder ${dir} does not exist`);
+    const where = model !== undefined ? `--model: ${model} holds no ${path.basename(dir)}/ folder` : bundled ? `the bundled model is missing ${dir}` : `--${opt}: folder ${dir} does not exist`;
+    if (!stat) throw new UsageError(where);
     if (!stat.isDirectory()) throw new UsageError(`--${opt}: ${dir} is not a folder`);
   }
   return {
-    width: COMBINED_CALL_DEFAULTS.width,
-    height: COMBINED_CALL_DEFAULTS.height,
-    priorSteps: COMBINED_CALL_DEFAULTS.priorNumInferenceSteps,
+    bundled,
+    width: bundled ? TINY_MODEL.width : COMBINED_CALL_DEFAULTS.width,
+    height: bundled ? TINY_MODEL.height : COMBINED_CALL_DEFAULTS.height,
+    priorSteps: bundled ? TINY_MODEL.priorSteps : COMBINED_CALL_DEFAULTS.priorNumInferenceSteps,
     decoderSteps: COMBINED_CALL_DEFAULTS.numInferenceSteps,
     priorGuidance: COMBINED_CALL_DEFAULTS.priorGuidanceScale,
     decoderGuidance: COMBINED_CALL_DEFAULTS.decoderGuidanceScale,
@@ -196,6 +222,11 @@ async function generate(args: GenerateArgs, io: CliIO): Promise<number> {
   const started = Date.now();
   await useBackend(args.backend, { quiet: true });
   io.stderr.write(`wuerstchen: backend ${tf.getBackend()}\n`);
+  io.stderr.write(
+    args.bundled
+      ? `wuerstchen: model: the bundled tiny shapes model (${TINY_MODEL_DIR}), ${args.width}×${args.height}\n`
+      : `wuerstchen: model: ${args.prior} + ${args.decoder}\n`,
+  );
   const pipe = WuerstchenCombinedPipeline.fromPretrained(args.prior, args.decoder, { variant: args.variant, offload: !args.keepLoaded });
   pipe.checkSize(args.width, args.height);
   const seed = args.seed ?? Math.floor(Math.random() * 2 ** 31);

@@ -16,3 +16,5 @@ export * from './pipelines/png';
 export * from './pipelines/prior';
 export * from './pipelines/decoder';
 export * from './pipelines/combined';
+export * from './shapes';
+export * from './tiny';

@@ -272,18 +272,7 @@ const fmtShape = (s: number[]) => `[${s.join(', ')}]`;
  * config it was built from.
  */
 export function checkWeightsMatch(module: Module, ckpt: TensorSource & { files?: string[] }, configFile: string, ignore?: (key: string) => boolean): void {
-  const own = new Map(module.namedParameters());
-  const keys = ckpt.keys().filter((k) => !ignore?.(k));
-  const keySet = new Set(keys);
-  const missing = [...own.keys()].filter((k) => !keySet.has(k));
-  const unexpected = keys.filter((k) => !own.has(k));
-  const mismatched: { key: string; expected: number[]; found: number[] }[] = [];
-  for (const k of keys) {
-    const p = own.get(k);
-    if (!p) continue;
-    const found = ckpt.info ? ckpt.info(k).shape : ckpt.get(k).shape;
-    if (found.length !== p.torchShape.length || found.some((d, i) => d !== p.torchShape[i])) mismatched.push({ key: k, expected: p.torchShape, found });
-  }
+  const { missing, unexpected, mismatched } = module.compareStateDict(ckpt, ignore);
   if (!missing.length && !unexpected.length && !mismatched.length) return;
   const list = (xs: string[]) => (xs.length > 8 ? `${xs.slice(0, 8).join(', ')}, ... (${xs.length - 8} more)` : xs.join(', '));
   const problems: string[] = [];
@@ -293,7 +282,7 @@ export function checkWeightsMatch(module: Module, ckpt: TensorSource & { files?:
   if (mismatched.length > 8) problems.push(`... ${mismatched.length - 8} more shape mismatches`);
   const weights = ckpt.files && ckpt.files.length === 1 ? ckpt.files[0] : path.dirname(configFile);
   const err = new StateDictError(
-    `${weights}: the weights do not match ${configFile} (a ${module.constructor.name} with ${own.size} tensors):\n  ${problems.join('\n  ')}`,
+    `${weights}: the weights do not match ${configFile} (a ${module.constructor.name} with ${module.namedParameters().length} tensors):\n  ${problems.join('\n  ')}`,
     missing,
     unexpected,
     mismatched,

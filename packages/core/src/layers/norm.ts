@@ -88,6 +88,24 @@ export class BatchNorm2d extends Module {
  * ConvNeXt-V2 GlobalResponseNorm on channels-last input (spec §2.2):
  * G = ‖x‖₂ over (H, W); N = G / (mean_C G + 1e-6); y = γ·(x·N) + β + x. gamma/beta are `[1,1,1,C]`.
  */
+/**
+ * `torch.norm(x, p=2, dim=(1, 2), keepdim=True)` of NHWC `x`, with torch's gradient: x/‖x‖, and 0
+ * where ‖x‖ = 0. (Differentiating sqrt(Σx²) gives 0·∞ = NaN there, and a channel that GELU zeroes
+ * over a whole small feature map is common in training.)
+ */
+export const spatialL2Norm = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
+  const norm = tf.sqrt(tf.sum(tf.square(x), [1, 2], true));
+  save([x, norm]);
+  return {
+    value: norm,
+    gradFunc: (dy: tf.Tensor, [xs, n]: tf.Tensor[]) => {
+      const positive = tf.greater(n, 0);
+      const inv = tf.where(positive, tf.div(1, tf.where(positive, n, tf.onesLike(n))), tf.zerosLike(n));
+      return tf.mul(tf.mul(dy, inv), xs);
+    },
+  };
+}) as unknown as Parameters<typeof tf.customGrad>[0]) as (x: tf.Tensor) => tf.Tensor;
+
 export class GlobalResponseNorm extends Module {
   readonly gamma: Parameter;
   readonly beta: Parameter;
@@ -98,7 +116,7 @@ export class GlobalResponseNorm extends Module {
   }
   forward(x: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {
-      const g = tf.sqrt(tf.sum(tf.square(x), [1, 2], true));
+      const g = spatialL2Norm(x);
       const n = tf.div(g, tf.add(tf.mean(g, -1, true), 1e-6));
       return tf.add(tf.add(tf.mul(this.gamma.value, tf.mul(x, n)), this.beta.value), x);
     });

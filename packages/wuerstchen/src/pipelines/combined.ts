@@ -12,6 +12,7 @@ import * as tf from '@tensorflow/tfjs';
 import { Generator } from '../rng';
 import { DecoderGeometry, DecoderOutput, OutputType, WuerstchenDecoderPipeline, decoderLatentSide } from './decoder';
 import { WuerstchenPriorPipeline, priorLatentSide } from './prior';
+import { TINY_MODEL_DIR, pipelineFolders } from '../tiny';
 import { ProgressCallback } from './progress';
 import { Callable, PipelineArgumentError, PipelineLoadOptions, SamplingOptions, checkPositiveInt, resolveGenerator, stripUndefined } from './shared';
 
@@ -113,10 +114,15 @@ export class WuerstchenCombinedPipeline extends Callable<[string | string[], Com
     super();
   }
 
-  /** A prior folder (`warp-ai/wuerstchen-prior` layout) and a decoder folder (`warp-ai/wuerstchen`). */
-  static fromPretrained(priorDir: string, decoderDir: string, opts: PipelineLoadOptions = {}): WuerstchenCombinedPipeline {
-    const prior = WuerstchenPriorPipeline.fromPretrained(priorDir, opts);
-    const decoder = WuerstchenDecoderPipeline.fromPretrained(decoderDir, opts);
+  /**
+   * A prior folder (`warp-ai/wuerstchen-prior` layout) and a decoder folder (`warp-ai/wuerstchen`);
+   * or one folder holding both as `wuerstchen-prior/` and `wuerstchen/`; or, with no folder, the
+   * bundled tiny model ({@link TINY_MODEL_DIR}).
+   */
+  static fromPretrained(priorDir?: string, decoderDir?: string, opts: PipelineLoadOptions = {}): WuerstchenCombinedPipeline {
+    const both = decoderDir === undefined ? pipelineFolders(priorDir ?? TINY_MODEL_DIR) : { prior: priorDir!, decoder: decoderDir };
+    const prior = WuerstchenPriorPipeline.fromPretrained(both.prior, opts);
+    const decoder = WuerstchenDecoderPipeline.fromPretrained(both.decoder, opts);
     return new WuerstchenCombinedPipeline(prior, decoder);
   }
 

@@ -1,0 +1,24 @@
+/**
+ * The bundled tiny model: a Würstchen made by this project's own trainers on the procedural shapes
+ * data (see models/wuerstchen-tiny/README.md). It is what `wuerstchen generate` and
+ * `WuerstchenCombinedPipeline.fromPretrained()` use when no folders are given.
+ */
+import * as path from 'path';
+
+/** Folder holding `wuerstchen-prior/` and `wuerstchen/` (diffusers pipeline folders). */
+export const TINY_MODEL_DIR = path.resolve(__dirname, '../models/wuerstchen-tiny');
+
+/** Its native geometry and the sampling defaults its model card reports numbers for. */
+export const TINY_MODEL = {
+  width: 64,
+  height: 64,
+  priorSteps: 30,
+  decoderSteps: 12,
+  priorGuidance: 4,
+  examplePrompt: 'a large red circle in the middle on a blue background',
+} as const;
+
+/** `<dir>/wuerstchen-prior` and `<dir>/wuerstchen` of a folder that holds both pipelines. */
+export function pipelineFolders(dir: string = TINY_MODEL_DIR): { prior: string; decoder: string } {
+  return { prior: path.join(dir, 'wuerstchen-prior'), decoder: path.join(dir, 'wuerstchen') };
+}

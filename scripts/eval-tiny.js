@@ -1,0 +1,162 @@
+#!/usr/bin/env node
+/**
+ * `npm run eval:tiny`: the bundled model's evaluator. Generates a fixed set of prompts (seen and
+ * held-out colour–shape pairs, several seeds), judges every PNG from its pixels alone
+ * (`judgeImage`: background, colour, shape, position, size), reports Stage A's reconstruction PSNR
+ * on held-out images, and times one image per backend. Prints JSON lines, then a table.
+ *
+ *   node scripts/eval-tiny.js [--model DIR] [--backend NAME] [--time-backends native,wasm,cpu]
+ *                             [--seen N] [--held-out N] [--seeds K] [--prior-steps N] [--decoder-steps N]
+ *                             [--prior-guidance W] [--images-out DIR]
+ */
+'use strict';
+const fs = require('fs');
+const path = require('path');
+const tf = require('@tensorflow/tfjs');
+const { useBackend } = require('@wuerstchen/core');
+const w = require('wuerstchen');
+
+const args = process.argv.slice(2);
+const flag = (name, def) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : def;
+};
+const model = path.resolve(flag('model', w.TINY_MODEL_DIR));
+const backend = flag('backend', process.env.WUERSTCHEN_BACKEND || 'auto');
+const timeBackends = flag('time-backends', '').split(',').filter(Boolean);
+const nSeen = Number(flag('seen', 48));
+const nHeld = Number(flag('held-out', 24));
+const seeds = Array.from({ length: Number(flag('seeds', 2)) }, (_, i) => i + 1);
+const imagesOut = flag('images-out');
+const callOpts = {
+  width: w.TINY_MODEL.width,
+  height: w.TINY_MODEL.height,
+  priorNumInferenceSteps: Number(flag('prior-steps', w.TINY_MODEL.priorSteps)),
+  numInferenceSteps: Number(flag('decoder-steps', w.TINY_MODEL.decoderSteps)),
+  priorGuidanceScale: Number(flag('prior-guidance', w.TINY_MODEL.priorGuidance)),
+};
+const ATTRS = ['background', 'colour', 'shape', 'position', 'size'];
+const emit = (o) => process.stdout.write(JSON.stringify(o) + '\n');
+
+/** The fixed prompt set: scenes drawn from fixed seeds (seen pairs, then held-out pairs). */
+function promptSet() {
+  const seen = new w.Generator(11);
+  const held = new w.Generator(12);
+  return [
+    ...Array.from({ length: nSeen }, () => ({ split: 'seen', scene: w.randomScene(seen, 'exclude') })),
+    ...Array.from({ length: nHeld }, () => ({ split: 'held_out', scene: w.randomScene(held, 'only') })),
+  ];
+}
+
+async function accuracy(pipe) {
+  const items = promptSet();
+  const tally = { seen: {}, held_out: {} };
+  for (const s of Object.keys(tally)) for (const a of [...ATTRS, 'all']) tally[s][a] = [0, 0];
+  if (imagesOut) fs.mkdirSync(imagesOut, { recursive: true });
+  const batch = 24;
+  for (const seed of seeds) {
+    for (let i = 0; i < items.length; i += batch) {
+      const chunk = items.slice(i, i + batch);
+      const out = await pipe(chunk.map((it) => w.sceneCaption(it.scene)), { ...callOpts, seed: seed * 1000 + i });
+      const raws = await w.tensorToImages(out.images);
+      out.images.dispose();
+      chunk.forEach((it, k) => {
+        const img = raws[k];
+        const j = w.judgeImage(img.data, img.width, img.height, img.channels);
+        let all = true;
+        for (const a of ATTRS) {
+          const ok = j[a] === it.scene[a];
+          all = all && ok;
+          tally[it.split][a][0] += ok ? 1 : 0;
+          tally[it.split][a][1] += 1;
+        }
+        tally[it.split].all[0] += all ? 1 : 0;
+        tally[it.split].all[1] += 1;
+        if (imagesOut) fs.writeFileSync(path.join(imagesOut, `${it.split}-${String(i + k).padStart(3, '0')}-s${seed}.png`), w.encodePng(img));
+        emit({ kind: 'judgement', split: it.split, seed, prompt: w.sceneCaption(it.scene), judged: Object.fromEntries(ATTRS.map((a) => [a, j[a]])) });
+      });
+    }
+  }
+  const result = {};
+  for (const [split, t] of Object.entries(tally)) result[split] = Object.fromEntries(Object.entries(t).map(([a, [ok, n]]) => [a, n ? ok / n : null]));
+  return { result, counts: { seen: tally.seen.all[1], held_out: tally.held_out.all[1] } };
+}
+
+/** Stage A reconstruction PSNR (8-bit, unquantised latents, as the pipeline decodes) on 64 rendered held-out scenes. */
+function stageAPsnr() {
+  const vqgan = w.loadModel(path.join(model, 'wuerstchen', 'vqgan'), 'PaellaVQModel');
+  const rng = new w.Generator(13);
+  const side = w.TINY_MODEL.width;
+  const psnrs = [];
+  for (let i = 0; i < 64; i += 16) {
+    const data = new Float32Array(16 * side * side * 3);
+    for (let k = 0; k < 16; k++) data.set(Float32Array.from(w.renderScene(w.randomScene(rng, 'only'), rng, { side }), (v) => v / 255), k * side * side * 3);
+    const mse = tf.tidy(() => {
+      const x = tf.tensor4d(data, [16, side, side, 3]);
+      const r = tf.clipByValue(vqgan.decode(vqgan.encode(x)), 0, 1);
+      return tf.mean(tf.squaredDifference(tf.round(tf.mul(r, 255)), tf.round(tf.mul(x, 255))), [1, 2, 3]).arraySync();
+    });
+    for (const m of mse) psnrs.push(10 * Math.log10((255 * 255) / Math.max(m, 1e-10)));
+  }
+  vqgan.dispose();
+  return psnrs.reduce((a, b) => a + b, 0) / psnrs.length;
+}
+
+/** Median seconds for one image at the defaults (after one warm-up), on the current backend. */
+async function timeOneImage() {
+  const pipe = w.WuerstchenCombinedPipeline.fromPretrained(path.join(model, 'wuerstchen-prior'), path.join(model, 'wuerstchen'));
+  const times = [];
+  for (let i = 0; i < 4; i++) {
+    const t0 = Date.now();
+    const out = await pipe(w.TINY_MODEL.examplePrompt, { ...callOpts, seed: i });
+    out.images.dispose();
+    if (i > 0) times.push((Date.now() - t0) / 1000);
+  }
+  pipe.release();
+  return times.sort((a, b) => a - b)[1];
+}
+
+(async () => {
+  tf.enableProdMode();
+  await useBackend(backend, { quiet: true });
+  const mainBackend = tf.getBackend();
+  const t0 = Date.now();
+  const pipe = w.WuerstchenCombinedPipeline.fromPretrained(path.join(model, 'wuerstchen-prior'), path.join(model, 'wuerstchen'));
+  const { result, counts } = await accuracy(pipe);
+  pipe.release();
+  const psnr = stageAPsnr();
+  const timing = {};
+  for (const b of timeBackends.length ? timeBackends : [mainBackend]) {
+    await useBackend(b, { quiet: true });
+    timing[b] = await timeOneImage();
+  }
+  const summary = {
+    kind: 'summary',
+    model,
+    backend: mainBackend,
+    steps: { prior: callOpts.priorNumInferenceSteps, decoder: callOpts.numInferenceSteps, prior_guidance: callOpts.priorGuidanceScale },
+    images: counts,
+    accuracy: result,
+    stage_a_psnr_db: +psnr.toFixed(2),
+    seconds_per_image: Object.fromEntries(Object.entries(timing).map(([k, v]) => [k, +v.toFixed(2)])),
+    peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+    eval_seconds: Math.round((Date.now() - t0) / 1000),
+  };
+  emit(summary);
+  const pct = (v) => (v === null ? '  -  ' : `${(v * 100).toFixed(1).padStart(5)}%`);
+  const lines = [
+    '',
+    `| split | n | ${ATTRS.join(' | ')} | all |`,
+    `|---|---|${ATTRS.map(() => '---').join('|')}|---|`,
+    ...['seen', 'held_out'].map((s) => `| ${s} | ${counts[s]} | ${ATTRS.map((a) => pct(result[s][a])).join(' | ')} | ${pct(result[s].all)} |`),
+    '',
+    `Stage A PSNR on held-out images: ${psnr.toFixed(2)} dB`,
+    `seconds per image (${callOpts.priorNumInferenceSteps} prior + ${callOpts.numInferenceSteps} decoder steps): ${Object.entries(timing)
+      .map(([k, v]) => `${k} ${v.toFixed(2)} s`)
+      .join(', ')}; peak RSS ${summary.peak_rss_mb} MB`,
+  ];
+  process.stderr.write(lines.join('\n') + '\n');
+})().catch((e) => {
+  process.stderr.write(`eval-tiny: ${e.message}\n`);
+  process.exit(1);
+});
