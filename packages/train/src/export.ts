@@ -8,7 +8,9 @@
  * Everything the folders need comes from the runs: the Stage C run's train_config.json (tokenizer,
  * image and compressor sizes), its newest checkpoint (the EMA prior when there is one, the text
  * encoder, the fitted latent scaling in training_state.json); the Stage B run's checkpoint (decoder,
- * its text encoder) and its train_config.json (which Stage A it was trained against).
+ * its text encoder, the semantic compressor) and its train_config.json (which Stage A it was trained
+ * against). The compressor goes to `<out>/effnet`: no pipeline loads it, but continuing Stage C
+ * training (`--effnet`) and image variation need it.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -90,7 +92,7 @@ function writeJson(file: string, value: object): void {
 }
 
 /** Build both pipeline folders; returns their paths. */
-export function exportPipelines(opts: ExportOptions): { prior: string; decoder: string } {
+export function exportPipelines(opts: ExportOptions): { prior: string; decoder: string; effnet: string } {
   const dtype = opts.dtype ?? 'fp32';
   const log = opts.log ?? (() => undefined);
   const c = runCheckpoint(opts.prior, 'c');
@@ -152,8 +154,9 @@ export function exportPipelines(opts: ExportOptions): { prior: string; decoder: 
     tokenizer: ['transformers', 'CLIPTokenizer'],
     vqgan: ['wuerstchen', 'PaellaVQModel'],
   });
+  copyModel(path.join(b.ckpt, 'effnet'), path.join(tmp, 'effnet'), 'diffusion_pytorch_model.safetensors', dtype);
   // swap in atomically: a reader never sees a half-written pipeline
-  for (const name of ['wuerstchen-prior', 'wuerstchen']) {
+  for (const name of ['wuerstchen-prior', 'wuerstchen', 'effnet']) {
     const dst = path.join(opts.out, name);
     fs.mkdirSync(opts.out, { recursive: true });
     const old = `${dst}.old-${process.pid}`;
@@ -162,5 +165,5 @@ export function exportPipelines(opts: ExportOptions): { prior: string; decoder: 
     fs.rmSync(old, { recursive: true, force: true });
   }
   fs.rmSync(tmp, { recursive: true, force: true });
-  return { prior: path.join(opts.out, 'wuerstchen-prior'), decoder: path.join(opts.out, 'wuerstchen') };
+  return { prior: path.join(opts.out, 'wuerstchen-prior'), decoder: path.join(opts.out, 'wuerstchen'), effnet: path.join(opts.out, 'effnet') };
 }
