@@ -16,11 +16,7 @@ const tf = require('@tensorflow/tfjs');
 const { useBackend } = require('@wuerstchen/core');
 const w = require('wuerstchen');
 
-const args = process.argv.slice(2);
-const flag = (name, def) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : def;
-};
+const { flag } = require('./lib/flags');
 const model = path.resolve(flag('model', w.TINY_MODEL_DIR));
 const backend = flag('backend', process.env.WUERSTCHEN_BACKEND || 'auto');
 const timeBackends = flag('time-backends', '').split(',').filter(Boolean);

@@ -17,10 +17,7 @@ const { spawn } = require('child_process');
 
 const root = path.resolve(__dirname, '..');
 const args = process.argv.slice(2);
-const flag = (name, def) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : def;
-};
+const { flag } = require('./lib/flags');
 const runs = path.resolve(flag('runs', path.join(root, 'runs', 'tiny')));
 const out = path.resolve(flag('out', path.join(root, 'packages', 'wuerstchen', 'models', 'wuerstchen-tiny')));
 const backend = flag('backend', process.env.WUERSTCHEN_BACKEND || 'auto');

@@ -95,21 +95,31 @@ const MAKE_SHAPES_USAGE = `usage: wuerstchen-train make-shapes --out <dir> --n N
   "a {size} {colour} {shape} {position} on a {background} background"; --held-out exclude (default) never
   draws the six held-out (colour, shape) pairs, only draws nothing else`;
 
-function makeShapesCommand(argv: string[]): number {
+/**
+ * `--name value` / `--name=value` flags of a subcommand, each from `allowed`. Returns the flags, or
+ * the exit code after printing the problem (0 for --help, which prints the usage).
+ */
+function parseSubcommandFlags(cmd: string, argv: string[], allowed: string[], usage: string): Record<string, string> | number {
   const flags: Record<string, string> = {};
   for (let i = 0; i < argv.length; i++) {
     const [k, inline] = argv[i].replace(/^--/, '').split('=', 2);
-    if (!argv[i].startsWith('--') || !['out', 'n', 'seed', 'side', 'shards', 'held-out'].includes(k)) {
-      process.stderr.write(`wuerstchen-train make-shapes: unknown argument "${argv[i]}"\n${MAKE_SHAPES_USAGE}\n`);
+    if (!argv[i].startsWith('--') || !allowed.includes(k)) {
+      process.stderr.write(`wuerstchen-train ${cmd}: unknown argument "${argv[i]}"\n${usage}\n`);
       return k === 'help' ? 0 : 2;
     }
     const v = inline ?? argv[++i];
     if (v === undefined) {
-      process.stderr.write(`wuerstchen-train make-shapes: --${k} needs a value\n`);
+      process.stderr.write(`wuerstchen-train ${cmd}: --${k} needs a value\n`);
       return 2;
     }
     flags[k] = v;
   }
+  return flags;
+}
+
+function makeShapesCommand(argv: string[]): number {
+  const flags = parseSubcommandFlags('make-shapes', argv, ['out', 'n', 'seed', 'side', 'shards', 'held-out'], MAKE_SHAPES_USAGE);
+  if (typeof flags === 'number') return flags;
   const int = (k: string, def?: number): number => {
     const v = flags[k] === undefined ? def : /^\d+$/.test(flags[k]) ? Number(flags[k]) : NaN;
     if (v === undefined || !Number.isSafeInteger(v)) throw new UsageError(`--${k} must be a non-negative integer${flags[k] === undefined ? ' (required)' : `, got "${flags[k]}"`}`);
@@ -145,20 +155,8 @@ const EXPORT_USAGE = `usage: wuerstchen-train export --prior <stage-c run> --dec
   'wuerstchen generate --prior <dir>/wuerstchen-prior --decoder <dir>/wuerstchen' loads`;
 
 function exportCommand(argv: string[]): number {
-  const flags: Record<string, string> = {};
-  for (let i = 0; i < argv.length; i++) {
-    const [k, inline] = argv[i].replace(/^--/, '').split('=', 2);
-    if (!argv[i].startsWith('--') || !['prior', 'decoder', 'vqgan', 'out', 'dtype'].includes(k)) {
-      process.stderr.write(`wuerstchen-train export: unknown argument "${argv[i]}"\n${EXPORT_USAGE}\n`);
-      return k === 'help' ? 0 : 2;
-    }
-    const v = inline ?? argv[++i];
-    if (v === undefined) {
-      process.stderr.write(`wuerstchen-train export: --${k} needs a value\n`);
-      return 2;
-    }
-    flags[k] = v;
-  }
+  const flags = parseSubcommandFlags('export', argv, ['prior', 'decoder', 'vqgan', 'out', 'dtype'], EXPORT_USAGE);
+  if (typeof flags === 'number') return flags;
   for (const req of ['prior', 'decoder', 'out']) {
     if (!flags[req]) {
       process.stderr.write(`wuerstchen-train export: --${req} is required\n${EXPORT_USAGE}\n`);
