@@ -64,7 +64,9 @@ const config = (name) => JSON.parse(fs.readFileSync(path.join(root, 'configs', n
 function stage(s, configName, extra, maxSteps) {
   const run = path.join(runs, s);
   const st = state(run);
-  if (st?.finished || (maxSteps !== undefined && st?.step >= maxSteps)) {
+  // a run is done when it has reached the config's steps (a config whose steps grew resumes)
+  const target = maxSteps ?? config(configName).phases.reduce((a, p) => a + p.steps, 0);
+  if (st && st.step >= target) {
     process.stderr.write(`train:tiny: stage ${s} already at step ${st.step} in ${run}\n`);
     return Promise.resolve();
   }
