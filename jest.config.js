@@ -1,13 +1,46 @@
-/** Jest runs the TypeScript sources directly (ts-jest); workspace imports map to src/. */
-module.exports = {
+/**
+ * Jest runs the TypeScript sources directly (ts-jest); workspace imports map to src/. Two projects:
+ * `fast` (unit and golden tests, `npm run test:fast`) and `slow` (the tests listed in SLOW, which
+ * train, generate images or install packages). `npm test` runs both.
+ */
+
+/** test/<name>.test.ts files that belong to the slow project; any other test is fast. */
+const SLOW = [
+  'cli',
+  'export',
+  'lora',
+  'pack_install',
+  'pipeline',
+  'tiny_model',
+  'train_resume',
+  'train_stage_a',
+  'train_stage_b',
+  'train_stage_c',
+  'variation',
+];
+
+const base = {
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
-  testMatch: ['**/*.test.ts'],
   transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.json', isolatedModules: true }] },
   moduleNameMapper: {
     '^@wuerstchen/core$': '<rootDir>/packages/core/src/index.ts',
     '^wuerstchen$': '<rootDir>/packages/wuerstchen/src/index.ts',
     '^@wuerstchen/train$': '<rootDir>/packages/train/src/index.ts',
   },
+};
+
+const slowFiles = SLOW.map((name) => `<rootDir>/test/${name}.test.ts`);
+
+module.exports = {
   testTimeout: 300000,
+  projects: [
+    {
+      ...base,
+      displayName: 'fast',
+      testMatch: ['**/*.test.ts'],
+      testPathIgnorePatterns: ['/node_modules/', ...slowFiles],
+    },
+    { ...base, displayName: 'slow', testMatch: slowFiles },
+  ],
 };

@@ -4,7 +4,7 @@
  * Runs ONE measurement on ONE backend in this (fresh) process and writes one JSON line to stdout,
  * so that peak_rss_mb (the process's maxRSS) belongs to that measurement alone.
  * Normally started by bench/run.js:  node bench/worker.js --name matmul --backend wasm [--max-seconds 600] [--repeats N]
- * Everything else (progress, tfjs banners) goes to stderr.
+ * Everything else (progress) goes to stderr.
  */
 const path = require('path');
 const util = require('util');
@@ -142,6 +142,8 @@ async function main() {
   const common = { shape: m.shape, work_gflop: m.flops == null ? null : round(m.flops / 1e9, 5), load_avg_1m: loadAvg };
 
   const tf = require('@tensorflow/tfjs');
+  // tfjs's "install the node backend" banner: the bench chooses its backends itself.
+  tf.enableProdMode();
   const got = await W.core.useBackend(backend, { quiet: true });
   const info = threadsOf(tf, got);
 

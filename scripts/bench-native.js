@@ -12,6 +12,8 @@
 const tf = require('@tensorflow/tfjs');
 const { registerNativeBackend, nativeInfo } = require('../packages/core/dist/backends/native.js');
 
+tf.enableProdMode(); // no "install the node backend" banner: this times the native backend on purpose
+
 /** Median wall time in ms of f (tidied, outputs read back) after one warm-up; n runs, fewer if slow. */
 function time(f, n = 5) {
   const once = () => {
@@ -87,7 +89,10 @@ function stageCBlock() {
 }
 
 async function main() {
-  registerNativeBackend() || (console.error('native addon not built: node scripts/build-native.js'), process.exit(1));
+  if (!registerNativeBackend()) {
+    console.error('native addon not built: npm run build:native');
+    process.exit(1);
+  }
   console.log('native:', nativeInfo(), 'OPENBLAS_CORETYPE =', process.env.OPENBLAS_CORETYPE ?? '(unset)');
   const backends = process.argv.includes('--block') ? [] : process.argv.includes('--cpu') ? ['native', 'cpu'] : ['native'];
   for (const backend of backends) {

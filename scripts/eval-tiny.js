@@ -7,7 +7,11 @@
  *
  *   node scripts/eval-tiny.js [--model DIR] [--backend NAME] [--time-backends native,wasm,cpu]
  *                             [--seen N] [--held-out N] [--seeds K] [--prior-steps N] [--decoder-steps N]
- *                             [--prior-guidance W] [--images-out DIR]
+ *                             [--prior-guidance W] [--images-out DIR] [--lora FILE[:scale],...] [--new-colour NAME [--new N]]
+ *
+ * `--lora` evaluates the model with LoRA files (prior and/or decoder adapters); `--new-colour pink` adds a split `new` of N
+ * (default 24) scenes in that colour, judged with it added to the palette (the other splits are
+ * judged and drawn exactly as without it).
  */
 'use strict';
 const fs = require('fs');
@@ -24,6 +28,9 @@ const nSeen = Number(flag('seen', 48));
 const nHeld = Number(flag('held-out', 24));
 const seeds = Array.from({ length: Number(flag('seeds', 2)) }, (_, i) => i + 1);
 const imagesOut = flag('images-out');
+const lora = flag('lora');
+const newColour = flag('new-colour');
+const nNew = newColour ? Number(flag('new', 24)) : 0;
 const callOpts = {
   width: w.TINY_MODEL.width,
   height: w.TINY_MODEL.height,
@@ -38,15 +45,17 @@ const emit = (o) => process.stdout.write(JSON.stringify(o) + '\n');
 function promptSet() {
   const seen = new w.Generator(11);
   const held = new w.Generator(12);
+  const fresh = new w.Generator(14);
   return [
     ...Array.from({ length: nSeen }, () => ({ split: 'seen', scene: w.randomScene(seen, 'exclude') })),
     ...Array.from({ length: nHeld }, () => ({ split: 'held_out', scene: w.randomScene(held, 'only') })),
+    ...Array.from({ length: nNew }, () => ({ split: 'new', scene: w.randomScene(fresh, 'any', [newColour]) })),
   ];
 }
 
 async function accuracy(pipe) {
   const items = promptSet();
-  const tally = { seen: {}, held_out: {} };
+  const tally = nNew ? { seen: {}, held_out: {}, new: {} } : { seen: {}, held_out: {} };
   for (const s of Object.keys(tally)) for (const a of [...ATTRS, 'all']) tally[s][a] = [0, 0];
   if (imagesOut) fs.mkdirSync(imagesOut, { recursive: true });
   const batch = 24;
@@ -58,7 +67,7 @@ async function accuracy(pipe) {
       out.images.dispose();
       chunk.forEach((it, k) => {
         const img = raws[k];
-        const j = w.judgeImage(img.data, img.width, img.height, img.channels);
+        const j = w.judgeImage(img.data, img.width, img.height, img.channels, 40, it.split === 'new' ? [...w.COLOURS, newColour] : w.COLOURS);
         let all = true;
         for (const a of ATTRS) {
           const ok = j[a] === it.scene[a];
@@ -75,7 +84,7 @@ async function accuracy(pipe) {
   }
   const result = {};
   for (const [split, t] of Object.entries(tally)) result[split] = Object.fromEntries(Object.entries(t).map(([a, [ok, n]]) => [a, n ? ok / n : null]));
-  return { result, counts: { seen: tally.seen.all[1], held_out: tally.held_out.all[1] } };
+  return { result, counts: Object.fromEntries(Object.entries(tally).map(([split, t]) => [split, t.all[1]])) };
 }
 
 /** Stage A reconstruction PSNR (8-bit, unquantised latents, as the pipeline decodes) on 64 rendered held-out scenes. */
@@ -118,6 +127,10 @@ async function timeOneImage() {
   const mainBackend = tf.getBackend();
   const t0 = Date.now();
   const pipe = w.WuerstchenCombinedPipeline.fromPretrained(path.join(model, 'wuerstchen-prior'), path.join(model, 'wuerstchen'));
+  for (const one of lora ? lora.split(',') : []) {
+    const spec = w.parseLoraSpec(one);
+    pipe.loadLora(spec.file, { scale: spec.scale });
+  }
   const { result, counts } = await accuracy(pipe);
   pipe.release();
   const psnr = stageAPsnr();
@@ -129,6 +142,7 @@ async function timeOneImage() {
   const summary = {
     kind: 'summary',
     model,
+    ...(lora ? { lora } : {}),
     backend: mainBackend,
     steps: { prior: callOpts.priorNumInferenceSteps, decoder: callOpts.numInferenceSteps, prior_guidance: callOpts.priorGuidanceScale },
     images: counts,
@@ -144,7 +158,7 @@ async function timeOneImage() {
     '',
     `| split | n | ${ATTRS.join(' | ')} | all |`,
     `|---|---|${ATTRS.map(() => '---').join('|')}|---|`,
-    ...['seen', 'held_out'].map((s) => `| ${s} | ${counts[s]} | ${ATTRS.map((a) => pct(result[s][a])).join(' | ')} | ${pct(result[s].all)} |`),
+    ...Object.keys(counts).map((s) => `| ${s} | ${counts[s]} | ${ATTRS.map((a) => pct(result[s][a])).join(' | ')} | ${pct(result[s].all)} |`),
     '',
     `Stage A PSNR on held-out images: ${psnr.toFixed(2)} dB`,
     `seconds per image (${callOpts.priorNumInferenceSteps} prior + ${callOpts.numInferenceSteps} decoder steps): ${Object.entries(timing)

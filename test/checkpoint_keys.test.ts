@@ -9,7 +9,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { loadSafetensors, writeSafetensors } from '@wuerstchen/core';
-import { formatReport, runCase, runGolden } from '../packages/wuerstchen/src/golden';
+import { formatReport, runCase, runGolden } from '../packages/golden/src';
 import { GOLDEN } from './helpers/shared';
 
 beforeAll(async () => {

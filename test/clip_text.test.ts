@@ -3,8 +3,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { HostTensor, StateDictError, loadSafetensors, writeSafetensors } from '@wuerstchen/core';
-import { runGolden, toTf } from '../packages/wuerstchen/src/golden/harness';
-import '../packages/wuerstchen/src/golden/runners/clip';
+import { runGolden, toTf } from '../packages/golden/src/harness';
+import '../packages/golden/src/runners/clip';
 import {
   CLIPTextConfig,
   CLIPTextModel,
@@ -265,8 +265,8 @@ describe('config', () => {
     const cfg = parseCLIPTextConfig(hub);
     expect(cfg).toMatchObject({ hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, hidden_act: 'gelu', eos_token_id: 49407, layer_norm_eps: 1e-5 });
     expect(parseCLIPTextConfig({ model_type: 'clip', text_config: hub })).toEqual(cfg);
-    expect(() => parseCLIPTextConfig({ ...hub, hidden_act: 'relu' })).toThrow(/hidden_act "relu" is not supported/);
+    expect(() => parseCLIPTextConfig({ ...hub, hidden_act: 'relu' })).toThrow(/"hidden_act" must be one of "gelu", "quick_gelu", got "relu"/);
     expect(() => parseCLIPTextConfig({ ...hub, num_attention_heads: 5 })).toThrow(/not divisible/);
-    expect(() => parseCLIPTextConfig({ ...hub, num_hidden_layers: 0 })).toThrow(/num_hidden_layers must be a positive integer/);
+    expect(() => parseCLIPTextConfig({ ...hub, num_hidden_layers: 0 })).toThrow(/"num_hidden_layers" must be an integer from 1 to 256, got 0/);
   });
 });

@@ -2,8 +2,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import '../packages/wuerstchen/src/golden/runners/effnet';
-import { formatReport, runGolden } from '../packages/wuerstchen/src/golden/harness';
+import '../packages/golden/src/runners/effnet';
+import { formatReport, runGolden } from '../packages/golden/src/harness';
 import { BatchNorm2d, Sequential } from '@wuerstchen/core';
 import { EfficientNetEncoder, FusedMBConv, InvertedResidualConfig, MBConv, StochasticDepth, toPriorLatents } from '../packages/wuerstchen/src/models/effnet';
 import { GOLDEN } from './helpers/shared';

@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '../packages/core/src';
 import { registerNativeBackend } from '../packages/core/src/backends/native';
-import { formatReport, readIndex, runCase } from '../packages/wuerstchen/src/golden';
+import { formatReport, readIndex, runCase } from '../packages/golden/src';
 import { GOLDEN } from './helpers/shared';
 
 const nativeRequired = Boolean(process.env.CI) || process.env.WUERSTCHEN_REQUIRE_NATIVE === '1';

@@ -14,7 +14,7 @@ const ADDON = path.join(__dirname, '../packages/core/native/build/Release/wuerst
 if (!available) {
   test('native backend is unavailable (addon not built)', () => {
     const message = 'native backend unavailable: packages/core/native/build/Release/wuerstchen_native.node is ' +
-      'missing; apt-get install libopenblas-dev, then node scripts/build-native.js';
+      'missing; apt-get install libopenblas-dev, then npm run build:native';
     if (required) throw new Error(`${message} (required because CI or WUERSTCHEN_REQUIRE_NATIVE=1 is set)`);
     console.log(message);
     expect(nativeAvailable()).toBe(false);
@@ -27,7 +27,7 @@ if (!available) {
 
 function nativeSuite(): void {
   // The addon's exports are writable, so its calls can be counted to tell native runs from fallbacks.
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const addon = require(ADDON) as Record<string, (...args: unknown[]) => unknown>;
 
   let seed = 1;

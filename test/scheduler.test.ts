@@ -7,7 +7,8 @@ import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { loadSafetensors, writeSafetensors } from '@wuerstchen/core';
-import { formatReport, runCase } from '../packages/wuerstchen/src/golden';
+import { formatReport, runCase } from '../packages/golden/src';
+import { parseSchedule } from '../packages/golden/src/runners/scheduler';
 import { Generator } from '../packages/wuerstchen/src/rng';
 import { DDPMWuerstchenScheduler, DEFAULT_STAGE_C_TIMESTEPS, linspaceF32 } from '../packages/wuerstchen/src/scheduler';
 import { GOLDEN } from './helpers/shared';
@@ -65,6 +66,51 @@ test('the scheduler runner fails on an altered step output and on foreign timest
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
   }
+});
+
+describe('the scheduler runner reads every schedule setTimesteps accepts', () => {
+  test.each([
+    ['num_inference_steps=60 (prior pipeline default)', { kind: 'count', steps: 60 }],
+    ['12 steps', { kind: 'count', steps: 12 }],
+    ['DEFAULT_STAGE_C_TIMESTEPS (timesteps=list(np.linspace(1.0, 2/3, 20)) + list(np.linspace(2/3, 0.0, 11))[1:])', { kind: 'default' }],
+    ['custom timesteps [1.0, 0.5, 0.0]', { kind: 'list', values: ['1.0', '0.5', '0.0'], truncated: false }],
+    ['custom timesteps [1.0, 0.93, …]', { kind: 'list', values: ['1.0', '0.93'], truncated: true }],
+    ['custom timesteps [1e0, .25, ...]', { kind: 'list', values: ['1e0', '.25'], truncated: true }],
+    ['custom timesteps [a, b]', null],
+    ['karras sigmas', null],
+  ])('%s', (description, expected) => {
+    expect(parseSchedule(description)).toEqual(expected);
+  });
+
+  /** Runs the DEFAULT_STAGE_C_TIMESTEPS case with its first chain described as `description`. */
+  async function runWithDescription(description: string) {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'wuerstchen-sched-list-'));
+    try {
+      const dir = path.join(root, 'scheduler_ddpm_wuerstchen');
+      fs.cpSync(path.join(GOLDEN, 'scheduler_ddpm_wuerstchen'), dir, { recursive: true });
+      fs.chmodSync(dir, 0o755);
+      const file = path.join(dir, 'case.json');
+      const spec = JSON.parse(fs.readFileSync(file, 'utf8'));
+      spec.schedules[0].schedule = description;
+      fs.rmSync(file);
+      fs.writeFileSync(file, JSON.stringify(spec));
+      return await runCase(root, 'scheduler_ddpm_wuerstchen');
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  }
+
+  test('an explicit list, whole or as a prefix, is checked against the stored timesteps', async () => {
+    const whole = await runWithDescription(`custom timesteps [${DEFAULT_STAGE_C_TIMESTEPS.join(', ')}]`);
+    if (!whole.passed) throw new Error(formatReport(whole));
+    const prefix = await runWithDescription('custom timesteps [1.0, 0.98, 0.965, …]');
+    if (!prefix.passed) throw new Error(formatReport(prefix));
+    const wrong = await runWithDescription('custom timesteps [1.0, 0.93, …]');
+    expect(wrong.passed).toBe(false);
+    expect(wrong.problems.join('\n')).toMatch(/s0_timesteps = the 2 listed leading timesteps: differs at \[1\] 0\.98\d+ vs 0\.93/);
+    const short = await runWithDescription('custom timesteps [1.0, 0.5, 0.0]');
+    expect(short.problems.join('\n')).toMatch(/s0_timesteps = listed timesteps: 3 listed, 30 stored/);
+  });
 });
 
 describe('timesteps', () => {

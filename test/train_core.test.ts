@@ -15,6 +15,7 @@ import {
   configJson,
   globalNorm,
   loadConfig,
+  parseConfig,
   oneCycleLR,
   p2Weight,
   phaseAt,
@@ -186,6 +187,17 @@ describe('checkpoints', () => {
 });
 
 describe('schedule configs', () => {
+  test('every committed config parses; a misspelt key is an error naming the nearest field', () => {
+    for (const f of fs.readdirSync(CONFIGS).filter((n) => n.endsWith('.json') && !n.includes('text-encoder'))) {
+      expect(() => loadConfig(path.join(CONFIGS, f))).not.toThrow();
+    }
+    const base = { stage: 'a', phases: [{ steps: 1, batch_size: 1, image_size: 8 }] };
+    expect(() => parseConfig({ ...base, checkpoint_evry: 5 }, 'x.json')).toThrow(/x\.json: unknown key "checkpoint_evry"; did you mean "checkpoint_every"\?/);
+    expect(() => parseConfig({ ...base, phases: [{ ...base.phases[0], batch_sise: 4 }] }, 'x.json')).toThrow(/unknown key "phases\[0\]\.batch_sise"; did you mean "batch_size"\?/);
+    expect(() => parseConfig({ ...base, objective: { weighting: 'x0', zzz: 1 } }, 'x.json')).toThrow(/unknown key "objective\.zzz" \(known: /);
+    expect(() => parseConfig({ ...base, _comment: 'notes are fine' }, 'x.json')).not.toThrow();
+  });
+
   test('the paper schedules', () => {
     const c = loadConfig(path.join(CONFIGS, 'stage-c.json'), 'c');
     expect(c.phases.map((p) => p.steps)).toEqual([500000, 364000, 4000, 50000]);

@@ -138,7 +138,8 @@ describe('datasets', () => {
     const caps = new Set(Array.from({ length: 12 }, () => ds.next().caption));
     expect([...caps].every((c) => ['one', 'two', 'three'].includes(c))).toBe(true);
     expect(ds.warnings.unreadable).toBe(1);
-    expect(ds.warnings.missingCaption).toBe(2);
+    expect(ds.warnings.missingCaption).toBe(1);
+    expect(ds.warnings.malformed).toBe(1);
   });
 
   test('WebDataset shards stream with a seeded buffer and resume mid-shard', () => {

@@ -2,8 +2,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import '../packages/wuerstchen/src/golden/runners/vqgan';
-import { formatReport, runGolden } from '../packages/wuerstchen/src/golden/harness';
+import '../packages/golden/src/runners/vqgan';
+import { formatReport, runGolden } from '../packages/golden/src/harness';
 import { PaellaVQModel } from '../packages/wuerstchen/src/models/paella_vq';
 import { GOLDEN } from './helpers/shared';
 

@@ -1,4 +1,4 @@
-# Built by scripts/build-native.js, which passes the OpenBLAS locations it found:
+# Built by ../scripts/build-native.js (this package's install script), which passes the OpenBLAS locations it found:
 #   node-gyp configure -- -Dopenblas_include=DIR -Dopenblas_libdir=DIR
 {
   "variables": {

@@ -12,6 +12,8 @@ let announced = false;
 
 function tryRequire(name: string): boolean {
   try {
+    // Optional packages: present only when the user installed them.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
     require(name);
     return true;
   } catch {
@@ -25,7 +27,8 @@ function registerTensorflow(): boolean {
 
 function registerNative(): boolean {
   try {
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    // Loaded on demand: it loads the compiled addon, which may be missing.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
     const native = require('./backends/native') as { registerNativeBackend(): boolean };
     return native.registerNativeBackend();
   } catch {

@@ -4,3 +4,5 @@ export * from './layers';
 export * from './backend';
 export * from './layout';
 export * from './safetensors';
+export * from './regular_file';
+export * from './strict_json';

@@ -156,6 +156,8 @@ export interface LoadOptions {
   ignore?: (key: string) => boolean;
   /** Name of the file (or folder) for error messages. */
   source?: string;
+  /** Accept NaN and ±Infinity in float tensors (default false: they are a NonFiniteWeightError naming the tensor). */
+  allowNonFinite?: boolean;
 }
 
 export interface ShapeMismatch {
@@ -181,6 +183,42 @@ export class StateDictError extends Error {
     super(message);
     this.name = 'StateDictError';
   }
+}
+
+/** A float tensor holding NaN or ±Infinity, found while loading. */
+export class NonFiniteWeightError extends Error {
+  constructor(
+    readonly key: string,
+    /** how many values are not finite, and the first of them. */
+    readonly count: number,
+    readonly first: number,
+    source?: string,
+  ) {
+    super(
+      `${source ? `${source}: ` : ''}tensor ${JSON.stringify(key)} holds ${count} non-finite value${count === 1 ? '' : 's'} ` +
+        `(first: ${first}); the weights are corrupt or diverged (pass allowNonFinite / --allow-nonfinite to load them anyway)`,
+    );
+    this.name = 'NonFiniteWeightError';
+  }
+}
+
+/** Number of NaN / ±Infinity values of a float tensor and the first one; one pass, no copies. */
+export function countNonFinite(data: HostTensor['data']): { count: number; first: number } {
+  // By tag, not instanceof: arrays may come from another realm (jest's sandbox, Node Buffers).
+  const tag = Object.prototype.toString.call(data);
+  if (tag !== '[object Float32Array]' && tag !== '[object Float64Array]') return { count: 0, first: 0 };
+  const floats = data as Float32Array | Float64Array;
+  let count = 0;
+  let first = 0;
+  for (let i = 0; i < floats.length; i++) {
+    const v = floats[i];
+    // v − v is 0 for every finite v and NaN for NaN and ±Infinity.
+    if (v - v !== 0) {
+      if (count === 0) first = v;
+      count++;
+    }
+  }
+  return { count, first };
 }
 
 function sourceOf(tensors: TensorSource | Map<string, HostTensor>): TensorSource {
@@ -223,6 +261,13 @@ export class Module {
     return [...this.children.entries()];
   }
 
+  /** This module (key '') and every descendant with its dotted path (`blocks.2.attention.to_q`). */
+  namedModules(prefix = ''): [string, Module][] {
+    const out: [string, Module][] = [[prefix, this]];
+    for (const [n, m] of this.children) if (m) out.push(...m.namedModules(prefix ? `${prefix}.${n}` : n));
+    return out;
+  }
+
   /** Every parameter and buffer with its full state-dict key. */
   namedParameters(prefix = ''): [string, Parameter][] {
     const out: [string, Parameter][] = [];
@@ -263,7 +308,16 @@ export class Module {
       );
     }
     const own = new Map(this.namedParameters());
-    for (const k of available) own.get(k)?.load(src.get(k));
+    for (const k of available) {
+      const p = own.get(k);
+      if (!p) continue;
+      const t = src.get(k);
+      if (!opts.allowNonFinite) {
+        const { count, first } = countNonFinite(t.data);
+        if (count > 0) throw new NonFiniteWeightError(k, count, first, opts.source);
+      }
+      p.load(t);
+    }
   }
 
   /**

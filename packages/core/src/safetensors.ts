@@ -12,6 +12,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { HostData, HostTensor, SafetensorsDtype, numel } from './host_tensor';
+import { NotRegularFileError, openRegularFile, readRegularFile } from './regular_file';
+import { JsonTextError, parseStrictJson, quoteValue } from './strict_json';
 
 /** Largest accepted JSON header, as in the reference implementation. */
 export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
@@ -93,13 +95,20 @@ interface Header {
 // ---------------------------------------------------------------------------------------------------------------
 // Reading
 
-/** Opens a safetensors file and validates its header. Call `close()` when done. */
+/**
+ * Opens a safetensors file and validates its header. Call `close()` when done. Symbolic links are followed; anything
+ * but a regular file is refused before it is opened (see openRegularFile).
+ */
 export function openSafetensors(file: string): SafetensorsFile {
-  const fd = fs.openSync(file, 'r');
+  let fd: number;
   try {
-    const stat = fs.fstatSync(fd);
-    if (!stat.isFile()) throw new SafetensorsError(file, 'not a regular file');
-    const { header, dataStart } = readHeader(fd, file, stat.size);
+    fd = openRegularFile(file);
+  } catch (err) {
+    if (err instanceof NotRegularFileError) throw new SafetensorsError(file, err.detail);
+    throw err;
+  }
+  try {
+    const { header, dataStart } = readHeader(fd, file, fs.fstatSync(fd).size);
     return new SafetensorsFileReader(file, fd, header, dataStart);
   } catch (err) {
     fs.closeSync(fd);
@@ -164,11 +173,12 @@ function readHeader(fd: number, file: string, fileSize: number): { header: Heade
   const prefix = Buffer.alloc(8);
   readFully(fd, file, prefix, 0);
   const headerLength = prefix.readBigUInt64LE(0);
+  // The length itself is not quoted: for a file that is not safetensors it is that file's first 8 bytes.
   if (headerLength > BigInt(MAX_HEADER_BYTES)) {
-    throw new SafetensorsError(file, `header length ${headerLength} exceeds the limit of ${MAX_HEADER_BYTES} bytes`);
+    throw new SafetensorsError(file, `the header length prefix exceeds the limit of ${MAX_HEADER_BYTES} bytes (not a safetensors file?)`);
   }
   if (headerLength > BigInt(fileSize - 8)) {
-    throw new SafetensorsError(file, `header length ${headerLength} runs beyond the end of the file (${fileSize} bytes)`);
+    throw new SafetensorsError(file, `the header length prefix runs beyond the end of the file (${fileSize} bytes)`);
   }
   const dataStart = 8 + Number(headerLength);
   const headerBytes = new Uint8Array(dataStart - 8);
@@ -185,11 +195,11 @@ function parseHeader(file: string, bytes: Uint8Array, dataLength: number): Heade
     if (key === METADATA_KEY) metadata = parseMetadata(file, value);
     else entries.set(key, parseEntry(file, key, value, dataLength));
   }
-  checkNoOverlap(file, entries);
+  checkCoverage(file, entries, dataLength);
   return { entries, metadata };
 }
 
-/** Decodes strict UTF-8 JSON that must be an object. */
+/** Decodes strict UTF-8 JSON that must be an object; a key given twice is an error. */
 function parseJsonObject(file: string, bytes: Uint8Array, what: string): Record<string, unknown> {
   let text: string;
   try {
@@ -199,9 +209,10 @@ function parseJsonObject(file: string, bytes: Uint8Array, what: string): Record<
   }
   let value: unknown;
   try {
-    value = JSON.parse(text);
+    value = parseStrictJson(text);
   } catch (err) {
-    throw new SafetensorsError(file, `${what} is not valid JSON (${(err as Error).message})`);
+    if (!(err instanceof JsonTextError)) throw err;
+    throw new SafetensorsError(file, `${what} is not valid JSON (${err.message})`);
   }
   if (!isPlainObject(value)) throw new SafetensorsError(file, `${what} is not a JSON object`);
   return value;
@@ -220,10 +231,10 @@ function parseEntry(file: string, key: string, value: unknown, dataLength: numbe
   };
   if (!isPlainObject(value)) return fail('header entry is not an object');
   const { dtype, shape, data_offsets: offsets } = value;
-  if (!isDtype(dtype)) return fail(`unknown dtype ${JSON.stringify(dtype)}`);
-  if (!isIndexArray(shape)) return fail(`shape ${JSON.stringify(shape)} is not an array of non-negative integers`);
+  if (!isDtype(dtype)) return fail(`unknown dtype ${quoteValue(dtype)}`);
+  if (!isIndexArray(shape)) return fail(`shape ${quoteValue(shape)} is not an array of non-negative integers`);
   if (!isIndexArray(offsets) || offsets.length !== 2 || offsets[0] > offsets[1]) {
-    return fail(`data_offsets ${JSON.stringify(offsets)} is not [begin, end] with 0 <= begin <= end`);
+    return fail(`data_offsets ${quoteValue(offsets)} is not [begin, end] with 0 <= begin <= end`);
   }
   const [begin, end] = offsets;
   if (end > dataLength) return fail(`data_offsets end ${end} is beyond the data section (${dataLength} bytes)`);
@@ -234,15 +245,25 @@ function parseEntry(file: string, key: string, value: unknown, dataLength: numbe
   return { dtype, shape, begin, end };
 }
 
-/** Rejects tensors whose byte ranges intersect (empty tensors cannot overlap anything). */
-function checkNoOverlap(file: string, entries: Map<string, Entry>): void {
-  const ranges = [...entries].filter(([, e]) => e.end > e.begin).sort(([, a], [, b]) => a.begin - b.begin);
-  for (let i = 1; i < ranges.length; i++) {
-    const [prevKey, prev] = ranges[i - 1];
-    const [key, entry] = ranges[i];
-    if (entry.begin < prev.end) {
-      throw new SafetensorsError(file, `data overlaps tensor ${JSON.stringify(prevKey)}`, key);
+/**
+ * The tensors must tile the data section exactly, as the reference implementation requires: sorted by offsets,
+ * each begins where the previous one ends, and the last one ends at the end of the file. Bytes no tensor owns
+ * would be read by nobody; overlapping tensors would alias each other's data.
+ */
+function checkCoverage(file: string, entries: Map<string, Entry>, dataLength: number): void {
+  const ranges = [...entries].sort(([, a], [, b]) => a.begin - b.begin || a.end - b.end);
+  let covered = 0;
+  let previous: string | undefined;
+  for (const [key, entry] of ranges) {
+    if (entry.begin < covered) throw new SafetensorsError(file, `data overlaps tensor ${JSON.stringify(previous)}`, key);
+    if (entry.begin > covered) {
+      throw new SafetensorsError(file, `data starts at ${entry.begin}, leaving bytes ${covered}..${entry.begin} of the data section unused`, key);
     }
+    covered = entry.end;
+    previous = key;
+  }
+  if (covered !== dataLength) {
+    throw new SafetensorsError(file, `the tensors cover ${covered} of the ${dataLength} bytes of the data section (${dataLength - covered} trailing bytes)`);
   }
 }
 
@@ -528,6 +549,10 @@ function weightFileNames(base: string, variant: string | undefined): string[] {
 }
 
 function locateWeights(dir: string, bases: string[], variant: string | undefined): string {
+  // The variant becomes part of a file name; a separator or ".." in it would reach outside the folder.
+  if (variant !== undefined && !/^[A-Za-z0-9_-]+$/.test(variant)) {
+    throw new SafetensorsError(dir, `variant ${quoteValue(variant)} may only hold letters, digits, "_" and "-"`);
+  }
   const tried = bases.flatMap((base) => weightFileNames(base, variant));
   const found = tried.map((name) => path.join(dir, name)).find(isFile);
   if (found === undefined) throw new SafetensorsError(dir, `no weights file found (tried ${tried.join(', ')})`);
@@ -538,13 +563,30 @@ function isFile(file: string): boolean {
   return fs.statSync(file, { throwIfNoEntry: false })?.isFile() ?? false;
 }
 
+/**
+ * Why `name`, read from an index or pointer file, is not a plain relative path inside the folder holding that file,
+ * or undefined when it is. Only the name is checked, not where a symbolic link at that name leads: the Hugging Face
+ * cache links every file of a snapshot folder to a shared blob store.
+ */
+export function unsafeRelativeName(name: string): string | undefined {
+  if (name === '') return 'is empty';
+  if (name.includes('\0')) return 'contains a NUL character';
+  if (path.isAbsolute(name) || path.win32.isAbsolute(name)) return 'is an absolute path';
+  if (name.split(/[\\/]/).some((part) => part === '..')) return 'leads out of the folder ("..")';
+  return undefined;
+}
+
 /** Opens every shard named by an index and checks that each key lives in the shard the index names. */
 function openShardIndex(indexFile: string): Checkpoint {
   const weightMap = readWeightMap(indexFile);
+  for (const [key, name] of weightMap) {
+    const why = unsafeRelativeName(name);
+    if (why !== undefined) throw new SafetensorsError(indexFile, `shard name ${quoteValue(name)} ${why}; an index may only name files in its own folder`, key);
+  }
   const shardNames = [...new Set(weightMap.values())];
   const shardPaths = shardNames.map((name) => path.resolve(path.dirname(indexFile), name));
   shardPaths.forEach((shardPath, i) => {
-    if (!isFile(shardPath)) throw new SafetensorsError(indexFile, `shard "${shardNames[i]}" is missing (${shardPath})`);
+    if (!fs.existsSync(shardPath)) throw new SafetensorsError(indexFile, `shard "${shardNames[i]}" is missing (${shardPath})`);
   });
   const shards: SafetensorsFile[] = [];
   try {
@@ -565,7 +607,14 @@ function openShardIndex(indexFile: string): Checkpoint {
 
 /** Parses `{"metadata": {...}, "weight_map": {key: shardFileName}}`. */
 function readWeightMap(indexFile: string): Map<string, string> {
-  const index = parseJsonObject(indexFile, fs.readFileSync(indexFile), 'shard index');
+  let bytes: Buffer;
+  try {
+    bytes = readRegularFile(indexFile);
+  } catch (err) {
+    if (err instanceof NotRegularFileError) throw new SafetensorsError(indexFile, err.detail);
+    throw err;
+  }
+  const index = parseJsonObject(indexFile, bytes, 'shard index');
   const weightMap = index.weight_map;
   if (!isPlainObject(weightMap) || !Object.values(weightMap).every((v) => typeof v === 'string')) {
     throw new SafetensorsError(indexFile, '"weight_map" must be an object mapping tensor names to shard file names');

@@ -10,6 +10,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { LossWeighting } from './objectives';
 import { InitRule, InitSpec } from './init';
+import { DEFAULT_MAX_IMAGE_PIXELS } from './data/image';
 
 export type Stage = 'a' | 'b' | 'c';
 
@@ -119,6 +120,10 @@ export interface TrainConfig {
   sample_images: number;
   log_every: number;
   shuffle_buffer: number;
+  /** images whose header declares more pixels (width × height) are skipped before decoding. */
+  max_image_pixels: number;
+  /** a bad shard, unreadable or oversized image or malformed manifest line is an error instead of a counted skip. */
+  strict_data: boolean;
 }
 
 export class ConfigError extends Error {
@@ -156,12 +161,61 @@ export function loadConfig(file: string, stage?: Stage): TrainConfig {
   return parseConfig(raw, file, stage);
 }
 
+/** The keys each part of a training config may hold (keys starting with "_", such as "_comment", are notes). */
+const KNOWN_KEYS: Record<string, readonly string[]> = {
+  '': [
+    'stage', 'name', 'seed', 'model', 'init_from', 'init_rules', 'text_encoder', 'tokenizer', 'effnet', 'vqgan', 'discriminator',
+    'optimizer', 'one_cycle', 'ema', 'objective', 'dropout', 'phases', 'checkpoint_every', 'keep_checkpoints', 'sample_every',
+    'sample_prompts', 'sample_steps', 'sample_cfg', 'sample_images', 'log_every', 'shuffle_buffer', 'max_image_pixels', 'strict_data',
+  ],
+  phases: [
+    'name', 'steps', 'batch_size', 'grad_accum', 'image_size', 'effnet_size', 'aspect_ratios', 'bucket_multiple', 'bucket_random_p',
+    'random_crop', 'resize', 'hflip', 'freeze_effnet', 'lr', 'note',
+  ],
+  objective: [
+    't_sampler', 'p2', 'weighting', 'x0_weight_max', 'latent_scaling', 'caption_dropout', 'caption_dropout_mode', 'effnet_dropout',
+    'effnet_noise', 'effnet_noise_tmax', 'rec_weight', 'adv_weight', 'vq_weight', 'commitment', 'disc_start', 'fit_scale_factor', 'quantize_p',
+  ],
+  optimizer: ['lr', 'betas', 'eps', 'weight_decay', 'warmup', 'grad_clip'],
+  ema: ['every', 'start', 'beta'],
+  one_cycle: ['pct_start', 'div_factor', 'final_div_factor'],
+  discriminator: ['c_hidden', 'depth', 'lr', 'betas', 'weight_decay'],
+  effnet: ['from', 'config'],
+  vqgan: ['from', 'config'],
+};
+
+/** Levenshtein distance (for "did you mean"). */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur.push(Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1)));
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
+/** Rejects a key that is not a config field (a typo would otherwise run silently with the default), naming the nearest field. */
+function checkKeys(obj: unknown, part: string, where: string, fail: (d: string) => never): void {
+  if (!obj || typeof obj !== 'object' || Array.isArray(obj)) return;
+  const known = KNOWN_KEYS[part];
+  for (const key of Object.keys(obj)) {
+    if (key.startsWith('_') || known.includes(key)) continue;
+    const nearest = known.reduce((best, k) => (editDistance(key, k) < editDistance(key, best) ? k : best), known[0]);
+    const hint = editDistance(key, nearest) <= Math.max(2, Math.floor(nearest.length / 3)) ? `; did you mean "${nearest}"?` : '';
+    fail(`unknown key "${where}${key}"${hint} (known: ${known.join(', ')})`);
+  }
+}
+
 export function parseConfig(raw0: Record<string, unknown>, file: string, stage?: Stage): TrainConfig {
   const dir = path.dirname(path.resolve(file));
   const raw = substitute(raw0, dir) as Record<string, unknown>;
   const fail = (d: string): never => {
     throw new ConfigError(file, d);
   };
+  checkKeys(raw, '', '', fail);
+  for (const part of ['objective', 'optimizer', 'ema', 'one_cycle', 'discriminator', 'effnet', 'vqgan']) checkKeys(raw[part], part, `${part}.`, fail);
+  if (Array.isArray(raw.phases)) raw.phases.forEach((p, i) => checkKeys(p, 'phases', `phases[${i}].`, fail));
   const st = (raw.stage ?? stage) as Stage;
   if (!['a', 'b', 'c'].includes(st)) fail(`"stage" must be "a", "b" or "c"`);
   if (stage && st !== stage) fail(`this is a stage-${st} configuration, not stage-${stage}`);
@@ -249,6 +303,8 @@ export function parseConfig(raw0: Record<string, unknown>, file: string, stage?:
     sample_images: (raw.sample_images as number) ?? 4,
     log_every: (raw.log_every as number) ?? 1,
     shuffle_buffer: (raw.shuffle_buffer as number) ?? 44,
+    max_image_pixels: (raw.max_image_pixels as number) ?? DEFAULT_MAX_IMAGE_PIXELS,
+    strict_data: (raw.strict_data as boolean) ?? false,
   };
   if (!Number.isSafeInteger(cfg.seed)) fail(`"seed" must be an integer, got ${JSON.stringify(raw.seed)}`);
   if (!['seeded', 'off'].includes(cfg.dropout)) fail(`"dropout" must be "seeded" or "off"`);
@@ -260,6 +316,8 @@ export function parseConfig(raw0: Record<string, unknown>, file: string, stage?:
     fail(`objective.latent_scaling must be "dome", "fit" or {"latent_mean": number ≠ 0, "latent_std": number}`);
   }
   if (!(cfg.checkpoint_every > 0)) fail('"checkpoint_every" must be positive');
+  if (!Number.isSafeInteger(cfg.max_image_pixels) || cfg.max_image_pixels < 1) fail(`"max_image_pixels" must be a positive integer, got ${JSON.stringify(raw.max_image_pixels)}`);
+  if (typeof cfg.strict_data !== 'boolean') fail(`"strict_data" must be true or false, got ${JSON.stringify(raw.strict_data)}`);
   if ((st === 'b' || st === 'c') && (!cfg.text_encoder || !cfg.tokenizer)) fail(`stage ${st} needs "text_encoder" and "tokenizer" folders`);
   return cfg;
 }

@@ -7,12 +7,14 @@ import { StageCTrainer } from './stage_c';
 export * from './rng';
 export * from './config';
 export * from './checkpoint';
+export * from './manifest';
 export * from './objectives';
 export * from './optim';
 export * from './init';
 export * from './seeded';
 export * from './progress';
 export * from './trainer';
+export * from './training_state';
 export * from './data/tar';
 export * from './data/image';
 export * from './data/dataset';
@@ -24,6 +26,7 @@ export * from './testing';
 export { StageATrainer } from './stage_a';
 export { StageBTrainer } from './stage_b';
 export { StageCTrainer, bucketSize } from './stage_c';
+export * from './lora';
 
 /** The trainer for `opts.config.stage`. */
 export function createTrainer(opts: TrainOptions): Trainer {

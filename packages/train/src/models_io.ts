@@ -6,7 +6,6 @@ import { HostTensor, Module, Parameter, writeSafetensors } from '@wuerstchen/cor
 import {
   CLIPTextModel,
   CLIPTokenizer,
-  EFFNET_SETTINGS,
   EfficientNetEncoder,
   EfficientNetEncoderConfig,
   PaellaVQModel,
@@ -41,13 +40,7 @@ export function emaStateDict(model: Module, ema: EMA): Map<string, HostTensor> {
   return out;
 }
 
-/** Output side of the compressor for an input side (each stride-2 conv: ceil(n/2)). */
-export function effnetOutSize(cfg: EfficientNetEncoderConfig, n: number): number {
-  const setting = cfg.inverted_residual_setting ?? EFFNET_SETTINGS[cfg.effnet];
-  let s = Math.ceil(n / 2); // stem
-  for (const st of setting) if (st.stride === 2) s = Math.ceil(s / 2);
-  return s;
-}
+export { effnetOutSize } from 'wuerstchen';
 
 /** The compressor: loaded from a folder/run (`from`) or seeded from `config`. */
 export function buildEffnet(spec: { from?: string; config?: Record<string, unknown> } | undefined, seed: number, log: (l: string) => void, frozen: boolean): EfficientNetEncoder {

@@ -55,12 +55,20 @@ export class StageBTrainer extends Trainer {
       const lat = p.image_size / 4;
       if (lat % this.decoder.sizeMultiple !== 0) throw new Error(`phase ${p.name}: image_size ${p.image_size} gives ${lat}×${lat} latents; the decoder needs a multiple of ${this.decoder.sizeMultiple}`);
     }
-    this.params = [
+    this.params = this.trainedParameters();
+    const o = cfg.optimizer;
+    this.opt = new AdamW(this.params, { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay });
+  }
+
+  /**
+   * Called once by setup(), after the models are built and loaded: what the optimizer updates, keyed
+   * `decoder.…` and `effnet.…` (a frozen-compressor phase updates the `decoder.` ones only).
+   */
+  protected trainedParameters(): [string, Parameter][] {
+    return [
       ...this.decoder.trainableParameters().map(([k, p]) => [`decoder.${k}`, p] as [string, Parameter]),
       ...this.effnet.trainableParameters().map(([k, p]) => [`effnet.${k}`, p] as [string, Parameter]),
     ];
-    const o = cfg.optimizer;
-    this.opt = new AdamW(this.params, { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay });
   }
 
   protected update(batch: Sample[], phase: PhaseConfig, accum: number): UpdateResult {

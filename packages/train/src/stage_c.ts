@@ -9,7 +9,7 @@
  */
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { HostTensor } from '@wuerstchen/core';
+import { HostTensor, Parameter } from '@wuerstchen/core';
 import { EfficientNetEncoder, Generator, WuerstchenPrior, WuerstchenPriorConfig } from 'wuerstchen';
 import { PhaseConfig, weightingOf } from './config';
 import { loadDiffusersWeights, saveDiffusersModel } from './checkpoint';
@@ -40,6 +40,13 @@ export class StageCTrainer extends Trainer {
   /** x0 = (effnet + latent_std) / latent_mean; the prior pipeline's model_index.json carries the same two numbers. */
   latentScaling: { latent_mean: number; latent_std: number } = { latent_mean: 42, latent_std: 1 };
   private readonly effnetCache = new RowCache(65536);
+  /** What the optimizer updates (the whole prior here; only adapters in LoraTrainer). */
+  protected trained: [string, Parameter][] = [];
+
+  /** Called once by setup(), after the prior is built and loaded, to pick the trained parameters. */
+  protected trainedParameters(): [string, Parameter][] {
+    return this.prior.trainableParameters();
+  }
 
   protected setup(): void {
     const cfg = this.cfg;
@@ -59,8 +66,9 @@ export class StageCTrainer extends Trainer {
     if (ls === 'fit') this.latentScaling = this.fitLatentScaling();
     else if (typeof ls === 'object') this.latentScaling = { ...ls };
     const o = cfg.optimizer;
-    this.opt = new AdamW(this.prior.trainableParameters(), { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay });
-    this.ema = cfg.ema ? new EMA(this.prior.trainableParameters()) : null;
+    this.trained = this.trainedParameters();
+    this.opt = new AdamW(this.trained, { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay });
+    this.ema = cfg.ema ? new EMA(this.trained) : null;
   }
 
   /** Mean and std of the compressor's map over 256 fixed training images: the scaling that makes x0 zero-mean, unit-std. */
@@ -94,11 +102,11 @@ export class StageCTrainer extends Trainer {
     return tf.tidy(() => tf.div(tf.add(effnet, latent_std), latent_mean));
   }
 
-  protected extraState(): Record<string, unknown> {
+  protected override extraState(): Record<string, unknown> {
     return { latent_scaling: this.latentScaling };
   }
 
-  protected loadExtraState(extra: Record<string, unknown> | undefined): void {
+  protected override loadExtraState(extra: Record<string, unknown> | undefined): void {
     const ls = extra?.latent_scaling as { latent_mean: number; latent_std: number } | undefined;
     if (ls) this.latentScaling = { latent_mean: ls.latent_mean, latent_std: ls.latent_std };
   }
@@ -137,7 +145,7 @@ export class StageCTrainer extends Trainer {
     const captions = dropCaptions(batch.map((s) => s.caption), cfg.objective.caption_dropout, cfg.objective.caption_dropout_mode, this.rng);
     const t = sampleT(batch.length, this.rng, cfg.objective.t_sampler);
     const micro = batch.length / accum;
-    const acc = new GradAccumulator(this.prior.trainableParameters());
+    const acc = new GradAccumulator(this.trained);
     let lossSum = 0;
     let adjSum = 0;
     let finite = true;

@@ -7,10 +7,10 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { HostTensor, Module, Parameter } from '@wuerstchen/core';
-import { Generator, GeneratorState } from 'wuerstchen';
+import { Generator } from 'wuerstchen';
 import { PhaseConfig, TrainConfig, phaseAt, totalSteps, weightingOf } from './config';
-import { loadDiffusersWeights, loadTensorFile, readLatest, resolveModelDir, saveTensorFile, writeCheckpoint, writeFileSynced } from './checkpoint';
-import { DataState, ImageTextDataset, Sample } from './data/dataset';
+import { checkOutDir, existingRun, findResumeCheckpoint, loadDiffusersWeights, loadTensorFile, resolveModelDir, saveTensorFile, writeCheckpoint, writeFileSynced } from './checkpoint';
+import { DatasetOptions, ImageTextDataset, Sample } from './data/dataset';
 import { RGBImage, centerCrop, hflip, normalize, randomCrop, resize, resizeShortSide, resizeToCover, encodePNG, makeGrid } from './data/image';
 import { InitRule, initModule } from './init';
 import { RowCache } from './models_io';
@@ -18,6 +18,7 @@ import { NoisedBatch, addNoise, diffusionLoss } from './objectives';
 import { AdamW, HostTensorSource, clipGrads, globalNorm, oneCycleLR, warmupLR } from './optim';
 import { Progress } from './progress';
 import { deriveSeed } from './rng';
+import { TRAINING_STATE_VERSION, TrainingState, parseTrainingState } from './training_state';
 
 export interface TrainOptions {
   config: TrainConfig;
@@ -52,25 +53,6 @@ export interface StepMetrics {
   /** CPU seconds (user + system) of this process for the update. */
   cpu_sec_per_step: number;
   [extra: string]: number | string;
-}
-
-/** `training_state.json` format; 2: `rng` is the `wuerstchen` Generator's `{algorithm, s}` state. */
-export const TRAINING_STATE_VERSION = 2;
-
-export interface TrainingState {
-  version: typeof TRAINING_STATE_VERSION;
-  stage: string;
-  config_name: string;
-  step: number;
-  total_steps: number;
-  phase: { index: number; name: string; step_in_phase: number };
-  optimizer_steps: Record<string, number>;
-  skipped: number;
-  ema_loss: number | null;
-  rng: GeneratorState;
-  data: DataState;
-  finished: boolean;
-  extra?: Record<string, unknown>;
 }
 
 /** The result of one stage-specific update (the base class applies optimizer steps through helpers). */
@@ -171,7 +153,7 @@ export abstract class Trainer {
     const mode = opts.progress ?? 'auto';
     this.progress = new Progress(process.stderr, mode === 'auto' ? Boolean(process.stderr.isTTY) : false, mode === 'none' ? 0 : this.cfg.log_every);
     this.log = opts.log ?? ((l) => this.progress.log(l));
-    this.dataset = new ImageTextDataset(opts.data, { seed: this.cfg.seed, shuffleBuffer: this.cfg.shuffle_buffer, log: this.log });
+    this.dataset = new ImageTextDataset(opts.data, this.datasetOptions(this.log));
     this.metricsFile = path.join(this.out, 'metrics.jsonl');
   }
 
@@ -287,9 +269,13 @@ export abstract class Trainer {
     fs.renameSync(tmp, file);
   }
 
+  private datasetOptions(log: (line: string) => void): DatasetOptions {
+    return { seed: this.cfg.seed, shuffleBuffer: this.cfg.shuffle_buffer, maxImagePixels: this.cfg.max_image_pixels, strict: this.cfg.strict_data, log };
+  }
+
   /** The first `n` samples of the dataset in a fresh, seeded order (for previews; training state untouched). */
   protected fixedSamples(n: number): Sample[] {
-    const ds = new ImageTextDataset(this.opts.data, { seed: this.cfg.seed, log: () => undefined, shuffleBuffer: this.cfg.shuffle_buffer });
+    const ds = new ImageTextDataset(this.opts.data, this.datasetOptions(() => undefined));
     try {
       return Array.from({ length: n }, () => ds.next());
     } finally {
@@ -343,18 +329,20 @@ export abstract class Trainer {
     return dir;
   }
 
-  /** Restore everything from a checkpoint folder. */
-  restore(dir: string): void {
-    const st = JSON.parse(fs.readFileSync(path.join(dir, 'training_state.json'), 'utf8')) as TrainingState;
-    if (st.version !== TRAINING_STATE_VERSION) throw new Error(`${dir}: training_state.json version ${st.version} is not supported (expected ${TRAINING_STATE_VERSION})`);
-    if (st.stage !== this.cfg.stage) throw new Error(`${dir}: a stage-${st.stage} checkpoint cannot resume a stage-${this.cfg.stage} run`);
+  /** The checked `training_state.json` of a checkpoint folder named for `step`. */
+  private readState(dir: string, step: number): TrainingState {
+    return parseTrainingState(fs.readFileSync(path.join(dir, 'training_state.json'), 'utf8'), this.cfg.stage, step);
+  }
+
+  /** Restore everything from a checkpoint folder and its checked state. */
+  restore(dir: string, st: TrainingState): void {
     this.loadModels(dir);
     const file = path.join(dir, 'optimizer.safetensors');
     const tensors = loadTensorFile(file);
     const source: HostTensorSource = {
       get: (k) => {
         const t = tensors.get(k);
-        if (!t) throw new Error(`${file}: missing ${k}`);
+        if (!t) throw new TrainError(`${file}: missing ${k}`);
         return t;
       },
     };
@@ -410,28 +398,45 @@ export abstract class Trainer {
     return addNoise(x0, t, new Generator(deriveSeed(this.cfg.seed, 'eval')), weightingOf(this.cfg.objective));
   }
 
+  /**
+   * Where training starts: the newest intact checkpoint with `resume` (null when the run folder has
+   * none at all); without `resume` a run folder that holds any checkpoint is refused.
+   */
+  private resumePoint(): { dir: string; state: TrainingState } | null {
+    if (!this.opts.resume) {
+      const existing = existingRun(this.out);
+      if (existing) throw new TrainError(`${this.out} already holds a training run (${existing}); pass --resume to continue it or choose another --out`);
+      return null;
+    }
+    const point = findResumeCheckpoint(this.out, (dir, step) => this.readState(dir, step), this.log);
+    if (!point) {
+      this.log(`--resume: no checkpoint in ${this.out}; starting from scratch`);
+      return null;
+    }
+    const total = totalSteps(this.cfg);
+    if (point.step > total) throw new TrainError(`${point.dir}: the checkpoint is at step ${point.step}, past the ${total} steps of this configuration; nothing to train`);
+    return { dir: point.dir, state: point.value };
+  }
+
   /** Run (or resume) training to the end of the schedule (or `maxSteps`). */
   async run(): Promise<void> {
+    checkOutDir(this.out);
     fs.mkdirSync(this.out, { recursive: true });
-    const latest = readLatest(this.out);
-    if (latest && !this.opts.resume) {
-      throw new TrainError(`${this.out} already holds a training run (latest → ${latest}); pass --resume to continue it or choose another --out`);
-    }
+    const start = this.resumePoint();
     this.init();
     // the resolved configuration, so tools (export) know the data geometry, tokenizer and text encoder of the run
     writeFileSynced(path.join(this.out, 'train_config.json'), JSON.stringify(this.cfg, (_k, v) => (v instanceof RegExp ? v.source : v), 2) + '\n');
-    if (this.opts.resume) {
-      if (latest) {
-        this.restore(latest);
-        this.log(`resumed from ${path.relative(process.cwd(), latest) || latest} at step ${this.step} (phase ${phaseAt(this.cfg, this.step).phase.name})`);
-      } else this.log(`--resume: no checkpoint in ${this.out}; starting from scratch`);
+    if (start) {
+      this.restore(start.dir, start.state);
+      this.log(`resumed from ${path.relative(process.cwd(), start.dir) || start.dir} at step ${this.step} (phase ${phaseAt(this.cfg, this.step).phase.name})`);
     }
     this.truncateMetrics();
     const total = totalSteps(this.cfg);
     const stopAt = Math.min(total, this.opts.maxSteps ?? total);
     const t0 = Date.now();
     const startStep = this.step;
-    let lastCheckpoint = latest && this.opts.resume ? this.step : -1;
+    let lastCheckpoint = start ? this.step : -1;
+    if (this.step >= stopAt) this.log(`nothing to train: the run is at step ${this.step} of ${stopAt}`);
     while (this.step < stopAt && !this.stopRequested) {
       const { index, phase } = phaseAt(this.cfg, this.step);
       const tStep = Date.now();
@@ -475,8 +480,8 @@ export abstract class Trainer {
     }
     if (lastCheckpoint !== this.step) this.checkpoint();
     this.progress.done();
-    const w = this.dataset.warnings;
-    if (w.unreadable || w.missingCaption) this.log(`data: skipped ${w.unreadable} unreadable image(s) and ${w.missingCaption} sample(s) without a caption`);
+    const summary = this.dataset.warningSummary();
+    if (summary) this.log(`data: skipped ${summary}`);
     if (this.skipped) this.log(`skipped ${this.skipped} update(s) with a non-finite loss or gradient`);
   }
 }

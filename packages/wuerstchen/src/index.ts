@@ -1,4 +1,5 @@
 /** The `wuerstchen` package: models, tokenizer, scheduler, generator, loader, pipelines. */
+export * from './models/config_schema';
 export * from './models/common';
 export * from './models/prior';
 export * from './models/diffnext';
@@ -10,11 +11,14 @@ export * from './tokenizer';
 export * from './scheduler';
 export * from './rng';
 export * from './loader';
+export * from './lora';
 export * from './pipelines/shared';
 export * from './pipelines/progress';
 export * from './pipelines/png';
 export * from './pipelines/prior';
 export * from './pipelines/decoder';
 export * from './pipelines/combined';
+export * from './pipelines/memory';
+export * from './pipelines/variation';
 export * from './shapes';
 export * from './tiny';

@@ -14,11 +14,23 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { Checkpoint, Module, StateDictError, TensorSource, openCheckpoint } from '@wuerstchen/core';
-import { CLIPTextModel, parseCLIPTextConfig } from './models/clip_text';
-import { DIFFNEXT_DEFAULTS, WuerstchenDiffNeXt, WuerstchenDiffNeXtConfig } from './models/diffnext';
-import { PAELLA_VQ_DEFAULTS, PaellaVQConfig, PaellaVQModel } from './models/paella_vq';
-import { PRIOR_DEFAULTS, WuerstchenPrior, WuerstchenPriorConfig } from './models/prior';
+import {
+  Checkpoint,
+  JsonTextError,
+  Module,
+  NotRegularFileError,
+  StateDictError,
+  TensorSource,
+  openCheckpoint,
+  parseStrictJson,
+  readRegularTextFile,
+} from '@wuerstchen/core';
+import { CLIPTextConfig, CLIPTextModel, CLIP_TEXT_SCHEMA, parseCLIPTextConfig } from './models/clip_text';
+import { ConfigError, ConfigSchema, ParameterCountError, checkParameterCount, moduleFits, storedParameterCount } from './models/config_schema';
+import { EfficientNetEncoder, EfficientNetEncoderConfig, parseEfficientNetEncoderConfig } from './models/effnet';
+import { DIFFNEXT_SCHEMA, WuerstchenDiffNeXt, WuerstchenDiffNeXtConfig, parseDiffNeXtConfig } from './models/diffnext';
+import { PAELLA_VQ_SCHEMA, PaellaVQConfig, PaellaVQModel, parsePaellaVQConfig } from './models/paella_vq';
+import { PRIOR_SCHEMA, WuerstchenPrior, WuerstchenPriorConfig, parsePriorConfig } from './models/prior';
 import { CLIPTokenizer } from './tokenizer';
 
 /** A folder, file or config problem found while loading; `file` is the path it concerns. */
@@ -32,16 +44,20 @@ export class LoaderError extends Error {
 // ---------------------------------------------------------------------------------------------------------------
 // JSON files
 
-/** Reads a JSON object file; a missing, unreadable or malformed file is a LoaderError naming it. */
+/**
+ * Reads a JSON object file; a missing, unreadable or malformed file, or one holding a key twice, is a LoaderError
+ * naming it (without quoting its content).
+ */
 export function readJsonFile(file: string, what: string): Record<string, unknown> {
   const stat = fs.statSync(file, { throwIfNoEntry: false });
   if (!stat) throw new LoaderError(file, `missing (expected ${what})`);
-  if (!stat.isFile()) throw new LoaderError(file, `is not a file (expected ${what})`);
   let value: unknown;
   try {
-    value = JSON.parse(fs.readFileSync(file, 'utf8'));
+    value = parseStrictJson(readRegularTextFile(file));
   } catch (e) {
-    throw new LoaderError(file, `is not valid JSON (${(e as Error).message}); expected ${what}`);
+    if (e instanceof NotRegularFileError) throw new LoaderError(file, `${e.detail} (expected ${what})`);
+    if (e instanceof JsonTextError) throw new LoaderError(file, `is not valid JSON (${e.message}); expected ${what}`);
+    throw e;
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new LoaderError(file, `is not a JSON object (expected ${what})`);
   return value as Record<string, unknown>;
@@ -81,7 +97,6 @@ const LEGACY_CLASSES: Record<string, string> = {
   DiffNeXt: 'WuerstchenDiffNeXt',
   VQModelPaella: 'PaellaVQModel',
   WuerstchenGeneratorPipeline: 'WuerstchenDecoderPipeline',
-  EfficientNetEncoder: '(not used by the text-to-image pipelines)',
 };
 
 export interface ModelIndex {
@@ -142,92 +157,13 @@ export function indexNumber(index: ModelIndex, key: string, fallback: number): n
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Component configs
-
-type FieldKind = 'int' | 'number' | 'int[]' | 'bool[]' | 'string[]';
-
-/** Validates `json`'s known fields by kind and merges them over `defaults`; unknown fields are ignored. */
-function parseFields<T extends object>(json: Record<string, unknown>, defaults: T, kinds: Record<keyof T, FieldKind>, file: string): T {
-  const out: Record<string, unknown> = { ...(defaults as Record<string, unknown>) };
-  for (const [key, kind] of Object.entries(kinds) as [string, FieldKind][]) {
-    const v = json[key];
-    if (v === undefined) continue;
-    const ok =
-      kind === 'int'
-        ? Number.isInteger(v)
-        : kind === 'number'
-          ? typeof v === 'number' && Number.isFinite(v)
-          : kind === 'int[]'
-            ? Array.isArray(v) && v.every((x) => Number.isInteger(x))
-            : kind === 'bool[]'
-              ? Array.isArray(v) && v.every((x) => typeof x === 'boolean')
-              : Array.isArray(v) && v.every((x) => typeof x === 'string');
-    const expected = { int: 'an integer', number: 'a number', 'int[]': 'a list of integers', 'bool[]': 'a list of booleans', 'string[]': 'a list of strings' }[kind];
-    if (!ok) throw new LoaderError(file, `"${key}" must be ${expected}, got ${JSON.stringify(v)}`);
-    out[key] = v;
-  }
-  return out as T;
-}
-
-function checkPositive(file: string, cfg: Record<string, unknown>, keys: string[]): void {
-  for (const k of keys) {
-    const v = cfg[k];
-    const bad = Array.isArray(v) ? v.some((x) => typeof x === 'number' && x <= 0 && k !== 'nhead') : typeof v === 'number' && v <= 0;
-    if (bad) throw new LoaderError(file, `"${k}" must be positive, got ${JSON.stringify(v)}`);
-  }
-}
-
-export function parsePriorConfig(json: Record<string, unknown>, file: string): WuerstchenPriorConfig {
-  const cfg = parseFields(json, PRIOR_DEFAULTS, { c_in: 'int', c: 'int', c_cond: 'int', c_r: 'int', depth: 'int', nhead: 'int', dropout: 'number' }, file);
-  checkPositive(file, cfg as unknown as Record<string, unknown>, ['c_in', 'c', 'c_cond', 'c_r', 'depth', 'nhead']);
-  if (cfg.c % cfg.nhead !== 0) throw new LoaderError(file, `"c" (${cfg.c}) must be divisible by "nhead" (${cfg.nhead})`);
-  return cfg;
-}
-
-export function parseDiffNeXtConfig(json: Record<string, unknown>, file: string): WuerstchenDiffNeXtConfig {
-  const cfg = parseFields(
-    json,
-    DIFFNEXT_DEFAULTS,
-    {
-      c_in: 'int', c_out: 'int', c_r: 'int', patch_size: 'int', c_cond: 'int', c_hidden: 'int[]', nhead: 'int[]', blocks: 'int[]',
-      level_config: 'string[]', inject_effnet: 'bool[]', effnet_embd: 'int', clip_embd: 'int', kernel_size: 'int', dropout: 'number',
-    },
-    file,
-  );
-  checkPositive(file, cfg as unknown as Record<string, unknown>, ['c_in', 'c_out', 'c_r', 'patch_size', 'c_cond', 'c_hidden', 'blocks', 'effnet_embd', 'clip_embd', 'kernel_size']);
-  const n = cfg.c_hidden.length;
-  for (const k of ['nhead', 'blocks', 'level_config', 'inject_effnet'] as const) {
-    if (cfg[k].length !== n) throw new LoaderError(file, `"${k}" has ${cfg[k].length} entries but "c_hidden" has ${n}`);
-  }
-  cfg.level_config.forEach((types, i) => {
-    if (!/^[CTA]+$/.test(types)) throw new LoaderError(file, `"level_config"[${i}] = "${types}" may only contain C, T and A`);
-    if (types.includes('A') && !(cfg.nhead[i] > 0 && cfg.c_hidden[i] % cfg.nhead[i] === 0)) {
-      throw new LoaderError(file, `level ${i} has attention but "nhead"[${i}] = ${cfg.nhead[i]} does not divide c_hidden ${cfg.c_hidden[i]}`);
-    }
-  });
-  return cfg;
-}
-
-export function parsePaellaVQConfig(json: Record<string, unknown>, file: string): PaellaVQConfig {
-  const cfg = parseFields(
-    json,
-    PAELLA_VQ_DEFAULTS,
-    {
-      in_channels: 'int', out_channels: 'int', up_down_scale_factor: 'int', levels: 'int', bottleneck_blocks: 'int', embed_dim: 'int',
-      latent_channels: 'int', num_vq_embeddings: 'int', scale_factor: 'number',
-    },
-    file,
-  );
-  checkPositive(file, cfg as unknown as Record<string, unknown>, ['in_channels', 'out_channels', 'up_down_scale_factor', 'levels', 'embed_dim', 'latent_channels', 'num_vq_embeddings']);
-  return cfg;
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 // Weights
 
 export interface WeightsOptions {
   /** `fp16`, `bf16`, ...: read `<base>.<variant>.safetensors`. Without it, the plain file is used, or the only variant present. */
   variant?: string;
+  /** Load weights holding NaN or ±Infinity (default: a NonFiniteWeightError naming the tensor). */
+  allowNonFinite?: boolean;
 }
 
 const SAFETENSORS_RE = /^(.+?)(?:\.([A-Za-z0-9_]+))?\.safetensors(?:\.index(?:\.([A-Za-z0-9_]+))?\.json)?$/;
@@ -271,11 +207,18 @@ const fmtShape = (s: number[]) => `[${s.join(', ')}]`;
  * throws one error listing every missing key, unexpected key and shape mismatch, saying which
  * config it was built from.
  */
-export function checkWeightsMatch(module: Module, ckpt: TensorSource & { files?: string[] }, configFile: string, ignore?: (key: string) => boolean): void {
+export function checkWeightsMatch(
+  module: Module,
+  ckpt: TensorSource & { files?: string[] },
+  configFile: string,
+  ignore?: (key: string) => boolean,
+  /** a first line for the error (the parameter count comparison). */
+  preface?: string,
+): void {
   const { missing, unexpected, mismatched } = module.compareStateDict(ckpt, ignore);
   if (!missing.length && !unexpected.length && !mismatched.length) return;
   const list = (xs: string[]) => (xs.length > 8 ? `${xs.slice(0, 8).join(', ')}, ... (${xs.length - 8} more)` : xs.join(', '));
-  const problems: string[] = [];
+  const problems: string[] = preface === undefined ? [] : [preface];
   if (missing.length) problems.push(`missing keys (${missing.length}): ${list(missing)}`);
   if (unexpected.length) problems.push(`unexpected keys (${unexpected.length}): ${list(unexpected)}`);
   for (const m of mismatched.slice(0, 8)) problems.push(`${m.key}: shape ${fmtShape(m.found)}, but the config needs ${fmtShape(m.expected)}`);
@@ -293,7 +236,7 @@ export function checkWeightsMatch(module: Module, ckpt: TensorSource & { files?:
 // ---------------------------------------------------------------------------------------------------------------
 // Models
 
-export type ModelClass = 'WuerstchenPrior' | 'WuerstchenDiffNeXt' | 'PaellaVQModel' | 'CLIPTextModel';
+export type ModelClass = 'WuerstchenPrior' | 'WuerstchenDiffNeXt' | 'PaellaVQModel' | 'CLIPTextModel' | 'EfficientNetEncoder';
 
 /** A model whose config and weight headers were checked; `load()` reads the weights. */
 export interface PreparedModel<M extends Module> {
@@ -314,7 +257,9 @@ type ModelOf<C extends ModelClass> = C extends 'WuerstchenPrior'
     ? WuerstchenDiffNeXt
     : C extends 'PaellaVQModel'
       ? PaellaVQModel
-      : CLIPTextModel;
+      : C extends 'EfficientNetEncoder'
+        ? EfficientNetEncoder
+        : CLIPTextModel;
 
 /** Class name declared by a component config (`_class_name`, or transformers' `architectures[0]`). */
 function declaredClass(json: Record<string, unknown>): string | undefined {
@@ -324,24 +269,74 @@ function declaredClass(json: Record<string, unknown>): string | undefined {
   return undefined;
 }
 
-function build(cls: ModelClass, json: Record<string, unknown>, file: string): Module {
-  switch (cls) {
-    case 'WuerstchenPrior':
-      return new WuerstchenPrior(parsePriorConfig(json, file));
-    case 'WuerstchenDiffNeXt':
-      return new WuerstchenDiffNeXt(parseDiffNeXtConfig(json, file));
-    case 'PaellaVQModel':
-      return new PaellaVQModel(parsePaellaVQConfig(json, file));
-    case 'CLIPTextModel':
-      try {
-        return new CLIPTextModel(parseCLIPTextConfig(json, file));
-      } catch (e) {
-        throw new LoaderError(file, (e as Error).message.replace(`${file}: `, ''));
-      }
+type ModelConfig = WuerstchenPriorConfig | WuerstchenDiffNeXtConfig | PaellaVQConfig | CLIPTextConfig | EfficientNetEncoderConfig;
+
+/** Checks a config's types, ranges and list lengths; nothing is built yet. */
+function parseModelConfig(cls: ModelClass, json: Record<string, unknown>, file: string): ModelConfig {
+  try {
+    switch (cls) {
+      case 'WuerstchenPrior':
+        return parsePriorConfig(json, file);
+      case 'WuerstchenDiffNeXt':
+        return parseDiffNeXtConfig(json, file);
+      case 'PaellaVQModel':
+        return parsePaellaVQConfig(json, file);
+      case 'CLIPTextModel':
+        return parseCLIPTextConfig(json, file);
+      case 'EfficientNetEncoder':
+        return parseEfficientNetEncoderConfig(json, file);
+    }
+  } catch (e) {
+    if (e instanceof ConfigError) throw new LoaderError(file, e.reason, { cause: e });
+    throw new LoaderError(file, (e as Error).message.replace(`${file}: `, ''), { cause: e });
   }
 }
 
-const KNOWN_MODELS: ModelClass[] = ['WuerstchenPrior', 'WuerstchenDiffNeXt', 'PaellaVQModel', 'CLIPTextModel'];
+function build(cls: ModelClass, config: ModelConfig): Module {
+  switch (cls) {
+    case 'WuerstchenPrior':
+      return new WuerstchenPrior(config as WuerstchenPriorConfig);
+    case 'WuerstchenDiffNeXt':
+      return new WuerstchenDiffNeXt(config as WuerstchenDiffNeXtConfig);
+    case 'PaellaVQModel':
+      return new PaellaVQModel(config as PaellaVQConfig);
+    case 'CLIPTextModel':
+      return new CLIPTextModel(config as CLIPTextConfig);
+    case 'EfficientNetEncoder':
+      return new EfficientNetEncoder(config as EfficientNetEncoderConfig);
+  }
+}
+
+/** Models whose parameter count is known from the config alone, checked against the weights before building. */
+const SCHEMAS: Partial<Record<ModelClass, ConfigSchema<object>>> = {
+  WuerstchenPrior: PRIOR_SCHEMA as ConfigSchema<object>,
+  WuerstchenDiffNeXt: DIFFNEXT_SCHEMA as ConfigSchema<object>,
+  PaellaVQModel: PAELLA_VQ_SCHEMA as ConfigSchema<object>,
+  CLIPTextModel: CLIP_TEXT_SCHEMA as ConfigSchema<object>,
+};
+
+/**
+ * Compares the config's parameter count with the weights' headers, before building the module. A field that alone
+ * explains a difference is a LoaderError naming it; otherwise the count becomes the first line of the key-by-key
+ * comparison (the module is then built, within the config's caps, to list the keys).
+ */
+function checkCount(cls: ModelClass, config: ModelConfig, configFile: string, ckpt: Checkpoint): string | undefined {
+  const schema = SCHEMAS[cls];
+  if (schema === undefined) return undefined;
+  const weights = ckpt.files.length === 1 ? ckpt.files[0] : path.dirname(configFile);
+  try {
+    const found = storedParameterCount(ckpt, ignoredKeys(cls));
+    const fits = (candidate: object) => moduleFits(() => build(cls, candidate as ModelConfig), ckpt, ignoredKeys(cls));
+    checkParameterCount(schema, config, configFile, found, weights, fits);
+    return undefined;
+  } catch (e) {
+    if (!(e instanceof ParameterCountError)) throw e;
+    if (e.explanations.length) throw new LoaderError(configFile, e.reason, { cause: e });
+    return e.reason;
+  }
+}
+
+const KNOWN_MODELS: ModelClass[] = ['WuerstchenPrior', 'WuerstchenDiffNeXt', 'PaellaVQModel', 'CLIPTextModel', 'EfficientNetEncoder'];
 
 /** Keys in a checkpoint that are not parameters and are skipped (e.g. CLIP's `position_ids`). */
 function ignoredKeys(cls: ModelClass): ((k: string) => boolean) | undefined {
@@ -363,21 +358,24 @@ export function prepareModel<C extends ModelClass>(dir: string, expected?: C, op
     throw new LoaderError(configFile, `unknown class "${declared}"${legacyHint(declared)}; expected ${expected ?? KNOWN_MODELS.join(', ')}`);
   }
   const base = cls === 'CLIPTextModel' ? 'model' : 'diffusion_pytorch_model';
-  const module = build(cls!, json, configFile);
+  const config = parseModelConfig(cls!, json, configFile);
   const ckpt = openWeights(dir, base, opts);
+  let module: Module;
   try {
-    checkWeightsMatch(module, ckpt, configFile, ignoredKeys(cls!));
+    const countNote = checkCount(cls!, config, configFile, ckpt);
+    module = build(cls!, config);
+    checkWeightsMatch(module, ckpt, configFile, ignoredKeys(cls!), countNote);
   } finally {
     ckpt.close();
   }
-  const ckptVariant = opts.variant;
+  const weightsOpts = { variant: opts.variant, allowNonFinite: opts.allowNonFinite };
   return {
     className: cls!,
     dir,
     configFile,
     config: (module as unknown as { config: unknown }).config as PreparedModel<ModelOf<C>>['config'],
     bytes: module.numParameters() * 4,
-    load: () => loadModelFrom(build(cls!, json, configFile), dir, base, configFile, cls!, { variant: ckptVariant }) as unknown as ModelOf<C>,
+    load: () => loadModelFrom(build(cls!, config), dir, base, configFile, cls!, weightsOpts) as unknown as ModelOf<C>,
   };
 }
 
@@ -385,7 +383,7 @@ function loadModelFrom<M extends Module>(module: M, dir: string, base: string, c
   const ckpt = openWeights(dir, base, opts);
   try {
     checkWeightsMatch(module, ckpt, configFile, ignoredKeys(cls));
-    module.loadStateDict(ckpt, { ignore: ignoredKeys(cls), source: ckpt.files.length === 1 ? ckpt.files[0] : dir });
+    module.loadStateDict(ckpt, { ignore: ignoredKeys(cls), source: ckpt.files.length === 1 ? ckpt.files[0] : dir, allowNonFinite: opts.allowNonFinite });
   } catch (e) {
     module.dispose();
     throw e;
@@ -446,18 +444,20 @@ export class ModelHandle<M extends Module> {
     model: M | null,
     /** bytes of float32 parameters. */
     readonly bytes: number,
+    /** the model's parsed config, known before it is loaded (for size and memory estimates). */
+    readonly config: PreparedModel<M>['config'],
   ) {
     this.model = model;
   }
 
   /** Loads from a checked folder on first use; `release()` frees it. */
   static lazy<M extends Module>(prepared: PreparedModel<M>): ModelHandle<M> {
-    return new ModelHandle(() => prepared.load(), null, prepared.bytes);
+    return new ModelHandle(() => prepared.load(), null, prepared.bytes, prepared.config);
   }
 
   /** A model that stays owned by the caller. */
   static of<M extends Module>(model: M): ModelHandle<M> {
-    return new ModelHandle<M>(null, model, model.numParameters() * 4);
+    return new ModelHandle<M>(null, model, model.numParameters() * 4, (model as unknown as { config: PreparedModel<M>['config'] }).config);
   }
 
   /** A handle as is; a model as `of(model)`. */

@@ -13,6 +13,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
+import { JsonTextError, parseStrictJson, readRegularTextFile } from '@wuerstchen/core';
 import { Generator } from './rng';
 
 export const SCHEDULER_CLASS_NAME = 'DDPMWuerstchenScheduler';
@@ -136,9 +137,10 @@ export class DDPMWuerstchenScheduler {
     if (!file) throw new Error(`${dir}: no ${SCHEDULER_CONFIG_FILE} found (tried ${candidates.join(', ')})`);
     let json: unknown;
     try {
-      json = JSON.parse(fs.readFileSync(file, 'utf8'));
+      json = parseStrictJson(readRegularTextFile(file));
     } catch (e) {
-      throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
+      if (e instanceof JsonTextError) throw new Error(`${file}: not valid JSON (${e.message})`);
+      throw e;
     }
     return DDPMWuerstchenScheduler.fromConfig(json as Record<string, unknown>, file);
   }

@@ -21,6 +21,20 @@ export const PALETTE: Readonly<Record<string, RGB>> = {
   black: [20, 20, 20],
 };
 export const COLOURS = Object.keys(PALETTE);
+/**
+ * Colours outside the bundled model's world, for teaching it one (LoRA). They are drawn, rendered
+ * and judged only where a caller names them; the defaults use PALETTE alone.
+ */
+export const EXTRA_PALETTE: Readonly<Record<string, RGB>> = {
+  pink: [240, 130, 180],
+};
+
+/** sRGB of a colour of PALETTE or EXTRA_PALETTE. */
+export function colourRGB(name: string): RGB {
+  const c = PALETTE[name] ?? EXTRA_PALETTE[name];
+  if (!c) throw new Error(`unknown colour "${name}" (known: ${[...COLOURS, ...Object.keys(EXTRA_PALETTE)].join(', ')})`);
+  return c;
+}
 export const SHAPES = ['circle', 'square', 'triangle'] as const;
 export const SIZES = ['small', 'large'] as const;
 export const POSITIONS = ['on the left', 'on the right', 'at the top', 'at the bottom', 'in the middle'] as const;
@@ -77,15 +91,24 @@ export function parseCaption(caption: string): ShapeScene | null {
   return { size: m[1] as Size, colour: m[2], shape: m[3] as Shape, position: m[4] as Position, background: m[5] };
 }
 
-/** A uniformly drawn scene; `heldOut` 'exclude' never draws a held-out pair, 'only' draws only those. */
-export function randomScene(rng: Generator, heldOut: 'exclude' | 'only' | 'any' = 'exclude'): ShapeScene {
+/**
+ * A uniformly drawn scene; `heldOut` 'exclude' never draws a held-out pair, 'only' draws only those.
+ * `colours` are the shape colours to draw from (default COLOURS; EXTRA_PALETTE names allowed); the
+ * background is always a COLOURS one.
+ */
+export function randomScene(rng: Generator, heldOut: 'exclude' | 'only' | 'any' = 'exclude', colours: readonly string[] = COLOURS): ShapeScene {
+  colours.forEach(colourRGB);
+  if (heldOut === 'only' && !colours.some((c) => HELD_OUT_PAIRS.some(([h]) => h === c))) throw new Error(`no held-out pair has a colour among ${colours.join(', ')}`);
   for (;;) {
-    const colour = COLOURS[rng.int(COLOURS.length)];
+    const colour = colours[rng.int(colours.length)];
     const shape = SHAPES[rng.int(SHAPES.length)];
     const held = isHeldOut(colour, shape);
     if ((heldOut === 'exclude' && held) || (heldOut === 'only' && !held)) continue;
-    let background = COLOURS[rng.int(COLOURS.length - 1)];
-    if (background === colour) background = COLOURS[COLOURS.length - 1];
+    let background: string;
+    if (COLOURS.includes(colour)) {
+      background = COLOURS[rng.int(COLOURS.length - 1)];
+      if (background === colour) background = COLOURS[COLOURS.length - 1];
+    } else background = COLOURS[rng.int(COLOURS.length)];
     return { size: SIZES[rng.int(SIZES.length)], colour, shape, position: POSITIONS[rng.int(POSITIONS.length)], background };
   }
 }
@@ -124,8 +147,8 @@ export function renderScene(scene: ShapeScene, rng: Generator, opts: RenderOptio
   const cy = py + (2 * rng.nextFloat() - 1) * jitter;
   const b = SIZE_FRACTION[scene.size];
   const tint = (c: RGB): RGB => c.map((v) => Math.min(255, Math.max(0, v + rng.int(2 * cj + 1) - cj))) as RGB;
-  const fg = tint(PALETTE[scene.colour]);
-  const bg = tint(PALETTE[scene.background]);
+  const fg = tint(colourRGB(scene.colour));
+  const bg = tint(colourRGB(scene.background));
   const out = new Uint8Array(n * n * 3);
   for (let y = 0; y < n; y++) {
     for (let x = 0; x < n; x++) {
@@ -156,12 +179,12 @@ export interface Judgement {
   fill: number;
 }
 
-function nearestColour(c: RGB, exclude?: string): string {
+function nearestColour(c: RGB, colours: readonly string[], exclude?: string): string {
   let best = '';
   let bestD = Infinity;
-  for (const name of COLOURS) {
+  for (const name of colours) {
     if (name === exclude) continue;
-    const p = PALETTE[name];
+    const p = colourRGB(name);
     const d = (c[0] - p[0]) ** 2 + (c[1] - p[1]) ** 2 + (c[2] - p[2]) ** 2;
     if (d < bestD) {
       bestD = d;
@@ -177,9 +200,10 @@ function nearestColour(c: RGB, exclude?: string): string {
  * `threshold` from the measured background; colour = nearest palette colour (other than the
  * background) of the foreground's median; shape = the fill ratio of the foreground in its bounding
  * box (square ≈ 1, circle ≈ π/4, triangle ≈ 1/2); position = the box centre, nearest of the five
- * anchors; size = the box's larger side against the midpoint of the two sizes.
+ * anchors; size = the box's larger side against the midpoint of the two sizes. `colours` are the
+ * names it chooses among (default COLOURS; add EXTRA_PALETTE names to judge a taught colour).
  */
-export function judgeImage(pixels: Uint8Array, width: number, height: number, channels = 3, threshold = 40): Judgement {
+export function judgeImage(pixels: Uint8Array, width: number, height: number, channels = 3, threshold = 40, colours: readonly string[] = COLOURS): Judgement {
   const at = (x: number, y: number, c: number) => pixels[(y * width + x) * channels + c];
   const median = (xs: number[]) => {
     const s = xs.slice().sort((a, b) => a - b);
@@ -189,7 +213,7 @@ export function judgeImage(pixels: Uint8Array, width: number, height: number, ch
   for (let x = 0; x < width; x++) for (const y of [0, height - 1]) for (let c = 0; c < 3; c++) border[c].push(at(x, y, c));
   for (let y = 1; y < height - 1; y++) for (const x of [0, width - 1]) for (let c = 0; c < 3; c++) border[c].push(at(x, y, c));
   const bgRGB = border.map(median) as RGB;
-  const background = nearestColour(bgRGB);
+  const background = nearestColour(bgRGB, colours);
   const rows = new Int32Array(height);
   const cols = new Int32Array(width);
   const fgVals: number[][] = [[], [], []];
@@ -228,7 +252,7 @@ export function judgeImage(pixels: Uint8Array, width: number, height: number, ch
   const bw = x1 - x0 + 1;
   const bh = y1 - y0 + 1;
   const fill = inBox / (bw * bh);
-  const colour = nearestColour(fgVals.map(median) as RGB, background);
+  const colour = nearestColour(fgVals.map(median) as RGB, colours, background);
   // a shape clipped by the image edge loses part of its box; judge the fill on what is visible
   const shape: Shape = fill > 0.89 ? 'square' : fill > 0.64 ? 'circle' : 'triangle';
   const cx = (x0 + x1 + 1) / 2 / width;

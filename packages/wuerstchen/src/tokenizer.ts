@@ -4,6 +4,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { JsonTextError, parseStrictJson, readRegularTextFile } from '@wuerstchen/core';
 
 /** Special-token strings of a CLIP tokenizer (spec §1.4: pad is `<|endoftext|>` for Würstchen). */
 export interface SpecialTokens {
@@ -103,9 +104,22 @@ function tokenContent(value: unknown): string | undefined {
   return undefined;
 }
 
-/** Reads a JSON file, or returns `{}` if it does not exist. */
+/** Reads a JSON object file (regular files only; errors name the file and never quote it). */
+function readJsonObject(file: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = parseStrictJson(readRegularTextFile(file));
+  } catch (e) {
+    if (e instanceof JsonTextError) throw new Error(`CLIPTokenizer: ${file} is not valid JSON (${e.message})`);
+    throw e;
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`CLIPTokenizer: ${file} is not a JSON object`);
+  return value as Record<string, unknown>;
+}
+
+/** Reads a JSON object file, or returns `{}` if it does not exist. */
 function readOptionalJson(file: string): Record<string, unknown> {
-  return fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>) : {};
+  return fs.existsSync(file) ? readJsonObject(file) : {};
 }
 
 /** Parses a merge rule given as `"a b"` or `["a", "b"]` (tokenizer.json uses both forms). */
@@ -116,7 +130,7 @@ function parseMerge(rule: string | string[]): [string, string] | undefined {
 
 /** Merge pairs of a merges.txt: the header line is skipped, as the slow tokenizer does. */
 function readMergesTxt(file: string): Array<[string, string]> {
-  const lines = fs.readFileSync(file, 'utf8').trim().split('\n').slice(1);
+  const lines = readRegularTextFile(file).trim().split('\n').slice(1);
   return lines.map(parseMerge).filter((m): m is [string, string] => m !== undefined);
 }
 
@@ -125,7 +139,7 @@ function readVocabAndMerges(dir: string): Pick<CLIPTokenizerData, 'vocab' | 'mer
   const vocabFile = path.join(dir, 'vocab.json');
   const mergesFile = path.join(dir, 'merges.txt');
   if (fs.existsSync(vocabFile) && fs.existsSync(mergesFile)) {
-    const vocab = new Map(Object.entries(JSON.parse(fs.readFileSync(vocabFile, 'utf8')) as Record<string, number>));
+    const vocab = new Map(Object.entries(readJsonObject(vocabFile) as Record<string, number>));
     return { vocab, merges: readMergesTxt(mergesFile) };
   }
   const tokenizerFile = path.join(dir, 'tokenizer.json');
@@ -138,7 +152,7 @@ function readVocabAndMerges(dir: string): Pick<CLIPTokenizerData, 'vocab' | 'mer
 
 /** The BPE model of a tokenizers-library tokenizer.json (`model.vocab`, `model.merges`, `added_tokens`). */
 function readTokenizerJson(file: string): Pick<CLIPTokenizerData, 'vocab' | 'merges'> {
-  const json = JSON.parse(fs.readFileSync(file, 'utf8')) as {
+  const json = readJsonObject(file) as {
     model?: { vocab?: Record<string, number>; merges?: Array<string | string[]> };
     added_tokens?: Array<{ id: number; content: string }>;
   };

@@ -1,7 +1,7 @@
 /**
  * The 'native' tfjs backend: tfjs's cpu backend (tensors live in ordinary JS memory, every cpu kernel
  * works) with the hot kernels replaced by a C++ addon over OpenBLAS (packages/core/native, built by
- * scripts/build-native.js). See docs/native.md.
+ * packages/core/scripts/build-native.js at install). See docs/native.md.
  */
 import * as path from 'path';
 import * as fs from 'fs';
@@ -51,6 +51,7 @@ function loadAddon(): Addon | null {
     addon = null;
     if (fs.existsSync(ADDON_PATH)) {
       try {
+        // eslint-disable-next-line @typescript-eslint/no-require-imports -- a .node addon loads only through require
         addon = require(ADDON_PATH) as Addon;
       } catch (e) {
         console.warn(`native backend: cannot load ${ADDON_PATH}: ${(e as Error).message}`);

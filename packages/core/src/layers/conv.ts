@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { Module, Parameter, init } from '../module';
+import { OutputDelta } from './linear';
 
 export type PaddingMode = 'zeros' | 'replicate';
 
@@ -45,6 +46,8 @@ export class Conv2d extends Module {
   readonly padding: number;
   readonly groups: number;
   readonly paddingMode: PaddingMode;
+  /** added to the output (LoRA on 1×1 convs); see OutputDelta. */
+  readonly deltas: OutputDelta[] = [];
 
   constructor(readonly inChannels: number, readonly outChannels: number, readonly kernelSize: number, opts: Conv2dOptions = {}) {
     super();
@@ -69,6 +72,11 @@ export class Conv2d extends Module {
   }
 
   forward(x: tf.Tensor): tf.Tensor {
+    if (!this.deltas.length) return this.convolve(x);
+    return tf.tidy(() => this.deltas.reduce((acc, d) => tf.add(acc, d.forward(x)), this.convolve(x)));
+  }
+
+  private convolve(x: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {
       const x4 = x as tf.Tensor4D;
       if (x4.rank !== 4 || x4.shape[3] !== this.inChannels) {

@@ -6,3 +6,4 @@ export * from './shuffle';
 export * from './attention';
 export * from './embedding';
 export * from './resize';
+export * from './lora';

@@ -19,36 +19,102 @@ export interface RGBImage {
 export const IMAGENET_MEAN: [number, number, number] = [0.485, 0.456, 0.406];
 export const IMAGENET_STD: [number, number, number] = [0.229, 0.224, 0.225];
 
-export class ImageDecodeError extends Error {}
+export class ImageDecodeError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ImageDecodeError';
+  }
+}
 
-/** Decode PNG or JPEG bytes (detected by signature) to RGB float in [0, 1]; alpha is dropped (PIL `convert('RGB')`). */
-export function decodeImage(bytes: Buffer | Uint8Array): RGBImage {
+/** An image (or its file) over the size limit, found before it is decoded. */
+export class ImageTooLargeError extends ImageDecodeError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ImageTooLargeError';
+  }
+}
+
+/** 8192 × 8192; decoding takes about 16 bytes per pixel (RGBA bytes, then float RGB), ~1 GiB here. */
+export const DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192;
+
+/** The most bytes an encoded image of `maxPixels` can need (uncompressed 16-bit RGBA), plus room for metadata. */
+export const maxEncodedImageBytes = (maxPixels: number): number => 8 * maxPixels + (1 << 20);
+
+const isPng = (b: Buffer): boolean => b.length >= 8 && b.readUInt32BE(0) === 0x89504e47 && b.readUInt32BE(4) === 0x0d0a1a0a;
+const isJpeg = (b: Buffer): boolean => b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff;
+
+/** Width and height from a JPEG's first frame header (SOFn), walking the marker segments before it. */
+function jpegDimensions(b: Buffer): { width: number; height: number } {
+  let p = 2;
+  while (p + 4 <= b.length) {
+    if (b[p] !== 0xff) throw new ImageDecodeError(`JPEG: no marker at byte ${p}`);
+    const marker = b[p + 1];
+    if (marker === 0xff) {
+      p++; // fill byte
+      continue;
+    }
+    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) {
+      p += 2; // standalone markers have no length
+      continue;
+    }
+    if (marker === 0xd9 || marker === 0xda) break; // end of image / start of scan before any frame header
+    const len = b.readUInt16BE(p + 2);
+    if (len < 2) throw new ImageDecodeError(`JPEG: segment length ${len} at byte ${p}`);
+    const sof = marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc;
+    if (sof) {
+      if (len < 7 || p + 9 > b.length) throw new ImageDecodeError('JPEG: truncated frame header');
+      return { height: b.readUInt16BE(p + 5), width: b.readUInt16BE(p + 7) };
+    }
+    p += 2 + len;
+  }
+  throw new ImageDecodeError('JPEG: no frame header before the image data');
+}
+
+/** The declared size of a PNG (IHDR) or JPEG (SOFn), read without decoding anything. */
+export function imageDimensions(bytes: Buffer): { format: 'png' | 'jpeg'; width: number; height: number } {
+  if (isPng(bytes)) {
+    if (bytes.length < 24 || bytes.toString('latin1', 12, 16) !== 'IHDR') throw new ImageDecodeError('PNG: the IHDR header is missing');
+    return { format: 'png', width: bytes.readUInt32BE(16), height: bytes.readUInt32BE(20) };
+  }
+  if (isJpeg(bytes)) return { format: 'jpeg', ...jpegDimensions(bytes) };
+  throw new ImageDecodeError('not a PNG or JPEG file');
+}
+
+/**
+ * Decode PNG or JPEG bytes (detected by signature) to RGB float in [0, 1]; alpha is dropped (PIL
+ * `convert('RGB')`). The declared width × height is checked against `maxPixels` first, so an
+ * oversized image costs no memory.
+ */
+export function decodeImage(bytes: Buffer | Uint8Array, maxPixels = DEFAULT_MAX_IMAGE_PIXELS): RGBImage {
   const b = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const dims = imageDimensions(b);
+  if (!dims.width || !dims.height) throw new ImageDecodeError('image has no pixels');
+  if (dims.width * dims.height > maxPixels) {
+    throw new ImageTooLargeError(`${dims.width}×${dims.height} = ${dims.width * dims.height} pixels, over the limit of ${maxPixels} (max_image_pixels)`);
+  }
   let rgba: Uint8Array;
   let width: number;
   let height: number;
   let channels: number;
   try {
-    if (b.length >= 8 && b.readUInt32BE(0) === 0x89504e47) {
+    if (dims.format === 'png') {
       const png = PNG.sync.read(b);
       rgba = png.data;
       width = png.width;
       height = png.height;
       channels = 4;
-    } else if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) {
-      const img = jpeg.decode(b, { useTArray: true, formatAsRGBA: false, maxMemoryUsageInMB: 1024 });
+    } else {
+      const img = jpeg.decode(b, { useTArray: true, formatAsRGBA: false, maxMemoryUsageInMB: 1024, maxResolutionInMP: Math.max(1, maxPixels / 1e6) });
       rgba = img.data;
       width = img.width;
       height = img.height;
       channels = 3;
-    } else {
-      throw new ImageDecodeError('not a PNG or JPEG file');
     }
   } catch (e) {
-    if (e instanceof ImageDecodeError) throw e;
-    throw new ImageDecodeError((e as Error).message);
+    // jpeg-js throws plain strings for some malformed streams
+    throw new ImageDecodeError(e instanceof Error ? e.message : String(e));
   }
-  if (!width || !height) throw new ImageDecodeError('image has no pixels');
+  if (width !== dims.width || height !== dims.height) throw new ImageDecodeError(`decoded size ${width}×${height} differs from the declared ${dims.width}×${dims.height}`);
   const data = new Float32Array(width * height * 3);
   for (let i = 0, j = 0; i < width * height; i++, j += channels) {
     data[i * 3] = rgba[j] / 255;

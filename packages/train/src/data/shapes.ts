@@ -20,6 +20,8 @@ export interface MakeShapesOptions {
   shards?: number;
   /** 'exclude' (training data), 'only' (the held-out pairs) or 'any'. */
   heldOut?: 'exclude' | 'only' | 'any';
+  /** shape colours to draw from (default the bundled palette; `EXTRA_PALETTE` names such as pink allowed). */
+  colours?: readonly string[];
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -42,9 +44,9 @@ export function encodeRGB(pixels: Uint8Array, side: number): Buffer {
 }
 
 /** Sample i of the dataset with this seed. */
-export function shapeSample(i: number, seed: number, side: number, heldOut: MakeShapesOptions['heldOut'] = 'exclude'): ShapeSample {
+export function shapeSample(i: number, seed: number, side: number, heldOut: MakeShapesOptions['heldOut'] = 'exclude', colours?: readonly string[]): ShapeSample {
   const rng = new Generator(deriveSeed(seed, 'shapes', String(i)));
-  const scene = randomScene(rng, heldOut);
+  const scene = randomScene(rng, heldOut, colours);
   return { key: `shape-${String(i).padStart(6, '0')}`, scene, caption: sceneCaption(scene), png: encodeRGB(renderScene(scene, rng, { side }), side) };
 }
 
@@ -59,7 +61,7 @@ export function makeShapes(opts: MakeShapesOptions): string[] {
   const files: string[] = [];
   if (shards === 0) {
     for (let i = 0; i < opts.n; i++) {
-      const s = shapeSample(i, opts.seed, side, opts.heldOut);
+      const s = shapeSample(i, opts.seed, side, opts.heldOut, opts.colours);
       const file = path.join(opts.out, `${s.key}.png`);
       fs.writeFileSync(file, s.png);
       fs.writeFileSync(path.join(opts.out, `${s.key}.txt`), s.caption + '\n');
@@ -72,7 +74,7 @@ export function makeShapes(opts: MakeShapesOptions): string[] {
   for (let k = 0, i = 0; k < shards; k++) {
     const entries: [string, Buffer][] = [];
     for (; i < Math.min(opts.n, (k + 1) * per); i++) {
-      const s = shapeSample(i, opts.seed, side, opts.heldOut);
+      const s = shapeSample(i, opts.seed, side, opts.heldOut, opts.colours);
       entries.push([`${s.key}.png`, s.png], [`${s.key}.txt`, Buffer.from(s.caption)]);
       opts.onProgress?.(i + 1, opts.n);
     }

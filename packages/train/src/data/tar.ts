@@ -26,30 +26,38 @@ function cstring(buf: Buffer, start: number, length: number): string {
   return buf.toString('utf8', start, end >= 0 && end < start + length ? end : start + length);
 }
 
-function parseOctal(buf: Buffer, start: number, length: number): number {
+/** A numeric header field: NUL/space-terminated octal, or GNU base-256; NaN when it is neither. */
+function parseNumber(buf: Buffer, start: number, length: number): number {
   if (buf[start] & 0x80) {
-    // base-256 (GNU): big-endian two's complement with the top bit as a flag
-    let v = 0;
+    // base-256 (GNU): big-endian with the top bit as a flag; the next bit set means negative
+    if (buf[start] & 0x40) return NaN;
+    let v = buf[start] & 0x3f;
     for (let i = start + 1; i < start + length; i++) v = v * 256 + buf[i];
-    return v;
+    return Number.isSafeInteger(v) ? v : NaN;
   }
   const s = cstring(buf, start, length).trim();
-  return s ? parseInt(s, 8) : 0;
+  if (!s) return 0;
+  return /^[0-7]+$/.test(s) ? parseInt(s, 8) : NaN;
 }
 
 function checksumOk(header: Buffer): boolean {
-  const stored = parseOctal(header, 148, 8);
+  const stored = parseNumber(header, 148, 8);
   let sum = 0;
   for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 32 : header[i];
   return sum === stored;
 }
 
 export class TarError extends Error {
-  constructor(readonly file: string, detail: string) {
+  constructor(readonly file: string, readonly detail: string) {
     super(`${file}: ${detail}`);
     this.name = 'TarError';
   }
 }
+
+/** GNU long-name and pax records are short texts; anything larger is not a real archive. */
+const MAX_META_BYTES = 1 << 20;
+/** Entry names longer than this (or with control characters) are garbage, not file names. */
+const MAX_NAME_LENGTH = 4096;
 
 /** Sequential access to one tar file. */
 export class TarReader {
@@ -57,31 +65,58 @@ export class TarReader {
   readonly size: number;
 
   constructor(readonly file: string) {
-    this.fd = fs.openSync(file, 'r');
-    this.size = fs.fstatSync(this.fd).size;
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below like any non-file
+    let fd: number;
+    try {
+      fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    } catch (e) {
+      throw new TarError(file, `cannot be opened (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) {
+      fs.closeSync(fd);
+      throw new TarError(file, 'is not a regular file');
+    }
+    this.fd = fd;
+    this.size = st.size;
   }
 
-  /** Entries in archive order (regular files only unless `all`). Reads headers lazily. */
+  /**
+   * Entries in archive order (regular files only unless `all`). Reads headers lazily. Sizes, names
+   * and checksums are validated; a header that fails is a TarError naming the byte offset.
+   */
   *entries(all = false): Generator<TarEntry> {
     let pos = 0;
     let longName: string | undefined;
     let paxPath: string | undefined;
     let paxSize: number | undefined;
     const header = Buffer.alloc(BLOCK);
-    while (pos + BLOCK <= this.size) {
+    while (pos < this.size) {
+      if (pos + BLOCK > this.size) {
+        const rest = Buffer.alloc(this.size - pos);
+        this.readAt(rest, pos);
+        if (rest.every((b) => b === 0)) return;
+        throw new TarError(this.file, `truncated header at byte ${pos}`);
+      }
       this.readAt(header, pos);
       if (header.every((b) => b === 0)) return; // end-of-archive marker
       if (!checksumOk(header)) throw new TarError(this.file, `bad header checksum at byte ${pos} (not a tar file, or corrupt)`);
       const type = String.fromCharCode(header[156] || 0x30);
-      let size = parseOctal(header, 124, 12);
+      let size = parseNumber(header, 124, 12);
+      if (Number.isNaN(size)) throw new TarError(this.file, `entry at byte ${pos}: the size field is not a number`);
       const dataOffset = pos + BLOCK;
+      if (dataOffset + size > this.size) throw new TarError(this.file, `entry at byte ${pos} declares ${size} bytes, past the end of the file (truncated shard)`);
       if (type === 'L' || type === 'x' || type === 'g') {
+        if (size > MAX_META_BYTES) throw new TarError(this.file, `${type === 'L' ? 'long-name' : 'pax'} record at byte ${pos} is ${size} bytes (limit ${MAX_META_BYTES})`);
         const data = this.read({ name: '', size, offset: dataOffset, type });
         if (type === 'L') longName = cstring(data, 0, data.length);
         else if (type === 'x') {
           const rec = parsePax(data);
           if (rec.path !== undefined) paxPath = rec.path;
-          if (rec.size !== undefined) paxSize = Number(rec.size);
+          if (rec.size !== undefined) {
+            paxSize = /^\d{1,15}$/.test(rec.size) ? Number(rec.size) : NaN;
+            if (Number.isNaN(paxSize)) throw new TarError(this.file, `pax record at byte ${pos}: size ${JSON.stringify(rec.size.slice(0, 40))} is not a number`);
+          }
         }
         pos = dataOffset + Math.ceil(size / BLOCK) * BLOCK;
         continue;
@@ -97,6 +132,9 @@ export class TarReader {
       if (paxPath !== undefined) name = paxPath;
       longName = paxPath = undefined;
       paxSize = undefined;
+      if (!name || name.length > MAX_NAME_LENGTH || /[\x00-\x1f\x7f]/.test(name)) {
+        throw new TarError(this.file, `entry at byte ${pos} has an invalid name ${JSON.stringify(name.slice(0, 60))}`);
+      }
       if (dataOffset + size > this.size) throw new TarError(this.file, `entry ${name} runs past the end of the file (truncated shard)`);
       if (all || type === '0' || type === '\0' || type === '7') yield { name, size, offset: dataOffset, type };
       pos = dataOffset + Math.ceil(size / BLOCK) * BLOCK;
@@ -155,22 +193,27 @@ export interface WdsRawSample {
   key: string;
   /** extension → data, only for the wanted extensions. */
   files: Map<string, Buffer>;
+  /** extension → size, for wanted entries larger than their limit (not read). */
+  oversized: Map<string, number>;
 }
 
 /**
  * WebDataset samples of one shard: consecutive entries sharing a key form a sample. Only the
- * entries whose extension is in `wanted` are read; the rest are skipped by offset.
+ * entries whose extension is in `wanted` are read, and only up to `maxBytes(ext)` bytes each (larger
+ * ones are listed in `oversized`); the rest are skipped by offset.
  */
-export function* wdsSamples(reader: TarReader, wanted: Set<string>): Generator<WdsRawSample> {
+export function* wdsSamples(reader: TarReader, wanted: Set<string>, maxBytes: (ext: string) => number = () => Infinity): Generator<WdsRawSample> {
   let current: WdsRawSample | undefined;
   for (const entry of reader.entries()) {
     const { key, ext } = splitWdsName(entry.name);
     if (key.split('/').pop()!.startsWith('__')) continue; // e.g. __index__ files
     if (!current || current.key !== key) {
       if (current) yield current;
-      current = { key, files: new Map() };
+      current = { key, files: new Map(), oversized: new Map() };
     }
-    if (wanted.has(ext)) current.files.set(ext, reader.read(entry));
+    if (!wanted.has(ext)) continue;
+    if (entry.size > maxBytes(ext)) current.oversized.set(ext, entry.size);
+    else current.files.set(ext, reader.read(entry));
   }
   if (current) yield current;
 }

@@ -25,6 +25,7 @@ import {
   multiHeadAttention,
   openCheckpoint,
 } from '@wuerstchen/core';
+import { ConfigSchema, checkParameterCount, linearCount, moduleFits, parseConfig, readConfigJson, storedParameterCount } from './config_schema';
 
 /** transformers `CLIPTextConfig` (the fields of `text_encoder/config.json` this model uses). */
 export interface CLIPTextConfig {
@@ -84,15 +85,36 @@ export const CLIP_TEXT_H: CLIPTextConfig = {
   num_attention_heads: 16,
 };
 
-const INT_FIELDS = [
-  'vocab_size',
-  'hidden_size',
-  'intermediate_size',
-  'projection_dim',
-  'num_hidden_layers',
-  'num_attention_heads',
-  'max_position_embeddings',
-] as const;
+const TOKEN_ID = { kind: 'int', min: -1, max: 1 << 20 } as const;
+
+/** Sizes are capped far above CLIP ViT-bigG (hidden 1280, 32 layers, vocabulary 49408). */
+export const CLIP_TEXT_SCHEMA: ConfigSchema<CLIPTextConfig> = {
+  name: 'CLIPTextModel',
+  defaults: CLIP_TEXT_DEFAULTS,
+  fields: {
+    vocab_size: { kind: 'int', min: 1, max: 1 << 20, counted: true },
+    hidden_size: { kind: 'int', min: 1, max: 16384, counted: true },
+    intermediate_size: { kind: 'int', min: 1, max: 65536, counted: true },
+    projection_dim: { kind: 'int', min: 1, max: 16384 },
+    num_hidden_layers: { kind: 'int', min: 1, max: 256, counted: true },
+    num_attention_heads: { kind: 'int', min: 1, max: 1024 },
+    max_position_embeddings: { kind: 'int', min: 1, max: 8192, counted: true },
+    hidden_act: { kind: 'enum', values: ['gelu', 'quick_gelu'] },
+    layer_norm_eps: { kind: 'number', min: 0, max: 1, minOpen: true, maxOpen: true },
+    eos_token_id: TOKEN_ID,
+    pad_token_id: TOKEN_ID,
+    bos_token_id: TOKEN_ID,
+  },
+  check(cfg, fail) {
+    if (cfg.hidden_size % cfg.num_attention_heads !== 0) {
+      fail('hidden_size', `${cfg.hidden_size} is not divisible by num_attention_heads ${cfg.num_attention_heads}`);
+    }
+  },
+  count({ vocab_size: vocab, hidden_size: h, intermediate_size: inner, num_hidden_layers: layers, max_position_embeddings: positions }) {
+    const layer = 4 * linearCount(h, h) + linearCount(h, inner) + linearCount(inner, h) + 2 * 2 * h;
+    return (vocab + positions) * h + layers * layer + 2 * h;
+  },
+};
 
 /**
  * Validate a config (a parsed `config.json` or a partial object) and fill defaults. Accepts a
@@ -100,24 +122,7 @@ const INT_FIELDS = [
  */
 export function parseCLIPTextConfig(json: Record<string, unknown>, where = 'CLIPTextConfig'): CLIPTextConfig {
   const src = json.model_type === 'clip' && typeof json.text_config === 'object' && json.text_config !== null ? (json.text_config as Record<string, unknown>) : json;
-  const cfg: CLIPTextConfig = { ...CLIP_TEXT_DEFAULTS };
-  const out = cfg as unknown as Record<string, unknown>;
-  for (const key of Object.keys(CLIP_TEXT_DEFAULTS)) if (src[key] !== undefined && src[key] !== null) out[key] = src[key];
-  for (const key of INT_FIELDS) {
-    const v = cfg[key];
-    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new Error(`${where}: ${key} must be a positive integer, got ${JSON.stringify(v)}`);
-  }
-  for (const key of ['eos_token_id', 'pad_token_id', 'bos_token_id'] as const) {
-    if (typeof cfg[key] !== 'number' || !Number.isInteger(cfg[key])) throw new Error(`${where}: ${key} must be an integer, got ${JSON.stringify(cfg[key])}`);
-  }
-  if (cfg.hidden_act !== 'gelu' && cfg.hidden_act !== 'quick_gelu') {
-    throw new Error(`${where}: hidden_act ${JSON.stringify(cfg.hidden_act)} is not supported (expected "gelu" or "quick_gelu")`);
-  }
-  if (typeof cfg.layer_norm_eps !== 'number' || !(cfg.layer_norm_eps > 0)) throw new Error(`${where}: layer_norm_eps must be a positive number`);
-  if (cfg.hidden_size % cfg.num_attention_heads !== 0) {
-    throw new Error(`${where}: hidden_size ${cfg.hidden_size} is not divisible by num_attention_heads ${cfg.num_attention_heads}`);
-  }
-  return cfg;
+  return parseConfig(CLIP_TEXT_SCHEMA, src, where);
 }
 
 /** Additive value for masked attention logits: exp(score + MASK_VALUE − max) is exactly 0 in float32. */
@@ -265,16 +270,21 @@ export class CLIPTextModel extends Module {
   }
 
   /** Build from a `text_encoder/` folder: `config.json` + `model.safetensors` (or its shards / a variant). */
-  static fromPretrained(dir: string, opts: { variant?: string } = {}): CLIPTextModel {
+  static fromPretrained(dir: string, opts: { variant?: string; allowNonFinite?: boolean } = {}): CLIPTextModel {
     const configFile = path.join(dir, 'config.json');
     if (!fs.existsSync(configFile)) throw new Error(`${dir}: no config.json (expected a transformers CLIPTextModel folder)`);
-    const json = JSON.parse(fs.readFileSync(configFile, 'utf8')) as Record<string, unknown>;
-    const model = new CLIPTextModel(parseCLIPTextConfig(json, configFile));
+    const json = readConfigJson(configFile);
+    const config = parseCLIPTextConfig(json, configFile);
     const ckpt = openCheckpoint(dir, { base: 'model', variant: opts.variant });
+    const source = ckpt.files.length === 1 ? ckpt.files[0] : dir;
+    let model: CLIPTextModel | undefined;
     try {
-      model.loadStateDict(ckpt, { source: ckpt.files.length === 1 ? ckpt.files[0] : dir });
+      const fits = (candidate: CLIPTextConfig) => moduleFits(() => new CLIPTextModel(candidate), ckpt, CLIPTextModel.ignoredKeys);
+      checkParameterCount(CLIP_TEXT_SCHEMA, config, configFile, storedParameterCount(ckpt, CLIPTextModel.ignoredKeys), source, fits);
+      model = new CLIPTextModel(config);
+      model.loadStateDict(ckpt, { source, allowNonFinite: opts.allowNonFinite });
     } catch (e) {
-      model.dispose();
+      model?.dispose();
       throw e;
     } finally {
       ckpt.close();

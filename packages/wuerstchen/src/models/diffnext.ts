@@ -18,6 +18,7 @@ import {
   resizeBicubicAA,
 } from '@wuerstchen/core';
 import { AttnBlock, ResBlockStageB, TimestepBlock, WuerstchenLayerNorm, genREmbedding } from './common';
+import { ConfigSchema, convCount, linearCount, parseConfig } from './config_schema';
 import { Trace } from './trace';
 
 /** `decoder/config.json` fields; the defaults are the published checkpoint's (§1.3). */
@@ -55,6 +56,74 @@ export const DIFFNEXT_DEFAULTS: WuerstchenDiffNeXtConfig = {
   dropout: 0.1,
 };
 
+/** Widths, levels and blocks are capped far above the published checkpoint (c_hidden ≤ 1280, 4 levels, ≤ 14 blocks). */
+export const DIFFNEXT_SCHEMA: ConfigSchema<WuerstchenDiffNeXtConfig> = {
+  name: 'WuerstchenDiffNeXt',
+  defaults: DIFFNEXT_DEFAULTS,
+  maxListLength: 8,
+  fields: {
+    c_in: { kind: 'int', min: 1, max: 1024, counted: true },
+    c_out: { kind: 'int', min: 1, max: 1024, counted: true },
+    // gen_r_embedding divides by c_r/2 − 1
+    c_r: { kind: 'int', min: 4, max: 4096, counted: true },
+    patch_size: { kind: 'int', min: 1, max: 16, counted: true },
+    c_cond: { kind: 'int', min: 1, max: 16384, counted: true },
+    c_hidden: { kind: 'int[]', min: 1, max: 16384, counted: true },
+    // -1 (or 0) marks a level without attention
+    nhead: { kind: 'int[]', min: -1, max: 1024 },
+    blocks: { kind: 'int[]', min: 1, max: 64, counted: true },
+    level_config: { kind: 'string[]', pattern: /^[CTA]+$/, maxLength: 8 },
+    inject_effnet: { kind: 'bool[]' },
+    effnet_embd: { kind: 'int', min: 1, max: 16384, counted: true },
+    clip_embd: { kind: 'int', min: 1, max: 16384, counted: true },
+    kernel_size: { kind: 'int', min: 1, max: 31, counted: true },
+    dropout: { kind: 'number', min: 0, max: 1, maxOpen: true },
+  },
+  check(cfg, fail) {
+    const n = cfg.c_hidden.length;
+    for (const k of ['nhead', 'blocks', 'level_config', 'inject_effnet'] as const) {
+      if (cfg[k].length !== n) fail(k, `has ${cfg[k].length} entries but "c_hidden" has ${n}`);
+    }
+    cfg.level_config.forEach((types, i) => {
+      if (types.includes('A') && !(cfg.nhead[i] > 0 && cfg.c_hidden[i] % cfg.nhead[i] === 0)) {
+        fail(`nhead[${i}]`, `= ${cfg.nhead[i]} does not divide c_hidden[${i}] = ${cfg.c_hidden[i]}, and level ${i} has attention`);
+      }
+    });
+    // an even kernel would shift the feature maps (padding is kernel_size // 2)
+    if (cfg.kernel_size % 2 === 0) fail('kernel_size', `must be odd, got ${cfg.kernel_size}`);
+  },
+  count(cfg) {
+    const { c_hidden: ch, c_cond, c_r, kernel_size: k, patch_size: p } = cfg;
+    const levels = ch.length;
+    const block = (type: string, c: number, nhead: number, cSkip: number): number => {
+      if (type === 'C') return convCount(c, c, k, c) + linearCount(c + cSkip, 4 * c) + 2 * 4 * c + linearCount(4 * c, c);
+      if (type === 'T') return linearCount(c_r, 2 * c);
+      const inner = nhead > 0 ? Math.floor(c / nhead) * nhead : c;
+      return 3 * linearCount(c, inner) + linearCount(inner, c) + linearCount(c_cond, c);
+    };
+    let total = linearCount(cfg.clip_embd, c_cond) + convCount(cfg.c_in * p * p, ch[0], 1) + convCount(ch[0], cfg.c_out * 2 * p * p, 1);
+    total += 2 * cfg.inject_effnet.filter(Boolean).length * convCount(cfg.effnet_embd, c_cond, 1);
+    for (let i = 0; i < levels; i++) {
+      const inject = cfg.inject_effnet[i] ? c_cond : 0;
+      // down: the stride-2 conv from the level above, then the blocks; up: the blocks (the first takes the level
+      // skip, except on the deepest level), then the stride-2 transposed conv to the level above
+      if (i > 0) total += convCount(ch[i - 1], ch[i], 2) + ch[i] * ch[i - 1] * 4 + ch[i - 1];
+      for (let b = 0; b < cfg.blocks[i]; b++) {
+        [...cfg.level_config[i]].forEach((type, t) => {
+          const levelSkip = i < levels - 1 && b === 0 && t === 0 ? ch[i] : 0;
+          total += block(type, ch[i], cfg.nhead[i], inject) + block(type, ch[i], cfg.nhead[i], levelSkip + inject);
+        });
+      }
+    }
+    return total;
+  },
+};
+
+/** Validates a `decoder/config.json` (or a partial config) and fills the defaults; errors name `file` and the field. */
+export function parseDiffNeXtConfig(json: Record<string, unknown>, file = 'WuerstchenDiffNeXtConfig'): WuerstchenDiffNeXtConfig {
+  return parseConfig(DIFFNEXT_SCHEMA, json, file);
+}
+
 type LevelBlock = ResBlockStageB | TimestepBlock | AttnBlock | Sequential;
 
 /** Resized effnet maps by `HxW`, computed once per effnet tensor (they are constant over sampling). */
@@ -72,7 +141,7 @@ export class WuerstchenDiffNeXt extends Module {
 
   constructor(config: Partial<WuerstchenDiffNeXtConfig> = {}) {
     super();
-    const cfg = (this.config = { ...DIFFNEXT_DEFAULTS, ...config });
+    const cfg = (this.config = parseDiffNeXtConfig(config as Record<string, unknown>));
     const levels = cfg.c_hidden.length;
     this.clipMapper = this.child('clip_mapper', new Linear(cfg.clip_embd, cfg.c_cond));
     const inject = [...cfg.inject_effnet, ...[...cfg.inject_effnet].reverse()];

@@ -254,3 +254,55 @@ export class EfficientNetEncoder extends Module {
 export function toPriorLatents(effnet: tf.Tensor): tf.Tensor {
   return tf.tidy(() => tf.div(tf.add(effnet, 1), 42));
 }
+
+/** Output side of the compressor for an input side (the stem and each stride-2 stage: ceil(n/2)). */
+export function effnetOutSize(cfg: EfficientNetEncoderConfig, n: number): number {
+  const setting = cfg.inverted_residual_setting ?? EFFNET_SETTINGS[cfg.effnet];
+  let s = Math.ceil(n / 2);
+  for (const st of setting) if (st.stride === 2) s = Math.ceil(s / 2);
+  return s;
+}
+
+/** Input side whose compressor map has side `n` (the compressor's total stride times n). */
+export function effnetInSize(cfg: EfficientNetEncoderConfig, n: number): number {
+  const setting = cfg.inverted_residual_setting ?? EFFNET_SETTINGS[cfg.effnet];
+  return n * 2 ** (1 + setting.filter((st) => st.stride === 2).length);
+}
+
+const BLOCK_FIELDS = ['expand_ratio', 'kernel', 'stride', 'input_channels', 'out_channels', 'num_layers'] as const;
+
+/** Checks an `EfficientNetEncoder` config.json (the fields of {@link EfficientNetEncoderConfig}); errors name `where`. */
+export function parseEfficientNetEncoderConfig(json: Record<string, unknown>, where = 'EfficientNetEncoderConfig'): EfficientNetEncoderConfig {
+  const fail = (msg: string): never => {
+    throw new Error(`${where}: ${msg}`);
+  };
+  const cfg: EfficientNetEncoderConfig = { ...EFFNET_ENCODER_DEFAULTS };
+  for (const k of ['c_latent', 'c_cond', 'last_channel', 'stem_channels'] as const) {
+    const v = json[k];
+    if (v === undefined) continue;
+    if (!Number.isInteger(v) || (v as number) <= 0 || (v as number) > 65536) fail(`"${k}" must be a positive integer, got ${JSON.stringify(v)}`);
+    cfg[k] = v as number;
+  }
+  if (json.effnet !== undefined) {
+    if (typeof json.effnet !== 'string' || !(json.effnet in EFFNET_SETTINGS)) fail(`"effnet" must be one of ${Object.keys(EFFNET_SETTINGS).join(', ')}, got ${JSON.stringify(json.effnet)}`);
+    cfg.effnet = json.effnet as EfficientNetEncoderConfig['effnet'];
+  }
+  if (json.stochastic_depth_prob !== undefined) {
+    const p = json.stochastic_depth_prob;
+    if (typeof p !== 'number' || !(p >= 0 && p < 1)) fail(`"stochastic_depth_prob" must be in [0, 1), got ${JSON.stringify(p)}`);
+    cfg.stochastic_depth_prob = p as number;
+  }
+  const setting = json.inverted_residual_setting;
+  if (setting !== undefined) {
+    if (!Array.isArray(setting) || setting.length === 0 || setting.length > 64) fail('"inverted_residual_setting" must be a list of 1 to 64 stages');
+    cfg.inverted_residual_setting = (setting as unknown[]).map((st, i) => {
+      const s = st as Record<string, unknown>;
+      if (!s || typeof s !== 'object' || (s.block !== 'MBConv' && s.block !== 'FusedMBConv')) fail(`inverted_residual_setting[${i}].block must be "MBConv" or "FusedMBConv"`);
+      for (const k of BLOCK_FIELDS) {
+        if (!Number.isInteger(s[k]) || (s[k] as number) <= 0 || (s[k] as number) > 65536) fail(`inverted_residual_setting[${i}].${k} must be a positive integer, got ${JSON.stringify(s[k])}`);
+      }
+      return s as unknown as InvertedResidualConfig;
+    });
+  }
+  return cfg;
+}

@@ -21,6 +21,7 @@ import {
   init,
   replicatePad,
 } from '@wuerstchen/core';
+import { ConfigSchema, convCount, linearCount, parseConfig } from './config_schema';
 
 /** `vqgan/config.json` fields (class defaults = the published checkpoint, §1.3). */
 export interface PaellaVQConfig {
@@ -47,6 +48,57 @@ export const PAELLA_VQ_DEFAULTS: PaellaVQConfig = {
   num_vq_embeddings: 8192,
   scale_factor: 0.3764,
 };
+
+/** Level widths: embed_dim halved per level below the top one. */
+function levelWidths(cfg: Pick<PaellaVQConfig, 'levels' | 'embed_dim'>): number[] {
+  return Array.from({ length: cfg.levels }, (_, i) => Math.floor(cfg.embed_dim / 2 ** (cfg.levels - 1 - i)));
+}
+
+/** Sizes are capped far above the published checkpoint (embed_dim 384, 12 bottleneck blocks, 8192 codes). */
+export const PAELLA_VQ_SCHEMA: ConfigSchema<PaellaVQConfig> = {
+  name: 'PaellaVQModel',
+  defaults: PAELLA_VQ_DEFAULTS,
+  fields: {
+    in_channels: { kind: 'int', min: 1, max: 64, counted: true },
+    out_channels: { kind: 'int', min: 1, max: 64, counted: true },
+    up_down_scale_factor: { kind: 'int', min: 1, max: 16, counted: true },
+    levels: { kind: 'int', min: 1, max: 8, counted: true },
+    bottleneck_blocks: { kind: 'int', min: 0, max: 256, counted: true },
+    embed_dim: { kind: 'int', min: 1, max: 16384, counted: true },
+    latent_channels: { kind: 'int', min: 1, max: 1024, counted: true },
+    num_vq_embeddings: { kind: 'int', min: 1, max: 1 << 20, counted: true },
+    scale_factor: { kind: 'number', min: 0, max: 1e6, minOpen: true },
+  },
+  check(cfg, fail) {
+    if (levelWidths(cfg)[0] < 1) fail('embed_dim', `(${cfg.embed_dim}) is too small for ${cfg.levels} levels: each level below the top halves it`);
+  },
+  count(cfg) {
+    const c = levelWidths(cfg);
+    const r = cfg.up_down_scale_factor;
+    const last = c[cfg.levels - 1];
+    const latent = cfg.latent_channels;
+    const mixing = (ch: number): number => 6 + convCount(ch, ch, 3, ch) + linearCount(ch, 4 * ch) + linearCount(4 * ch, ch);
+    let total = convCount(cfg.in_channels * r * r, c[0], 1) + convCount(c[0], cfg.out_channels * r * r, 1);
+    // down: a mixing block per level, stride-2 convs between levels, then Conv1×1 (no bias) + BatchNorm (4 vectors
+    // and the num_batches_tracked scalar); the codebook; up: Conv1×1, the bottleneck blocks, then per level a
+    // transposed conv and one block
+    for (let i = 0; i < cfg.levels; i++) total += mixing(c[i]) + (i > 0 ? convCount(c[i - 1], c[i], 4) : 0);
+    total += convCount(last, latent, 1, 1, false) + 4 * latent + 1;
+    total += cfg.num_vq_embeddings * latent;
+    total += convCount(latent, last, 1) + cfg.bottleneck_blocks * mixing(last);
+    for (let i = 1; i < cfg.levels; i++) {
+      const from = c[cfg.levels - i];
+      const to = c[cfg.levels - 1 - i];
+      total += from * to * 16 + to + mixing(to);
+    }
+    return total;
+  },
+};
+
+/** Validates a `vqgan/config.json` (or a partial config) and fills the defaults; errors name `file` and the field. */
+export function parsePaellaVQConfig(json: Record<string, unknown>, file = 'PaellaVQConfig'): PaellaVQConfig {
+  return parseConfig(PAELLA_VQ_SCHEMA, json, file);
+}
 
 /** `nn.ReplicationPad2d(p)`: edge-replicate padding (no keys). */
 export class ReplicationPad2d extends Module {
@@ -200,9 +252,9 @@ export class PaellaVQModel extends Module {
 
   constructor(config: Partial<PaellaVQConfig> = {}) {
     super();
-    const cfg = (this.config = { ...PAELLA_VQ_DEFAULTS, ...config });
+    const cfg = (this.config = parsePaellaVQConfig(config as Record<string, unknown>));
     const r = cfg.up_down_scale_factor;
-    const c = Array.from({ length: cfg.levels }, (_, i) => Math.floor(cfg.embed_dim / 2 ** (cfg.levels - 1 - i)));
+    const c = levelWidths(cfg);
     const last = c[cfg.levels - 1];
 
     this.inBlock = this.child('in_block', new Sequential([new PixelUnshuffle(r), new Conv2d(cfg.in_channels * r * r, c[0], 1)]));

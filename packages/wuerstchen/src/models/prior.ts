@@ -6,6 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { Conv2d, LeakyReLU, Linear, Module, ModuleList, Sequential } from '@wuerstchen/core';
 import { AttnBlock, ResBlock, TimestepBlock, WuerstchenLayerNorm, genREmbedding } from './common';
+import { ConfigSchema, convCount, linearCount, parseConfig } from './config_schema';
 import { Trace } from './trace';
 
 /** `prior/config.json` fields (class defaults; the published checkpoint uses c 1536, c_cond 1280, depth 32, nhead 24). */
@@ -21,6 +22,37 @@ export interface WuerstchenPriorConfig {
 
 export const PRIOR_DEFAULTS: WuerstchenPriorConfig = { c_in: 16, c: 1280, c_cond: 1024, c_r: 64, depth: 16, nhead: 16, dropout: 0.1 };
 
+/** Widths and depth are capped far above the published checkpoint (c 1536, depth 32). */
+export const PRIOR_SCHEMA: ConfigSchema<WuerstchenPriorConfig> = {
+  name: 'WuerstchenPrior',
+  defaults: PRIOR_DEFAULTS,
+  fields: {
+    c_in: { kind: 'int', min: 1, max: 1024, counted: true },
+    c: { kind: 'int', min: 1, max: 16384, counted: true },
+    c_cond: { kind: 'int', min: 1, max: 16384, counted: true },
+    // gen_r_embedding divides by c_r/2 − 1
+    c_r: { kind: 'int', min: 4, max: 4096, counted: true },
+    depth: { kind: 'int', min: 1, max: 256, counted: true },
+    nhead: { kind: 'int', min: 1, max: 1024 },
+    dropout: { kind: 'number', min: 0, max: 1, maxOpen: true },
+  },
+  check(cfg, fail) {
+    if (cfg.c % cfg.nhead !== 0) fail('c', `(${cfg.c}) must be divisible by "nhead" (${cfg.nhead})`);
+  },
+  count({ c_in, c, c_cond, c_r, depth, nhead }) {
+    const inner = Math.floor(c / nhead) * nhead;
+    const resBlock = convCount(c, c, 3, c) + linearCount(c, 4 * c) + 2 * 4 * c + linearCount(4 * c, c);
+    const attnBlock = 3 * linearCount(c, inner) + linearCount(inner, c) + linearCount(c, c);
+    const block = resBlock + linearCount(c_r, 2 * c) + attnBlock;
+    return convCount(c_in, c, 1) + linearCount(c_cond, c) + linearCount(c, c) + depth * block + convCount(c, 2 * c_in, 1);
+  },
+};
+
+/** Validates a `prior/config.json` (or a partial config) and fills the defaults; errors name `file` and the field. */
+export function parsePriorConfig(json: Record<string, unknown>, file = 'WuerstchenPriorConfig'): WuerstchenPriorConfig {
+  return parseConfig(PRIOR_SCHEMA, json, file);
+}
+
 type PriorBlock = ResBlock | TimestepBlock | AttnBlock;
 
 export class WuerstchenPrior extends Module {
@@ -32,7 +64,7 @@ export class WuerstchenPrior extends Module {
 
   constructor(config: Partial<WuerstchenPriorConfig> = {}) {
     super();
-    const cfg = (this.config = { ...PRIOR_DEFAULTS, ...config });
+    const cfg = (this.config = parsePriorConfig(config as Record<string, unknown>));
     this.projection = this.child('projection', new Conv2d(cfg.c_in, cfg.c, 1));
     this.condMapper = this.child('cond_mapper', new Sequential([new Linear(cfg.c_cond, cfg.c), new LeakyReLU(0.2), new Linear(cfg.c, cfg.c)]));
     const blocks: PriorBlock[] = [];

@@ -9,10 +9,12 @@
  * (unless `offload: false`).
  */
 import * as tf from '@tensorflow/tfjs';
+import { LoraNetwork } from '@wuerstchen/core';
 import { Generator } from '../rng';
 import { DecoderGeometry, DecoderOutput, OutputType, WuerstchenDecoderPipeline, decoderLatentSide } from './decoder';
 import { WuerstchenPriorPipeline, priorLatentSide } from './prior';
 import { TINY_MODEL_DIR, pipelineFolders } from '../tiny';
+import { LoraComponent, loraComponents } from '../lora';
 import { ProgressCallback } from './progress';
 import { Callable, PipelineArgumentError, PipelineLoadOptions, SamplingOptions, checkPositiveInt, resolveGenerator, stripUndefined } from './shared';
 
@@ -149,7 +151,30 @@ export class WuerstchenCombinedPipeline extends Callable<[string | string[], Com
     this.decoderPipe.release();
   }
 
-  async _call(prompt: string | string[], options: CombinedCallOptions = {}): Promise<CombinedOutput> {
+  /**
+   * A LoRA file: its `prior.` adapters go on the prior (diffusers: `pipe.prior_pipe.load_lora_weights`),
+   * its `decoder.` adapters on the decoder; an unprefixed file is the prior's.
+   */
+  loadLora(file: string, opts: { scale?: number } = {}): Partial<Record<LoraComponent, LoraNetwork>> {
+    return Object.fromEntries(loraComponents(file).map((c) => [c, (c === 'prior' ? this.priorPipe : this.decoderPipe).loadLora(file, opts)]));
+  }
+
+  fuseLora(): void {
+    this.priorPipe.fuseLora();
+    this.decoderPipe.fuseLora();
+  }
+
+  unfuseLora(): void {
+    this.priorPipe.unfuseLora();
+    this.decoderPipe.unfuseLora();
+  }
+
+  unloadLora(): void {
+    this.priorPipe.unloadLora();
+    this.decoderPipe.unloadLora();
+  }
+
+  override async _call(prompt: string | string[], options: CombinedCallOptions = {}): Promise<CombinedOutput> {
     const o = { ...COMBINED_CALL_DEFAULTS, ...stripUndefined(options) };
     this.checkSize(o.width, o.height);
     const generator = resolveGenerator(o);

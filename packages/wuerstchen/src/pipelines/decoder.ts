@@ -8,7 +8,9 @@
  */
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
+import { LoraNetwork } from '@wuerstchen/core';
 import { ModelHandle, indexNumber, prepareModel, readModelIndex } from '../loader';
+import { LoraStack, loadLoraFile } from '../lora';
 import { EffnetCache, WuerstchenDiffNeXt, WuerstchenDiffNeXtConfig } from '../models/diffnext';
 import { PaellaVQConfig, PaellaVQModel } from '../models/paella_vq';
 import { tensorToPng } from './png';
@@ -97,6 +99,8 @@ export interface WuerstchenDecoderPipeline {
 
 export class WuerstchenDecoderPipeline extends TextConditionedPipeline<[tf.Tensor, string | string[], DecoderCallOptions?], Promise<DecoderOutput>> {
   readonly decoder: ModelHandle<WuerstchenDiffNeXt>;
+  /** LoRA networks on the decoder (loadLora); they follow it when it is freed and loaded again. */
+  readonly loras = new LoraStack();
   readonly vqgan: ModelHandle<PaellaVQModel>;
   readonly config: DecoderPipelineConfig;
   readonly geometry: DecoderGeometry;
@@ -155,6 +159,25 @@ export class WuerstchenDecoderPipeline extends TextConditionedPipeline<[tf.Tenso
     return this._call(imageEmbeddings, prompt, options);
   }
 
+  /** Puts a LoRA file's decoder adapters (keys `decoder.…`, see lora.ts) on the decoder; as WuerstchenPriorPipeline.loadLora. */
+  loadLora(file: string, opts: { scale?: number } = {}): LoraNetwork {
+    const net = loadLoraFile(this.decoder.get(), file, 'decoder', opts.scale ?? 1);
+    this.loras.add(net);
+    return net;
+  }
+
+  fuseLora(): void {
+    this.loras.fuse(() => this.decoder.get());
+  }
+
+  unfuseLora(): void {
+    this.loras.unfuse();
+  }
+
+  unloadLora(): void {
+    this.loras.clear();
+  }
+
   release(): void {
     this.textEncoder.release();
     this.decoder.release();
@@ -184,7 +207,7 @@ export class WuerstchenDecoderPipeline extends TextConditionedPipeline<[tf.Tenso
     return this.encodePrompts(prompts, count / prompts.length, cfg, negativePrompt, trace);
   }
 
-  async _call(imageEmbeddings: tf.Tensor, prompt: string | string[], options: DecoderCallOptions = {}): Promise<DecoderOutput> {
+  override async _call(imageEmbeddings: tf.Tensor, prompt: string | string[], options: DecoderCallOptions = {}): Promise<DecoderOutput> {
     if (!(imageEmbeddings instanceof tf.Tensor) || imageEmbeddings.rank !== 4) {
       throw new PipelineArgumentError(`imageEmbeddings must be an NHWC tensor [E, h, w, ${this.decoderConfig.effnet_embd}]`);
     }
@@ -218,6 +241,7 @@ export class WuerstchenDecoderPipeline extends TextConditionedPipeline<[tf.Tenso
       });
       const eff: tf.Tensor = effnet;
       const decoder = this.decoder.get();
+      this.loras.attach(decoder);
       const x = prepareLatents(shape, generator, o.latents, this.scheduler);
       latents = await denoise(x, { stage: 'decoder', scheduler: this.scheduler, plan, generator, options: o, predict: (xi, r) => decoder.forward(xi, r, eff, clip, { effnetCache: cache }) });
     } finally {
@@ -286,7 +310,7 @@ export const DEFAULT_VQGAN_TILE = 128;
  * bottleneck MixingResidualBlock's 3×3 depthwise conv adds 1, each ConvTranspose2d(k4, s2, p1)
  * and each later block adds at most 1 more (in latent units).
  */
-export function vqganHalo(vqgan: PaellaVQModel): number {
+export function vqganHalo(vqgan: { config: Pick<PaellaVQConfig, 'bottleneck_blocks' | 'levels'> }): number {
   return vqgan.config.bottleneck_blocks + 2 * vqgan.config.levels + 2;
 }
 

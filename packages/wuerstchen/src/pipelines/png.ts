@@ -29,7 +29,23 @@ export interface RawImage {
   data: Uint8Array;
 }
 
-/** Splits an NHWC float tensor (values in [0, 1]) into 8-bit images. */
+/**
+ * An image holding NaN or ±Infinity (diverged or corrupt weights). Written as a PNG it would silently come out
+ * black, so it is an error instead.
+ */
+export class NonFiniteImageError extends Error {
+  constructor(
+    /** 0-based index of the first such image. */
+    readonly image: number,
+    readonly count: number,
+    readonly total: number,
+  ) {
+    super(`image ${image + 1} has ${count} of its ${total} values NaN or infinite (the weights are corrupt or the sampling diverged); no PNG written`);
+    this.name = 'NonFiniteImageError';
+  }
+}
+
+/** Splits an NHWC float tensor (values in [0, 1]) into 8-bit images; a non-finite value is a NonFiniteImageError. */
 export async function tensorToImages(images: tf.Tensor): Promise<RawImage[]> {
   if (images.rank !== 4) throw new Error(`expected NHWC images [N, H, W, C], got shape [${images.shape}]`);
   const [n, height, width, channels] = images.shape as [number, number, number, number];
@@ -39,7 +55,13 @@ export async function tensorToImages(images: tf.Tensor): Promise<RawImage[]> {
   return Array.from({ length: n }, (_, i) => {
     const data = new Uint8Array(per);
     const base = i * per;
-    for (let j = 0; j < per; j++) data[j] = toByte(values[base + j]);
+    let nonFinite = 0;
+    for (let j = 0; j < per; j++) {
+      const v = values[base + j];
+      if (v - v !== 0) nonFinite++;
+      data[j] = toByte(v);
+    }
+    if (nonFinite > 0) throw new NonFiniteImageError(i, nonFinite, per);
     return { width, height, channels, data };
   });
 }
@@ -78,6 +100,21 @@ export function decodePng(buffer: Buffer): RawImage {
   return { width: png.width, height: png.height, channels: 4, data: new Uint8Array(png.data) };
 }
 
+/** Temporary files being written now; an interrupted process removes them with {@link removeTempFiles}. */
+const liveTempFiles = new Set<string>();
+
+/** Registers a temporary file for removal on interruption; call the returned function once it is gone or renamed. */
+export function registerTempFile(file: string): () => void {
+  liveTempFiles.add(file);
+  return () => liveTempFiles.delete(file);
+}
+
+/** Removes every registered temporary file (from SIGINT / SIGTERM handlers). */
+export function removeTempFiles(): void {
+  for (const file of liveTempFiles) fs.rmSync(file, { force: true });
+  liveTempFiles.clear();
+}
+
 /**
  * Writes a file atomically: the bytes go to a temporary file in the same folder, are fsynced,
  * and the temporary file is renamed over `file`; a reader never sees a partial file.
@@ -86,6 +123,7 @@ export function writeFileAtomic(file: string, data: Uint8Array): void {
   const dir = path.dirname(path.resolve(file));
   const temp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 10)}`);
   let fd: number | undefined = fs.openSync(temp, 'wx');
+  const unregister = registerTempFile(temp);
   try {
     for (let done = 0; done < data.length; ) done += fs.writeSync(fd, data, done, data.length - done);
     fs.fsyncSync(fd);
@@ -96,5 +134,7 @@ export function writeFileAtomic(file: string, data: Uint8Array): void {
     if (fd !== undefined) fs.closeSync(fd);
     fs.rmSync(temp, { force: true });
     throw e;
+  } finally {
+    unregister();
   }
 }

@@ -7,8 +7,10 @@
  */
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
+import { LoraNetwork } from '@wuerstchen/core';
 import { ModelHandle, indexNumber, prepareModel, readModelIndex } from '../loader';
 import { WuerstchenPrior } from '../models/prior';
+import { LoraStack, loadLoraFile } from '../lora';
 import {
   PipelineComponents,
   PipelineLoadOptions,
@@ -60,6 +62,8 @@ export interface WuerstchenPriorPipeline {
 
 export class WuerstchenPriorPipeline extends TextConditionedPipeline<[string | string[], PriorCallOptions?], Promise<PriorOutput>> {
   readonly prior: ModelHandle<WuerstchenPrior>;
+  /** LoRA networks on the prior (loadLora); they follow it when it is freed and loaded again. */
+  readonly loras = new LoraStack();
   readonly config: PriorPipelineConfig;
 
   constructor(
@@ -104,6 +108,32 @@ export class WuerstchenPriorPipeline extends TextConditionedPipeline<[string | s
     return this._call(prompt, options);
   }
 
+  /**
+   * Puts a LoRA file's prior adapters on the prior: diffusers' `save_lora_weights` layout (see
+   * lora.ts), or a folder holding `pytorch_lora_weights.safetensors`. `scale` multiplies its
+   * alpha/r (default 1). Several files add up.
+   */
+  loadLora(file: string, opts: { scale?: number } = {}): LoraNetwork {
+    const net = loadLoraFile(this.prior.get(), file, 'prior', opts.scale ?? 1);
+    this.loras.add(net);
+    return net;
+  }
+
+  /** Merges the loaded LoRA networks into the prior's weights (no extra cost per step). */
+  fuseLora(): void {
+    this.loras.fuse(() => this.prior.get());
+  }
+
+  /** Restores the prior's weights exactly; the networks stay loaded, unmerged. */
+  unfuseLora(): void {
+    this.loras.unfuse();
+  }
+
+  /** Removes every LoRA network (restoring the weights when fused). */
+  unloadLora(): void {
+    this.loras.clear();
+  }
+
   /** Frees every loaded network (loaded again when needed). */
   release(): void {
     this.textEncoder.release();
@@ -118,7 +148,7 @@ export class WuerstchenPriorPipeline extends TextConditionedPipeline<[string | s
     return this.encodePrompts(prompts, n, cfg, negativePrompt, trace);
   }
 
-  async _call(prompt: string | string[], options: PriorCallOptions = {}): Promise<PriorOutput> {
+  override async _call(prompt: string | string[], options: PriorCallOptions = {}): Promise<PriorOutput> {
     const prompts = toPromptList(prompt);
     const o = { ...PRIOR_CALL_DEFAULTS, ...stripUndefined(options) };
     const width = checkPositiveInt(o.width, 'width');
@@ -131,6 +161,7 @@ export class WuerstchenPriorPipeline extends TextConditionedPipeline<[string | s
     const c = this.encodePrompt(prompts, plan.n, plan.cfg, o.negativePrompt, o.trace);
     try {
       const prior = this.prior.get();
+      this.loras.attach(prior);
       const latents = prepareLatents([prompts.length * plan.n, h, w, prior.config.c_in], generator, o.latents, this.scheduler);
       const x = await denoise(latents, { stage: 'prior', scheduler: this.scheduler, plan, generator, options: o, predict: (xi, r) => prior.forward(xi, r, c) });
       try {

@@ -6,8 +6,7 @@
 import * as fs from 'fs';
 import * as tf from '@tensorflow/tfjs';
 import { Module, toNCHW, toNHWC } from '@wuerstchen/core';
-import { EfficientNetEncoder, EfficientNetEncoderConfig, InvertedResidualConfig } from '../../models/effnet';
-import { collectTrace } from '../../models/trace';
+import { EfficientNetEncoder, EfficientNetEncoderConfig, InvertedResidualConfig, collectTrace } from 'wuerstchen';
 import { CaseContext, Check, RunResult, registerRunner } from '../harness';
 
 interface KeySpec {

@@ -1,7 +1,7 @@
 /** Runners for the block-level cases and the resize (golden README "Cases"). */
 import * as tf from '@tensorflow/tfjs';
 import { Attention, GlobalResponseNorm, Module, resizeBicubicAA, toNCHW, toNHWC } from '@wuerstchen/core';
-import { AttnBlock, ResBlock, ResBlockStageB, TimestepBlock, WuerstchenLayerNorm, genREmbedding } from '../../models/common';
+import { AttnBlock, ResBlock, ResBlockStageB, TimestepBlock, WuerstchenLayerNorm, genREmbedding } from 'wuerstchen';
 import { CaseContext, RunResult, registerRunner } from '../harness';
 
 type Cfg = Record<string, number | boolean | undefined>;

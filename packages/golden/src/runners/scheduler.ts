@@ -7,17 +7,53 @@
  * `model_output[k]` and `noise[k]` with `t = timesteps[k]` expanded to the batch. Produced per chain: `prev_sample`,
  * `t`, `t_prev`, `alpha_cumprod`, `alpha_cumprod_prev` (stacked over steps), plus `add_noise_out` and
  * `add_noise_alpha_cumprod` where the case has them. Extra checks: the chain replayed from `sample[0]` on our own
- * outputs stays within the tolerance, and `setTimesteps(n)` / `DEFAULT_STAGE_C_TIMESTEPS` reproduce the case's
- * timesteps (bitwise, or within 2 float32 ulp for `torch.linspace`, see `linspaceF32`).
+ * outputs stays within the tolerance, and the schedule the chain's description names reproduces the case's
+ * timesteps: `setTimesteps(n)` within 2 float32 ulp (`torch.linspace`, see `linspaceF32`), `DEFAULT_STAGE_C_TIMESTEPS`
+ * bitwise, an explicit list within its printed precision (`parseSchedule`).
  */
 import * as tf from '@tensorflow/tfjs';
-import { DDPMWuerstchenScheduler, DEFAULT_STAGE_C_TIMESTEPS, DDPMWuerstchenSchedulerConfig } from '../../scheduler';
+import { DDPMWuerstchenScheduler, DEFAULT_STAGE_C_TIMESTEPS, DDPMWuerstchenSchedulerConfig } from 'wuerstchen';
 import { CaseContext, Check, RunResult, registerRunner } from '../harness';
 
 interface ScheduleSpec {
   prefix: string;
   schedule: string;
   num_steps: number;
+}
+
+/**
+ * What a chain's `schedule` description asks for, in the three forms `setTimesteps` accepts: a count
+ * (`num_inference_steps=12`, or a leading number), `DEFAULT_STAGE_C_TIMESTEPS`, or an explicit list
+ * (`custom timesteps [1.0, 0.93, …]`; a trailing `…` or `...` means only a prefix is written). List
+ * values stay strings because their printed precision is what they promise.
+ */
+export type Schedule =
+  | { kind: 'default' }
+  | { kind: 'count'; steps: number }
+  | { kind: 'list'; values: string[]; truncated: boolean };
+
+const NUMBER = /^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i;
+
+/** The schedule a description names, or null when it names none of the three forms. */
+export function parseSchedule(description: string): Schedule | null {
+  // Checked first: its description spells out the linspace recipe, brackets included.
+  if (description.includes('DEFAULT_STAGE_C_TIMESTEPS')) return { kind: 'default' };
+  const list = /\[([^\]]*)\]/.exec(description);
+  if (list) {
+    const items = list[1].split(',').map((item) => item.trim());
+    const truncated = items.length > 1 && (items[items.length - 1] === '…' || items[items.length - 1] === '...');
+    const values = truncated ? items.slice(0, -1) : items;
+    if (values.length && values.every((v) => NUMBER.test(v))) return { kind: 'list', values, truncated };
+  }
+  const count = /num_inference_steps\s*=\s*(\d+)/.exec(description) ?? /^\s*(\d+)\b(?!\.)/.exec(description);
+  return count ? { kind: 'count', steps: Number(count[1]) } : null;
+}
+
+/** Half a unit in the last printed digit of `text`: how far the true value may lie from it. */
+function printedHalfUnit(text: string): number {
+  const [mantissa, exponent = '0'] = text.toLowerCase().split('e');
+  const decimals = mantissa.includes('.') ? mantissa.length - mantissa.indexOf('.') - 1 : 0;
+  return 0.5 * 10 ** (Number(exponent) - decimals);
 }
 
 /** Distance in float32 ulps (units in the last place) between two float32 values of the same sign region. */
@@ -31,30 +67,43 @@ function ulpDistance(a: number, b: number): number {
   return Math.abs(ordered(a) - ordered(b));
 }
 
+/** Whether the stored timesteps are the listed ones, each within its printed precision (plus float32 rounding). */
+function listCheck(name: string, listed: Extract<Schedule, { kind: 'list' }>, given: Float32Array): Check {
+  if (!listed.truncated && listed.values.length !== given.length) {
+    return { name: `${name} = listed timesteps`, ok: false, detail: `${listed.values.length} listed, ${given.length} stored` };
+  }
+  const bad = listed.values.flatMap((text, i) => {
+    const v = Number(text);
+    return i < given.length && Math.abs(given[i] - v) <= printedHalfUnit(text) + Math.abs(v) * 2 ** -24 ? [] : [`[${i}] ${given[i]} vs ${text}`];
+  });
+  const what = listed.truncated ? `the ${listed.values.length} listed leading timesteps` : 'listed timesteps';
+  return { name: `${name} = ${what}`, ok: bad.length === 0, detail: `differs at ${bad.join(', ')}` };
+}
+
 function timestepChecks(spec: ScheduleSpec, given: Float32Array, config: DDPMWuerstchenSchedulerConfig): Check[] {
   const name = `${spec.prefix}timesteps`;
   const checks: Check[] = [
     { name: `${name} length`, ok: given.length === spec.num_steps + 1, detail: `${given.length} values for ${spec.num_steps} steps` },
   ];
-  if (spec.schedule.includes('DEFAULT_STAGE_C_TIMESTEPS')) {
-    const bad = DEFAULT_STAGE_C_TIMESTEPS.map((v, i) => i).filter((i) => DEFAULT_STAGE_C_TIMESTEPS[i] !== given[i]);
+  const schedule = parseSchedule(spec.schedule);
+  if (!schedule) {
+    checks.push({ name: `${name} schedule`, ok: false, detail: `cannot read the schedule "${spec.schedule}"` });
+  } else if (schedule.kind === 'default') {
+    const bad = DEFAULT_STAGE_C_TIMESTEPS.map((_, i) => i).filter((i) => DEFAULT_STAGE_C_TIMESTEPS[i] !== given[i]);
     const ok = given.length === DEFAULT_STAGE_C_TIMESTEPS.length && bad.length === 0;
     checks.push({ name: `${name} = DEFAULT_STAGE_C_TIMESTEPS`, ok, detail: `differs at ${bad.join(', ') || 'length'}` });
-    return checks;
+  } else if (schedule.kind === 'list') {
+    checks.push(listCheck(name, schedule, given));
+  } else {
+    const n = schedule.steps;
+    const ours = new DDPMWuerstchenScheduler(config).setTimesteps(n);
+    const maxUlp = ours.length === given.length ? Math.max(...Array.from(ours, (v, i) => ulpDistance(v, given[i]))) : Infinity;
+    checks.push({
+      name: `${name} ≈ setTimesteps(${n})`,
+      ok: maxUlp <= 2,
+      detail: `max distance ${maxUlp} float32 ulp (torch CPU vs symmetric linspace may differ by ≤ 2)`,
+    });
   }
-  const m = /num_inference_steps=(\d+)/.exec(spec.schedule);
-  if (!m) {
-    checks.push({ name: `${name} schedule`, ok: false, detail: `cannot read the schedule "${spec.schedule}"` });
-    return checks;
-  }
-  const n = Number(m[1]);
-  const ours = new DDPMWuerstchenScheduler(config).setTimesteps(n);
-  const maxUlp = ours.length === given.length ? Math.max(...Array.from(ours, (v, i) => ulpDistance(v, given[i]))) : Infinity;
-  checks.push({
-    name: `${name} ≈ setTimesteps(${n})`,
-    ok: maxUlp <= 2,
-    detail: `max distance ${maxUlp} float32 ulp (torch CPU vs symmetric linspace may differ by ≤ 2)`,
-  });
   return checks;
 }
 

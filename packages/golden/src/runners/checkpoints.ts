@@ -16,10 +16,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { HostTensor, Module, loadSafetensors, openCheckpoint, openSafetensors, toNCHW, toNHWC } from '@wuerstchen/core';
-import { CLIPTextModel, CLIP_TEXT_BIGG, CLIP_TEXT_H } from '../../models/clip_text';
-import { WuerstchenDiffNeXt } from '../../models/diffnext';
-import { PaellaVQModel } from '../../models/paella_vq';
-import { WuerstchenPrior, WuerstchenPriorConfig } from '../../models/prior';
+import { CLIPTextModel, CLIP_TEXT_BIGG, CLIP_TEXT_H, WuerstchenDiffNeXt, PaellaVQModel, WuerstchenPrior, WuerstchenPriorConfig } from 'wuerstchen';
 import { CaseContext, Check, RunResult, registerCaseRunner, registerRunner } from '../harness';
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -1,16 +1,22 @@
 #!/usr/bin/env node
 /**
- * Builds the native tfjs backend addon (packages/core/native -> build/Release/wuerstchen_native.node)
- * against OpenBLAS, with node-gyp and the local Node headers. Runs from the root `prepare` script, so it
- * never fails the install: without OpenBLAS, or when the build breaks, it says so and exits 0.
+ * Builds the native tfjs backend addon (native/ -> native/build/Release/wuerstchen_native.node) against
+ * OpenBLAS, with node-gyp and the local Node headers. It is this package's `install` script, so it runs
+ * wherever @wuerstchen/core is installed (a workspace or a user's project) and never fails the install:
+ * without OpenBLAS, a compiler, or when the build breaks, it warns and exits 0, and the backend
+ * selection falls back to wasm or cpu. `npm rebuild @wuerstchen/core --foreground-scripts` reruns it.
  */
 'use strict';
 const fs = require('fs');
 const path = require('path');
 const { spawnSync } = require('child_process');
 
-const NATIVE_DIR = path.join(__dirname, '..', 'packages', 'core', 'native');
+const NATIVE_DIR = path.join(__dirname, '..', 'native');
 const MULTIARCH = { x64: 'x86_64-linux-gnu', arm64: 'aarch64-linux-gnu', ppc64: 'powerpc64le-linux-gnu' }[process.arch];
+
+function skip(reason) {
+  console.warn(`@wuerstchen/core: native backend not built: ${reason}; the wasm and cpu backends are unaffected`);
+}
 
 /** Header and library directories of OpenBLAS, preferring Debian's pthread variant; null if absent. */
 function findOpenBlas() {
@@ -48,6 +54,12 @@ function findNodeGyp() {
   }
 }
 
+/** The first of the build tools node-gyp's Makefiles call that is not on PATH, or null. */
+function missingTool() {
+  const tools = ['make', process.env.CXX || 'g++'];
+  return tools.find((tool) => spawnSync(tool, ['--version'], { stdio: 'ignore' }).error) ?? null;
+}
+
 /** The headers that ship next to this node binary (e.g. /usr/include/node), so nothing is downloaded. */
 function nodedirArgs() {
   const prefix = path.resolve(path.dirname(process.execPath), '..');
@@ -55,26 +67,34 @@ function nodedirArgs() {
 }
 
 function main() {
-  const blas = process.platform === 'linux' ? findOpenBlas() : null;
-  if (!blas) {
-    console.log('native backend skipped: OpenBLAS not found (apt-get install libopenblas-dev enables it)');
-    return;
-  }
+  if (process.platform !== 'linux') return skip(`only Linux builds are supported (this is ${process.platform})`);
+  const blas = findOpenBlas();
+  if (!blas) return skip('OpenBLAS not found (apt-get install libopenblas-dev, then npm rebuild @wuerstchen/core)');
+  const tool = missingTool();
+  if (tool) return skip(`${tool} not found (apt-get install build-essential, then npm rebuild @wuerstchen/core)`);
   const gyp = findNodeGyp();
-  if (!gyp) {
-    console.log('native backend skipped: node-gyp not found (it ships with npm)');
-    return;
-  }
-  const args = [gyp, 'rebuild', ...nodedirArgs(), '--',
-    `-Dopenblas_include=${blas.include}`, `-Dopenblas_libdir=${blas.libdir}`];
+  if (!gyp) return skip('node-gyp not found (it ships with npm)');
+  const args = [
+    gyp,
+    'rebuild',
+    ...nodedirArgs(),
+    '--',
+    `-Dopenblas_include=${blas.include}`,
+    `-Dopenblas_libdir=${blas.libdir}`,
+  ];
   const run = spawnSync(process.execPath, args, { cwd: NATIVE_DIR, encoding: 'utf8' });
   if (run.status === 0) {
-    console.log(`native backend built against ${blas.libdir}/libopenblas.so`);
+    console.log(`@wuerstchen/core: native backend built against ${blas.libdir}/libopenblas.so`);
     return;
   }
   const log = `${run.stdout ?? ''}${run.stderr ?? ''}${run.error ? run.error.message : ''}`;
-  console.log(log.trim().split('\n').filter((line) => !line.startsWith('gyp info')).slice(-25).join('\n'));
-  console.log('native backend build FAILED (see above); tfjs backends other than "native" are unaffected.');
+  const tail = log
+    .trim()
+    .split('\n')
+    .filter((line) => !line.startsWith('gyp info'))
+    .slice(-25);
+  console.warn(tail.join('\n'));
+  skip('the build failed (log above)');
 }
 
 main();

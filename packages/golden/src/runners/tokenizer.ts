@@ -2,7 +2,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { CLIPTokenizer } from '../../tokenizer';
+import { CLIPTokenizer } from 'wuerstchen';
 import { Check, registerRunner } from '../harness';
 
 /** One row of the golden `clip_tokenizer` prompts.json. */

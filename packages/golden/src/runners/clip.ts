@@ -1,6 +1,6 @@
 /** Runner for the `CLIPTextModel` cases (`clip_text_tiny_gelu`, `clip_text_tiny_quick_gelu`; golden README "CLIP text model"). */
 import * as tf from '@tensorflow/tfjs';
-import { CLIPTextModel, parseCLIPTextConfig } from '../../models/clip_text';
+import { CLIPTextModel, parseCLIPTextConfig } from 'wuerstchen';
 import { Check, registerRunner } from '../harness';
 
 registerRunner('CLIPTextModel', (ctx) => {

@@ -6,8 +6,7 @@
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { toNCHW, toNHWC } from '@wuerstchen/core';
-import { WuerstchenDecoderPipeline } from '../../pipelines/decoder';
-import { WuerstchenPriorPipeline } from '../../pipelines/prior';
+import { WuerstchenDecoderPipeline, WuerstchenPriorPipeline } from 'wuerstchen';
 import { CaseContext, RunResult, registerRunner } from '../harness';
 
 interface PipelineCaseConfig {

@@ -1,9 +1,7 @@
 /** Runners for the Stage C prior and Stage B decoder cases (with their intermediates). */
 import * as tf from '@tensorflow/tfjs';
 import { resizeBicubicAA, toNCHW, toNHWC } from '@wuerstchen/core';
-import { WuerstchenDiffNeXt, WuerstchenDiffNeXtConfig } from '../../models/diffnext';
-import { WuerstchenPrior, WuerstchenPriorConfig } from '../../models/prior';
-import { collectTrace } from '../../models/trace';
+import { WuerstchenDiffNeXt, WuerstchenDiffNeXtConfig, WuerstchenPrior, WuerstchenPriorConfig, collectTrace } from 'wuerstchen';
 import { CaseContext, RunResult, registerRunner } from '../harness';
 
 /** Intermediates are NHWC in the project; 4-D ones go back to NCHW for comparison. */

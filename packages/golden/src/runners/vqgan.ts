@@ -1,7 +1,7 @@
 /** Runner for the Stage A case `vqgan_tiny` (golden README "Cases"; spec inference.md §2.11). */
 import * as tf from '@tensorflow/tfjs';
 import { toNCHW, toNHWC } from '@wuerstchen/core';
-import { PaellaVQConfig, PaellaVQModel } from '../../models/paella_vq';
+import { PaellaVQConfig, PaellaVQModel } from 'wuerstchen';
 import { registerRunner } from '../harness';
 
 registerRunner('PaellaVQModel', (ctx) => {

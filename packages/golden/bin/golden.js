@@ -1,0 +1,4 @@
+#!/usr/bin/env node
+// tfjs's "install the node backend" banner would interleave with the report
+require('@tensorflow/tfjs').enableProdMode();
+require('../dist/cli.js');
