@@ -1,7 +1,7 @@
 /**
  * Jest runs the TypeScript sources directly (ts-jest); workspace imports map to src/. Two projects:
  * `fast` (unit and golden tests, `npm run test:fast`) and `slow` (the tests listed in SLOW, which
- * train, generate images or install packages). `npm test` runs both.
+ * train, generate images, install packages or drive a browser). `npm test` runs both.
  */
 
 /** test/<name>.test.ts files that belong to the slow project; any other test is fast. */
@@ -17,6 +17,7 @@ const SLOW = [
   'train_stage_b',
   'train_stage_c',
   'variation',
+  'web',
 ];
 
 const base = {
@@ -25,6 +26,7 @@ const base = {
   transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.json', isolatedModules: true }] },
   moduleNameMapper: {
     '^@wuerstchen/core$': '<rootDir>/packages/core/src/index.ts',
+    '^@wuerstchen/core/cli$': '<rootDir>/packages/core/src/cli/index.ts',
     '^wuerstchen$': '<rootDir>/packages/wuerstchen/src/index.ts',
     '^@wuerstchen/train$': '<rootDir>/packages/train/src/index.ts',
   },

@@ -2,7 +2,7 @@
 /**
  * Analytic FLOP counts (multiply-add = 2 FLOPs) of the matmul / conv work in each benchmark.
  * Elementwise work (LayerNorm, GELU, GRN, softmax, resize) is not counted, for every backend alike
- * (the convention of the spec's backends.md §5). Forward+backward is counted as 3× forward.
+ * (so that the backends compare on the same work). Forward+backward is counted as 3× forward.
  *
  * bench/check_flops.js cross-checks these formulas against the kernels tfjs actually runs
  * (tf.profile), and bench/torch_reference.py counts its own FLOPs with module hooks.

@@ -86,7 +86,7 @@ function widerBase(base, dir, c, d) {
     trainer.init();
     const setupPeak = peakRss();
     const tfBytes = tf.memory().numBytes;
-    const trained = (mode === 'lora' ? trainer.lora.parameters() : trainer.prior.trainableParameters()).reduce(
+    const trained = (mode === 'lora' ? trainer.adapters.network.parameters() : trainer.prior.trainableParameters()).reduce(
       (a, [, p]) => a + p.size,
       0,
     );

@@ -1,6 +1,7 @@
 /**
  * The `wuerstchen generate` command: argument checking (exit code 2), PNG output of the requested
- * size written atomically, the same bytes for the same seed, progress on a TTY and without one.
+ * size written atomically, the same bytes for the same seed, progress on a TTY and without one, a
+ * manifest naming the prompt of each image, and the installed bin (built here first).
  */
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -17,6 +18,7 @@ const HUB_DECODER = path.join(GOLDEN, 'hub', 'wuerstchen');
 const ROOT = path.resolve(__dirname, '..');
 const BIN = path.join(ROOT, 'packages', 'wuerstchen', 'bin', 'wuerstchen.js');
 const DIST_CLI = path.join(ROOT, 'packages', 'wuerstchen', 'dist', 'cli.js');
+const TSC = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -38,7 +40,7 @@ describe('wuerstchen generate: arguments', () => {
   const base = () => ['--prior', HUB_PRIOR, '--decoder', HUB_DECODER, '--prompt', 'a cat', '--out', path.join(tmp(), 'x.png')];
 
   test.each([
-    [['--prior', HUB_PRIOR], /missing --prompt, --out/],
+    [['--prior', HUB_PRIOR], /--prompt, --out are required/],
     [['--prior', HUB_PRIOR, '--prompt', 'a', '--out', 'x.png'], /--decoder is missing \(give both folders, or --model, or neither for the bundled model\)/],
     [['--prior', HUB_PRIOR, '--decoder', HUB_DECODER, '--model', HUB_PRIOR, '--prompt', 'a', '--out', 'x.png'], /--model replaces --prior and --decoder/],
     [['--width', 'abc'], /--width must be a positive integer, got "abc"/],
@@ -103,6 +105,20 @@ describe('wuerstchen generate: arguments', () => {
     expect(await main([], capture())).toBe(2);
     expect(await main(['paint'], capture())).toBe(2);
   });
+
+  test('an unknown backend in $WUERSTCHEN_BACKEND is an argument problem (exit 2), found by its type', async () => {
+    const saved = process.env.WUERSTCHEN_BACKEND;
+    process.env.WUERSTCHEN_BACKEND = 'gpu';
+    try {
+      const io = capture();
+      expect(await main(['generate', ...base()], io)).toBe(2);
+      expect(io.err()).toMatch(/\nwuerstchen: unknown backend "gpu" \(from \$WUERSTCHEN_BACKEND\); expected one of auto, /);
+      expect(io.err()).not.toMatch(/error:/);
+    } finally {
+      if (saved === undefined) delete process.env.WUERSTCHEN_BACKEND;
+      else process.env.WUERSTCHEN_BACKEND = saved;
+    }
+  });
 });
 
 describe('wuerstchen generate: images', () => {
@@ -135,18 +151,35 @@ describe('wuerstchen generate: images', () => {
     expect(fs.readdirSync(tmp()).sort()).toEqual(['a.png', 'b.png']); // no temporary files left
   });
 
-  test('a progress bar on a TTY; several images get numbered files', async () => {
+  test('a progress bar on a TTY; several prompts get numbered files and a manifest naming each one\'s prompt', async () => {
     const io = capture(true);
     const out = path.join(tmp(), 'c.png');
-    expect(await main(args(out, { '--images': '2', '--prior-steps': '2', '--decoder-steps': '1' }), io)).toBe(0);
-    expect(io.out()).toBe(`${path.join(tmp(), 'c-1.png')}\n${path.join(tmp(), 'c-2.png')}\n`);
+    const argv = [...args(out, { '--prior-steps': '2', '--decoder-steps': '1' }), '--prompt', 'a dog'];
+    expect(await main(argv, io)).toBe(0);
+    const files = [path.join(tmp(), 'c-1.png'), path.join(tmp(), 'c-2.png')];
+    expect(io.out()).toBe(`${files[0]}\n${files[1]}\n`);
     expect(io.err()).toMatch(/\r\x1b\[2Kprior +\[#+-*\] 1\/2 .*(it\/s|s\/it) +ETA \d+:\d\d/);
-    expect(io.err()).toMatch(/decoder +\[#{24}\] 1\/1 .*done in/);
-    expect(fs.readdirSync(tmp()).sort()).toEqual(['c-1.png', 'c-2.png']);
+    expect(io.err()).toMatch(/decoder +\[#{24}\] 1\/1 .*\r\x1b\[2Kdecoder: 1 step in \d+\.\d\d s/);
+    expect(fs.readdirSync(tmp()).sort()).toEqual(['c-1.png', 'c-2.png', 'c.json']);
+    const manifest = JSON.parse(fs.readFileSync(path.join(tmp(), 'c.json'), 'utf8'));
+    expect(io.err()).toContain(`wuerstchen: ${path.join(tmp(), 'c.json')} names the prompt, seed and settings of each image`);
+    expect(manifest).toEqual({
+      command: 'generate',
+      model: { prior: HUB_PRIOR, decoder: HUB_DECODER, loras: [] },
+      settings: { width: 256, height: 128, prior_steps: 2, decoder_steps: 1, prior_guidance: 4, decoder_guidance: 0, images_per_prompt: 1 },
+      images: [
+        { file: 'c-1.png', prompt: 'a photo of a cat', seed: 1, batch_index: 0 },
+        { file: 'c-2.png', prompt: 'a dog', seed: 1, batch_index: 1 },
+      ],
+    });
   });
 
-  const built = fs.existsSync(DIST_CLI);
-  (built ? test : test.skip)('the installed bin runs (exit 0 with a PNG; exit 2 for bad arguments)', () => {
+  test('the installed bin runs (exit 0 with a PNG; exit 2 for bad arguments)', () => {
+    // the bin runs dist/: build it (incrementally) so that it is this source's, or fail with the compiler's words
+    const tsc = spawnSync(process.execPath, [TSC, '-b', 'packages/core', 'packages/wuerstchen'], { cwd: ROOT, encoding: 'utf8' });
+    expect(`${tsc.stdout}${tsc.stderr}`).toBe('');
+    expect(tsc.status).toBe(0);
+    expect(fs.existsSync(DIST_CLI)).toBe(true);
     const out = path.join(tmp(), 'bin.png');
     const ok = spawnSync(process.execPath, [BIN, ...args(out, { '--prior-steps': '1', '--decoder-steps': '1' })], { encoding: 'utf8' });
     expect(ok.stderr).toMatch(/vqgan: 1 step/);

@@ -1,4 +1,4 @@
-/** CLIPTextModel (spec inference.md §1.4, §3.4, §4.1; golden README "CLIP text model"). */
+/** CLIPTextModel (transformers modeling_clip.py; golden README "CLIP text model"). */
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
@@ -86,7 +86,7 @@ describe('full-size key names and shapes (no weights allocated)', () => {
     m.dispose();
   });
 
-  test('spec §1.4 parameter counts', () => {
+  test('parameter counts of the published text encoders (bigG-14, H-14)', () => {
     expect(new CLIPTextModel(CLIP_TEXT_BIGG).numParameters()).toBe(693_021_440);
     expect(new CLIPTextModel(CLIP_TEXT_H).numParameters()).toBe(352_984_064);
   });

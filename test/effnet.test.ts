@@ -1,4 +1,4 @@
-/** EfficientNetEncoder, the semantic compressor (spec training.md §5), against the golden effnet cases. */
+/** EfficientNetEncoder, the semantic compressor (diffusers examples/research_projects/wuerstchen/text_to_image/modeling_efficient_net_encoder.py), against the golden effnet cases. */
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';

@@ -12,6 +12,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import {
   HostTensor,
+  Module,
   NonFiniteWeightError,
   SafetensorsError,
   StateDictError,
@@ -320,6 +321,20 @@ describe('configs are validated before any module is built', () => {
     );
   });
 
+  test('one key and shape comparison per step: prepareModel checks the headers once, each load() once', () => {
+    const compare = jest.spyOn(Module.prototype, 'compareStateDict');
+    try {
+      const prepared = prepareModel(path.join(HUB_PRIOR, 'prior'), 'WuerstchenPrior');
+      expect(compare).toHaveBeenCalledTimes(1);
+      compare.mockClear();
+      const model = prepared.load();
+      expect(compare).toHaveBeenCalledTimes(1);
+      model.dispose();
+    } finally {
+      compare.mockRestore();
+    }
+  });
+
   test('each count formula equals the parameters of the module it describes', () => {
     const hub = (p: string) =>
       JSON.parse(fs.readFileSync(path.join(p, 'config.json'), 'utf8')) as Record<string, unknown>;
@@ -375,7 +390,8 @@ describe('wuerstchen generate refuses hostile command lines before loading anyth
     [['--prior-guidance', ' 4'], /--prior-guidance must be a number >= 0, got " 4"/],
     [['--prior-guidance', 'Infinity'], /--prior-guidance must be a number >= 0/],
     [['--width', '12abc'], /--width must be a positive integer, got "12abc" \(decimal digits only\)/],
-    [['--seed', '0x10'], /--seed must be a non-negative integer below 2\^53, got "0x10"/],
+    [['--seed', '0x10'], /--seed must be a non-negative integer, got "0x10" \(decimal digits only\)/],
+    [['--seed', '9007199254740993'], /--seed must be a non-negative integer below 2\^53, got "9007199254740993"/],
     [['--images', '1e3'], /--images must be a positive integer, got "1e3"/],
     [
       ['--prompt', '--help'],

@@ -7,6 +7,7 @@ import {
   ConvTranspose2d,
   Embedding,
   GlobalResponseNorm,
+  HostTensor,
   LayerNorm,
   Linear,
   Module,
@@ -152,7 +153,22 @@ describe('loadStateDict errors', () => {
     expect(err!.missing).toEqual(['a.bias']);
     expect(err!.unexpected).toEqual(['c.weight']);
     expect(err!.mismatched).toEqual([{ key: 'b.weight', expected: [1, 3], found: [3, 1] }]);
-    expect(err!.message).toContain('model.safetensors');
+    expect(err!.message).toBe(
+      'model.safetensors: the weights do not match a Two with 4 tensors:\n' +
+        '  missing keys (1): a.bias\n  unexpected keys (1): c.weight\n  b.weight: shape [3, 1], but the model needs [1, 3]',
+    );
+  });
+
+  test('the loader and loadStateDict share one check: long lists are cut, a config is named', () => {
+    const src = new Map<string, HostTensor>();
+    for (let i = 0; i < 10; i++) src.set(`extra.${i}`, { dtype: 'F32', shape: [1], data: new Float32Array(1) });
+    const two = new Two();
+    for (const [k, t] of two.stateDict()) src.set(k, t);
+    expect(() => two.checkStateDict(src, { source: 'w.safetensors', against: 'config.json', preface: 'a first line' })).toThrow(
+      'w.safetensors: the weights do not match config.json (a Two with 4 tensors):\n' +
+        '  a first line\n  unexpected keys (10): extra.0, extra.1, extra.2, extra.3, extra.4, extra.5, extra.6, extra.7, ... (2 more)',
+    );
+    expect(two.checkStateDict(src, { ignore: (k) => k.startsWith('extra.') })).toEqual(['a.weight', 'a.bias', 'b.weight', 'b.bias']);
   });
 
   test('wrong input width names the layer and shape', () => {

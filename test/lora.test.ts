@@ -19,6 +19,7 @@ import {
   LoraNetwork,
   Parameter,
   openSafetensors,
+  useBackend,
   writeSafetensors,
 } from '@wuerstchen/core';
 import {
@@ -56,6 +57,12 @@ function tinyModel(): string {
 beforeAll(async () => {
   await tf.setBackend('cpu');
 });
+
+/** The bundled model's pipelines and training run on the native backend when it is built (tfjs-cpu takes minutes here). */
+function onFastestBackend(): void {
+  beforeAll(() => useBackend('auto', { quiet: true }));
+  afterAll(() => tf.setBackend('cpu'));
+}
 
 /** float64 copy of a tensor. */
 const f64 = (t: tf.Tensor) => Float64Array.from(t.dataSync());
@@ -389,6 +396,7 @@ describe('files in diffusers’ convention', () => {
 });
 
 describe('pipelines', () => {
+  onFastestBackend();
   test('WuerstchenPriorPipeline.loadLora: scale, fuse = unfused, unfuse restores, survives offloading', async () => {
     const pipe = WuerstchenPriorPipeline.fromPretrained(pipelineFolders(tinyModel()).prior, { offload: true });
     const opts = { width: 64, height: 64, numInferenceSteps: 2, seed: 1 };
@@ -456,6 +464,7 @@ describe('pipelines', () => {
 });
 
 describe('training', () => {
+  onFastestBackend();
   test('wuerstchen-train lora flags', () => {
     const a = parseLoraArgs([
       '--base',
@@ -525,7 +534,7 @@ describe('training', () => {
     const first = make(3);
     await runFrozen(first);
     expect(
-      first.lora
+      first.adapters.network
         .parameters()
         .map(([k]) => k)
         .slice(0, 2),
@@ -535,17 +544,17 @@ describe('training', () => {
     await runFrozen(second);
     expect(metrics.map((m) => m.step)).toEqual([1, 2, 3, 4, 5, 6]);
     // every lora_B moved away from zero, and the loss is below the base's (the same network at scale 0)
-    for (const [k, p] of second.lora.parameters())
+    for (const [k, p] of second.adapters.network.parameters())
       if (k.includes('lora_B')) expect(Math.max(...Array.from(p.value.dataSync(), Math.abs))).toBeGreaterThan(0);
     const after = second.evalLoss(4);
-    second.lora.multiplier = 0;
+    second.adapters.network.multiplier = 0;
     expect(after).toBeLessThan(second.evalLoss(4));
-    second.lora.multiplier = 1;
+    second.adapters.network.multiplier = 1;
     // tensor count flat from step to step within each run
     expect(new Set(tensors.slice(0, 3)).size).toBe(1);
     expect(new Set(tensors.slice(3)).size).toBe(1);
     const file = path.join(tmp(), 'final.safetensors');
-    second.saveLora(file);
+    second.adapters.save(file);
     second.dispose();
     const keys = openSafetensors(file);
     expect(keys.keys()).toContain('prior.blocks.2.attention.to_out.0.lora_B.weight');
@@ -585,7 +594,7 @@ describe('training', () => {
     ]);
     for (const [k, t] of now) expect(t.data).toEqual(frozen.get(k)!.data);
     const file = path.join(tmp(), 'decoder-lora.safetensors');
-    trainer.saveLora(file);
+    trainer.adapters.save(file);
     trainer.dispose();
     expect(loraComponents(file)).toEqual(['decoder']);
     expect(readLoraFile(file, 'decoder').has('down_blocks.1.3.attention.to_k')).toBe(true);

@@ -111,12 +111,13 @@ test('the CLIs answer --version and --help; only the exported entry points resol
   expect(run('npx', ['--no', '--', 'wuerstchen-train', 'export', '--help'], dir).stdout).toMatch(
     /^usage: wuerstchen-train export/,
   );
-  const probe = `for (const m of ['@wuerstchen/core', '@wuerstchen/core/native', 'wuerstchen', 'wuerstchen/cli', '@wuerstchen/train', '@wuerstchen/core/dist/module.js']) {
+  const probe = `for (const m of ['@wuerstchen/core', '@wuerstchen/core/native', '@wuerstchen/core/cli', 'wuerstchen', 'wuerstchen/cli', '@wuerstchen/train', '@wuerstchen/core/dist/module.js']) {
     try { require.resolve(m); console.log(m, 'ok'); } catch (e) { console.log(m, e.code); }
   }`;
   expect(run(process.execPath, ['-e', probe], dir).stdout.trim().split('\n')).toEqual([
     '@wuerstchen/core ok',
     '@wuerstchen/core/native ok',
+    '@wuerstchen/core/cli ok',
     'wuerstchen ok',
     'wuerstchen/cli ok',
     '@wuerstchen/train ok',
@@ -128,6 +129,7 @@ test('TypeScript finds the types of every entry point, with and without exports-
   const entries = [
     '@wuerstchen/core',
     '@wuerstchen/core/native',
+    '@wuerstchen/core/cli',
     'wuerstchen',
     'wuerstchen/cli',
     '@wuerstchen/train',

@@ -1,5 +1,5 @@
 /**
- * Loader and pipelines (spec inference.md §1, §5) on the miniature hub folders of shared/golden:
+ * Loader and pipelines (diffusers pipeline_wuerstchen_prior.py, pipeline_wuerstchen.py) on the miniature hub folders of shared/golden:
  * folder and file checks, fp16/bf16/sharded weights, prior / decoder / combined pipelines, CFG,
  * seeds, sizes, progress, stage-by-stage loading, PNG output, tensor leaks.
  */
@@ -234,7 +234,7 @@ describe('pipelines', () => {
     const a = await run({ seed: 7 });
     expect(await run({ seed: 7 })).toEqual(a);
     expect(await run({ seed: 8 })).not.toEqual(a);
-    // replay seed 7 by hand: initial latents then one noise tensor per step, drawn NCHW (spec §5.5)
+    // replay seed 7 by hand: initial latents then one noise tensor per step, drawn NCHW (as diffusers draws them)
     const g = new Generator(7);
     const nchwToNhwc = (t: tf.Tensor) => tf.tidy(() => t.transpose([0, 2, 3, 1]));
     const latents = nchwToNhwc(g.randn([1, 16, 3, 3]));

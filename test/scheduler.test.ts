@@ -1,5 +1,5 @@
 /**
- * DDPMWuerstchenScheduler (spec inference.md §5.1) and the seeded Generator (rng.ts): golden scheduler cases through
+ * DDPMWuerstchenScheduler (diffusers scheduling_ddpm_wuerstchen.py) and the seeded Generator (rng.ts): golden scheduler cases through
  * the harness, constants, determinism, resume, leaks and argument errors.
  */
 import * as fs from 'fs';
@@ -114,7 +114,7 @@ describe('the scheduler runner reads every schedule setTimesteps accepts', () =>
 });
 
 describe('timesteps', () => {
-  test('DEFAULT_STAGE_C_TIMESTEPS are the 30 float32 values of spec §5.1', () => {
+  test('DEFAULT_STAGE_C_TIMESTEPS are the 30 float32 values of diffusers pipeline_wuerstchen_prior.py', () => {
     const spec = [
       1.0, 0.98245615, 0.9649123, 0.94736844, 0.9298246, 0.9122807, 0.8947368, 0.877193, 0.8596491, 0.84210527, 0.8245614,
       0.80701756, 0.7894737, 0.7719298, 0.75438595, 0.7368421, 0.71929824, 0.7017544, 0.68421054, 0.6666667, 0.6, 0.53333336,
@@ -176,7 +176,7 @@ describe('alphaCumprod', () => {
     [0, 0.999899983],
   ];
 
-  test('matches the spec §5.1 reference values (float32)', () => {
+  test('matches reference values of diffusers scheduling_ddpm_wuerstchen.py (float32)', () => {
     const s = new DDPMWuerstchenScheduler();
     expect(s.initAlphaCumprod).toBe(f32(0.99984455));
     const ac = noLeaks(() => {

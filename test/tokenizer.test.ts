@@ -1,4 +1,4 @@
-/** CLIPTokenizer against the golden `clip_tokenizer` case (spec §4.2; golden README "Tokenizer"). */
+/** CLIPTokenizer against the golden `clip_tokenizer` case (transformers tokenization_clip.py; golden README "Tokenizer"). */
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';

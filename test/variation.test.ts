@@ -76,13 +76,20 @@ describe('wuerstchen vary', () => {
     const ok = io();
     expect(await main(['vary', '--image', input, '--out', out, '--images', '2', '--decoder-steps', '3', '--seed', '1'], ok)).toBe(0);
     expect(ok.out()).toBe(`${path.join(tmp(), 'v-1.png')}\n${path.join(tmp(), 'v-2.png')}\n`);
+    const manifest = JSON.parse(fs.readFileSync(path.join(tmp(), 'v.json'), 'utf8'));
+    expect(manifest.command).toBe('vary');
+    expect(manifest.settings).toMatchObject({ image: input, strength: 0, images_per_prompt: 2 });
+    expect(manifest.images).toEqual([
+      { file: 'v-1.png', prompt: '', seed: 1, batch_index: 0 },
+      { file: 'v-2.png', prompt: '', seed: 1, batch_index: 1 },
+    ]);
     const help = io();
     expect(await main(['vary', '--help'], help)).toBe(0);
     expect(help.out()).toMatch(/--strength <s>/);
     const notPng = path.join(tmp(), 'x.txt');
     fs.writeFileSync(notPng, 'hello');
     for (const [argv, message] of [
-      [['--out', out], /missing --image/],
+      [['--out', out], /--image is required/],
       [['--image', input, '--out', out, '--strength', '2'], /--strength must be in \[0, 1\]/],
       [['--image', notPng, '--out', out], /is not a PNG file/],
       [['--image', input, '--out', out, '--prior', tmp()], /unknown option --prior/],

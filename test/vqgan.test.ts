@@ -1,4 +1,4 @@
-/** Stage A PaellaVQModel (spec inference.md §2.11, §3.3) against the golden `vqgan_tiny` case and the real key list. */
+/** Stage A PaellaVQModel (diffusers modeling_paella_vq_model.py) against the golden `vqgan_tiny` case and the real key list. */
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';

@@ -1,5 +1,5 @@
 /**
- * Backend selection (spec backends.md §8). `auto` takes, in order: tfjs-node-gpu, tfjs-node
+ * Backend selection. `auto` takes, in order: tfjs-node-gpu, tfjs-node
  * (the `tensorflow` backend, when installed), the project's `native` backend (when built),
  * wasm, cpu. `WUERSTCHEN_BACKEND` or an explicit name overrides it.
  */
@@ -9,6 +9,29 @@ export type BackendName = 'auto' | 'tensorflow' | 'native' | 'wasm' | 'cpu';
 export const BACKENDS: BackendName[] = ['auto', 'tensorflow', 'native', 'wasm', 'cpu'];
 
 let announced = false;
+
+/** A backend name that is not one of BACKENDS (given as an argument, or in `$WUERSTCHEN_BACKEND`). */
+export class UnknownBackendError extends Error {
+  constructor(
+    readonly requested: string,
+    fromEnvironment = false,
+  ) {
+    const from = fromEnvironment ? ' (from $WUERSTCHEN_BACKEND)' : '';
+    super(`unknown backend "${requested}"${from}; expected one of ${BACKENDS.join(', ')}`);
+    this.name = 'UnknownBackendError';
+  }
+}
+
+/** No backend of the requested ones could be registered and initialised; `skipped` says why for each. */
+export class BackendUnavailableError extends Error {
+  constructor(
+    readonly requested: BackendName,
+    readonly skipped: string[],
+  ) {
+    super(`backend "${requested}" is not available: ${skipped.join(', ')}`);
+    this.name = 'BackendUnavailableError';
+  }
+}
 
 function tryRequire(name: string): boolean {
   try {
@@ -49,12 +72,12 @@ const REGISTER: Record<Exclude<BackendName, 'auto'>, () => boolean> = {
 
 /**
  * Select and initialise a backend; returns its name. Prints the choice once to stderr
- * (unless `quiet`). An unknown or unavailable explicit name is an error that says why.
+ * (unless `quiet`). An unknown name is an UnknownBackendError, an unavailable one a BackendUnavailableError.
  */
 export async function useBackend(requested?: string, opts: { quiet?: boolean } = {}): Promise<string> {
   const name = (requested ?? process.env.WUERSTCHEN_BACKEND ?? 'auto') as BackendName;
   if (!BACKENDS.includes(name)) {
-    throw new Error(`unknown backend "${name}"; expected one of ${BACKENDS.join(', ')}`);
+    throw new UnknownBackendError(name, requested === undefined);
   }
   const order: Exclude<BackendName, 'auto'>[] = name === 'auto' ? ['tensorflow', 'native', 'wasm', 'cpu'] : [name];
   const skipped: string[] = [];
@@ -74,5 +97,5 @@ export async function useBackend(requested?: string, opts: { quiet?: boolean } =
     }
     skipped.push(`${candidate} (failed to initialise)`);
   }
-  throw new Error(`backend "${name}" is not available: ${skipped.join(', ')}`);
+  throw new BackendUnavailableError(name, skipped);
 }

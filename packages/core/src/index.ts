@@ -1,8 +1,6 @@
-export * from './host_tensor';
-export * from './module';
-export * from './layers';
+/** `@wuerstchen/core` for Node: the browser-safe parts, plus backend selection, files on disk and file writing. */
+export * from './browser';
 export * from './backend';
-export * from './layout';
-export * from './safetensors';
 export * from './regular_file';
-export * from './strict_json';
+export * from './disk';
+export * from './safetensors';

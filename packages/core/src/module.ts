@@ -149,13 +149,21 @@ export interface TensorSource {
   info?(key: string): { shape: number[] };
 }
 
-export interface LoadOptions {
+/** How checkStateDict compares and what its error says. */
+export interface StateDictCheck {
   /** Reject missing and unexpected keys (default true). */
   strict?: boolean;
   /** Keys in the source to ignore silently (e.g. `text_model.embeddings.position_ids`). */
   ignore?: (key: string) => boolean;
   /** Name of the file (or folder) for error messages. */
   source?: string;
+  /** What the module was built from (its config file), named in the error. */
+  against?: string;
+  /** A first line for the error (e.g. a parameter-count comparison). */
+  preface?: string;
+}
+
+export interface LoadOptions extends StateDictCheck {
   /** Accept NaN and ±Infinity in float tensors (default false: they are a NonFiniteWeightError naming the tensor). */
   allowNonFinite?: boolean;
 }
@@ -238,6 +246,10 @@ function sourceOf(tensors: TensorSource | Map<string, HostTensor>): TensorSource
 
 const fmt = (s: number[]) => `[${s.join(', ')}]`;
 
+/** At most this many keys of each kind are listed in a StateDictError's message (the error holds them all). */
+const LISTED = 8;
+const list = (keys: string[]) => (keys.length > LISTED ? `${keys.slice(0, LISTED).join(', ')}, ... (${keys.length - LISTED} more)` : keys.join(', '));
+
 export class Module {
   /** true while training: Dropout active, BatchNorm uses batch statistics. */
   training = false;
@@ -287,26 +299,12 @@ export class Module {
   }
 
   /**
-   * Load PyTorch-layout tensors. Every missing key, unexpected key and shape mismatch is
-   * reported together in one StateDictError.
+   * Load PyTorch-layout tensors, after checkStateDict: every missing key, unexpected key and shape mismatch is
+   * reported together in one StateDictError before any data is read.
    */
   loadStateDict(tensors: TensorSource | Map<string, HostTensor>, opts: LoadOptions = {}): void {
-    const strict = opts.strict ?? true;
     const src = sourceOf(tensors);
-    const { available, missing, unexpected, mismatched } = this.compareStateDict(src, opts.ignore);
-    const problems: string[] = [];
-    if (strict && missing.length) problems.push(`missing keys (${missing.length}): ${missing.join(', ')}`);
-    if (strict && unexpected.length) problems.push(`unexpected keys (${unexpected.length}): ${unexpected.join(', ')}`);
-    for (const m of mismatched) problems.push(`shape mismatch for ${m.key}: expected ${fmt(m.expected)}, found ${fmt(m.found)}`);
-    if (problems.length) {
-      const where = opts.source ? ` from ${opts.source}` : '';
-      throw new StateDictError(
-        `Error loading state dict into ${this.constructor.name}${where}:\n  ${problems.join('\n  ')}`,
-        missing,
-        unexpected,
-        mismatched,
-      );
-    }
+    const available = this.checkStateDict(src, opts);
     const own = new Map(this.namedParameters());
     for (const k of available) {
       const p = own.get(k);
@@ -318,6 +316,32 @@ export class Module {
       }
       p.load(t);
     }
+  }
+
+  /**
+   * Checks that a source's keys and shapes (from its headers when it can give them) are this module's: otherwise
+   * one StateDictError lists every missing key, unexpected key and shape mismatch. Returns the keys to load.
+   */
+  checkStateDict(tensors: TensorSource | Map<string, HostTensor>, check: StateDictCheck = {}): string[] {
+    const strict = check.strict ?? true;
+    const { available, missing, unexpected, mismatched } = this.compareStateDict(tensors, check.ignore);
+    const problems: string[] = [];
+    if (strict && missing.length) problems.push(`missing keys (${missing.length}): ${list(missing)}`);
+    if (strict && unexpected.length) problems.push(`unexpected keys (${unexpected.length}): ${list(unexpected)}`);
+    const needs = check.against === undefined ? 'the model needs' : 'the config needs';
+    for (const m of mismatched.slice(0, LISTED)) problems.push(`${m.key}: shape ${fmt(m.found)}, but ${needs} ${fmt(m.expected)}`);
+    if (mismatched.length > LISTED) problems.push(`... ${mismatched.length - LISTED} more shape mismatches`);
+    if (!problems.length) return available;
+    if (check.preface !== undefined) problems.unshift(check.preface);
+    const cls = this.constructor.name;
+    const tensorCount = this.namedParameters().length;
+    const what = check.against === undefined ? `a ${cls} with ${tensorCount} tensors` : `${check.against} (a ${cls} with ${tensorCount} tensors)`;
+    throw new StateDictError(
+      `${check.source === undefined ? '' : `${check.source}: `}the weights do not match ${what}:\n  ${problems.join('\n  ')}`,
+      missing,
+      unexpected,
+      mismatched,
+    );
   }
 
   /**

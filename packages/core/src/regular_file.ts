@@ -4,17 +4,9 @@
  * until a writer appears, and reading a device may never end.
  */
 import * as fs from 'fs';
+import { NotRegularFileError } from './files';
 
-/** A path that is missing or is not a regular file; names the file and what it is. */
-export class NotRegularFileError extends Error {
-  constructor(
-    readonly file: string,
-    readonly detail: string,
-  ) {
-    super(`${file}: ${detail}`);
-    this.name = 'NotRegularFileError';
-  }
-}
+export { NotRegularFileError };
 
 function kindOf(stat: fs.Stats): string {
   if (stat.isDirectory()) return 'a folder';

@@ -1,5 +1,6 @@
 /**
- * Checkpoints (spec training.md §2.8, issue item 5).
+ * Checkpoints: every file written atomically and listed in a manifest, so that a run resumes from the newest
+ * intact one.
  *
  * Layout of a run folder:
  * ```

@@ -1,29 +1,33 @@
 /**
- * `wuerstchen-train stage-a|stage-b|stage-c --config <file> --data <source> --out <dir> [--resume]`
+ * The `wuerstchen-train` command line: `stage-a|stage-b|stage-c` train a stage, `make-shapes` writes the shapes
+ * dataset, `export` assembles pipeline folders from trained runs, `lora` trains adapters (lora_cli.ts). `--help`
+ * on any of them prints its options.
  *
- * Options:
- *   --resume             continue the run in --out from its latest checkpoint
- *   --max-steps N        stop after N total updates (writes a checkpoint)
- *   --backend NAME       tfjs backend (auto, cpu, wasm, native, tensorflow; default $WUERSTCHEN_BACKEND or auto)
- *   --effnet DIR         override config effnet.from (Stage B/C)
- *   --vqgan DIR          override config vqgan.from (Stage B)
- *   --init-from DIR      override config init_from
- *   --progress MODE      auto (bar on a TTY), plain (log lines), none
- *   --strict-data        a bad shard, unreadable or oversized image, or malformed manifest line is an error
- *
- * Exit codes: 0 done, 1 failed (one line naming the file, key or argument), 2 bad arguments or an
- * unusable --out, 130 / 143 interrupted by SIGINT / SIGTERM (after writing a checkpoint).
+ * Exit codes: 0 done (a finished run resumed included), 1 failed (one line naming the file, key or argument),
+ * 2 bad arguments, an unusable --out or an unavailable backend, 130 / 143 interrupted by SIGINT / SIGTERM (after
+ * writing a checkpoint).
  */
-import * as fs from 'fs';
 import * as path from 'path';
 import { useBackend } from '@wuerstchen/core';
+import {
+  CommandIO,
+  OptionSpecs,
+  ParsedOptions,
+  ProgressBar,
+  ProgressMode,
+  packageVersion,
+  readChoice,
+  readInteger,
+  runCommand,
+} from '@wuerstchen/core/cli';
 import { CheckpointError, checkOutDir, removeTempFiles } from './checkpoint';
+import { SignalStopper, errorLine, isBackendError, readBackend, readMaxSteps, readProgressMode } from './cli_support';
 import { Stage, TrainConfig, loadConfig } from './config';
 import { createTrainer } from './index';
 import { makeShapes } from './data/shapes';
 import { exportPipelines } from './export';
-import { LORA_USAGE, loraCommand } from './lora_cli';
-import { Progress } from './progress';
+import { LORA_OPTIONS, LORA_USAGE, loraArgs, runLora } from './lora_cli';
+import { describeRun } from './run_summary';
 
 const USAGE = `usage: wuerstchen-train stage-a|stage-b|stage-c --config <file> --data <source> --out <dir> [--resume]
        [--max-steps N] [--backend auto|cpu|wasm|native|tensorflow] [--effnet DIR] [--vqgan DIR] [--init-from DIR]
@@ -43,62 +47,45 @@ export interface CliArgs {
   effnet?: string;
   vqgan?: string;
   initFrom?: string;
-  progress: 'auto' | 'plain' | 'none';
+  progress: ProgressMode;
   strictData: boolean;
 }
 
-export class UsageError extends Error {}
+const TRAIN_OPTIONS: OptionSpecs = {
+  config: { kind: 'string' },
+  data: { kind: 'string' },
+  out: { kind: 'string' },
+  resume: { kind: 'flag' },
+  'max-steps': { kind: 'string' },
+  backend: { kind: 'string' },
+  effnet: { kind: 'string' },
+  vqgan: { kind: 'string' },
+  'init-from': { kind: 'string' },
+  progress: { kind: 'string' },
+  'strict-data': { kind: 'flag' },
+};
 
-/** `--help` or `--version` in an option's place: its text goes to stdout and the exit code is 0. */
-class InfoRequest extends Error {}
+/** This package's version. */
+const version = (): string => packageVersion(path.join(__dirname, '..'));
 
-/** This package's version (package.json sits next to dist/ and src/ alike). */
-function version(): string {
-  return (JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { version: string }).version;
-}
-
-export function parseArgs(argv: string[]): CliArgs {
-  const [cmd, ...rest] = argv;
-  const m = /^stage-([abc])$/.exec(cmd ?? '');
-  if (!m) throw new UsageError(cmd ? `unknown command "${cmd}"` : 'missing command');
-  const flags: Record<string, string | boolean> = {};
-  for (let i = 0; i < rest.length; i++) {
-    const a = rest[i];
-    if (a === '-h') throw new InfoRequest(USAGE);
-    if (!a.startsWith('--')) throw new UsageError(`unexpected argument "${a}"`);
-    const [k, inline] = a.slice(2).split('=', 2);
-    if (k === 'resume' || k === 'strict-data') {
-      if (inline !== undefined) throw new UsageError(`--${k} takes no value`);
-      flags[k] = true;
-    } else if (['config', 'data', 'out', 'max-steps', 'backend', 'effnet', 'vqgan', 'init-from', 'progress'].includes(k)) {
-      const v = inline ?? rest[++i];
-      if (v === undefined || (inline === undefined && v.startsWith('--'))) throw new UsageError(`--${k} needs a value`);
-      flags[k] = v;
-    } else if (k === 'help' || k === 'version') throw new InfoRequest(k === 'help' ? USAGE : version());
-    else throw new UsageError(`unknown option --${k}`);
-  }
-  for (const req of ['config', 'data', 'out']) if (!flags[req]) throw new UsageError(`--${req} is required`);
-  const progress = (flags.progress as string | undefined) ?? 'auto';
-  if (!['auto', 'plain', 'none'].includes(progress)) throw new UsageError('--progress must be auto, plain or none');
-  let maxSteps: number | undefined;
-  if (flags['max-steps'] !== undefined) {
-    const v = flags['max-steps'] as string;
-    maxSteps = /^\d{1,15}$/.test(v) ? Number(v) : NaN;
-    if (!(maxSteps >= 1)) throw new UsageError(`--max-steps must be a positive integer, got "${v}"`);
-  }
+/** The checked options of `stage-<stage>`. */
+function trainArgs(stage: Stage, o: ParsedOptions): CliArgs {
+  // values first: a malformed one is the problem to report, even when something else is missing too
+  const [maxSteps, backend, progress] = [readMaxSteps(o), readBackend(o), readProgressMode(o)];
+  o.require(['config', 'data', 'out']);
   return {
-    stage: m[1] as Stage,
-    config: flags.config as string,
-    data: flags.data as string,
-    out: flags.out as string,
-    resume: Boolean(flags.resume),
+    stage,
+    config: o.string('config')!,
+    data: o.string('data')!,
+    out: o.string('out')!,
+    resume: o.flag('resume'),
     maxSteps,
-    backend: flags.backend as string | undefined,
-    effnet: flags.effnet as string | undefined,
-    vqgan: flags.vqgan as string | undefined,
-    initFrom: flags['init-from'] as string | undefined,
-    progress: progress as CliArgs['progress'],
-    strictData: Boolean(flags['strict-data']),
+    backend,
+    effnet: o.string('effnet'),
+    vqgan: o.string('vqgan'),
+    initFrom: o.string('init-from'),
+    progress,
+    strictData: o.flag('strict-data'),
   };
 }
 
@@ -118,62 +105,52 @@ const MAKE_SHAPES_USAGE = `usage: wuerstchen-train make-shapes --out <dir> --n N
   draws the six held-out (colour, shape) pairs, only draws nothing else; --colours limits the shape
   colours (default the bundled model's eight; "pink" is a colour outside its world, for LoRA)`;
 
-/**
- * `--name value` / `--name=value` flags of a subcommand, each from `allowed`. Returns the flags, or
- * the exit code after printing the problem, or after --help / --version (0, on stdout).
- */
-function parseSubcommandFlags(cmd: string, argv: string[], allowed: string[], usage: string): Record<string, string> | number {
-  const flags: Record<string, string> = {};
-  for (let i = 0; i < argv.length; i++) {
-    if (['--help', '-h', '--version'].includes(argv[i])) {
-      process.stdout.write(`${argv[i] === '--version' ? version() : usage}\n`);
-      return 0;
-    }
-    const [k, inline] = argv[i].replace(/^--/, '').split('=', 2);
-    if (!argv[i].startsWith('--') || !allowed.includes(k)) {
-      process.stderr.write(`wuerstchen-train ${cmd}: unknown argument "${argv[i]}"\n${usage}\n`);
-      return 2;
-    }
-    const v = inline ?? argv[++i];
-    if (v === undefined) {
-      process.stderr.write(`wuerstchen-train ${cmd}: --${k} needs a value\n`);
-      return 2;
-    }
-    flags[k] = v;
-  }
-  return flags;
+const MAKE_SHAPES_OPTIONS: OptionSpecs = {
+  out: { kind: 'string' },
+  n: { kind: 'string' },
+  seed: { kind: 'string' },
+  side: { kind: 'string' },
+  shards: { kind: 'string' },
+  'held-out': { kind: 'string' },
+  colours: { kind: 'string' },
+};
+
+interface MakeShapesArgs {
+  out: string;
+  n: number;
+  seed: number;
+  side: number;
+  shards: number;
+  heldOut: 'exclude' | 'only' | 'any';
+  colours?: string[];
 }
 
-function makeShapesCommand(argv: string[]): number {
-  const flags = parseSubcommandFlags('make-shapes', argv, ['out', 'n', 'seed', 'side', 'shards', 'held-out', 'colours'], MAKE_SHAPES_USAGE);
-  if (typeof flags === 'number') return flags;
-  const int = (k: string, def?: number): number => {
-    const v = flags[k] === undefined ? def : /^\d+$/.test(flags[k]) ? Number(flags[k]) : NaN;
-    if (v === undefined || !Number.isSafeInteger(v)) throw new UsageError(`--${k} must be a non-negative integer${flags[k] === undefined ? ' (required)' : `, got "${flags[k]}"`}`);
-    return v;
+function makeShapesArgs(o: ParsedOptions): MakeShapesArgs {
+  const int = (name: string, min: 0 | 1) => (o.has(name) ? readInteger(`--${name}`, o.string(name)!, min) : undefined);
+  const args = {
+    n: int('n', 1),
+    seed: int('seed', 0) ?? 0,
+    side: int('side', 1) ?? 64,
+    shards: int('shards', 0) ?? 0,
+    heldOut: o.has('held-out') ? readChoice('--held-out', o.string('held-out')!, ['exclude', 'only', 'any'] as const) : 'exclude',
+    colours: o.string('colours')?.split(',').map((c) => c.trim()),
   };
+  o.require(['out', 'n']);
+  return { ...args, out: o.string('out')!, n: args.n! };
+}
+
+function makeShapesCommand(args: MakeShapesArgs, io: CommandIO): number {
+  const progress = new ProgressBar(io.stderr, { every: 1000 });
+  const t0 = Date.now();
   try {
-    if (!flags.out) throw new UsageError('--out is required');
-    const heldOut = flags['held-out'] ?? 'exclude';
-    if (!['exclude', 'only', 'any'].includes(heldOut)) throw new UsageError('--held-out must be exclude, only or any');
-    const progress = new Progress(process.stderr, Boolean(process.stderr.isTTY), 1000);
-    const t0 = Date.now();
-    const n = int('n');
-    const files = makeShapes({
-      out: flags.out,
-      n,
-      seed: int('seed', 0),
-      side: int('side', 64),
-      shards: int('shards', 0),
-      heldOut: heldOut as 'exclude',
-      colours: flags.colours?.split(',').map((c) => c.trim()),
-      onProgress: (done) => progress.update({ phase: 'shapes', step: done, total: n, itPerSec: done / Math.max(1e-3, (Date.now() - t0) / 1000), etaSec: ((n - done) * (Date.now() - t0)) / 1000 / done }),
-    });
-    progress.done();
-    process.stderr.write(`wuerstchen-train make-shapes: wrote ${n} images (${files.length} files) to ${flags.out} in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+    progress.start('shapes', args.n);
+    const files = makeShapes({ ...args, onProgress: (done) => progress.update(done) });
+    progress.finish();
+    io.stderr.write(`wuerstchen-train make-shapes: wrote ${args.n} images (${files.length} files) to ${args.out} in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
     return 0;
   } catch (e) {
-    process.stderr.write(`wuerstchen-train make-shapes: ${(e as Error).message}\n`);
+    // the generator's own checks (an unknown colour, an unusable --out) are argument problems
+    io.stderr.write(`wuerstchen-train make-shapes: ${(e as Error).message}\n`);
     return 2;
   }
 }
@@ -182,106 +159,98 @@ const EXPORT_USAGE = `usage: wuerstchen-train export --prior <stage-c run> --dec
   writes <dir>/wuerstchen-prior and <dir>/wuerstchen, diffusers pipeline folders that
   'wuerstchen generate --prior <dir>/wuerstchen-prior --decoder <dir>/wuerstchen' loads`;
 
-function exportCommand(argv: string[]): number {
-  const flags = parseSubcommandFlags('export', argv, ['prior', 'decoder', 'vqgan', 'out', 'dtype'], EXPORT_USAGE);
-  if (typeof flags === 'number') return flags;
-  for (const req of ['prior', 'decoder', 'out']) {
-    if (!flags[req]) {
-      process.stderr.write(`wuerstchen-train export: --${req} is required\n${EXPORT_USAGE}\n`);
-      return 2;
-    }
-  }
-  const dtype = flags.dtype ?? 'fp32';
-  if (dtype !== 'fp32' && dtype !== 'fp16') {
-    process.stderr.write(`wuerstchen-train export: --dtype must be fp32 or fp16, got "${dtype}"\n`);
-    return 2;
-  }
+const EXPORT_OPTIONS: OptionSpecs = {
+  prior: { kind: 'string' },
+  decoder: { kind: 'string' },
+  vqgan: { kind: 'string' },
+  out: { kind: 'string' },
+  dtype: { kind: 'string' },
+};
+
+interface ExportArgs {
+  prior: string;
+  decoder: string;
+  vqgan?: string;
+  out: string;
+  dtype: 'fp32' | 'fp16';
+}
+
+function exportArgs(o: ParsedOptions): ExportArgs {
+  const dtype = o.has('dtype') ? readChoice('--dtype', o.string('dtype')!, ['fp32', 'fp16'] as const) : 'fp32';
+  o.require(['prior', 'decoder', 'out']);
+  return { prior: o.string('prior')!, decoder: o.string('decoder')!, vqgan: o.string('vqgan'), out: o.string('out')!, dtype };
+}
+
+function exportCommand(args: ExportArgs, io: CommandIO): number {
   try {
-    const out = exportPipelines({ prior: flags.prior, decoder: flags.decoder, vqgan: flags.vqgan, out: flags.out, dtype, log: (l) => process.stderr.write(`${l}\n`) });
-    process.stderr.write(`wuerstchen-train export: wrote ${out.prior} and ${out.decoder}\n`);
+    const out = exportPipelines({ ...args, log: (l) => io.stderr.write(`${l}\n`) });
+    io.stderr.write(`wuerstchen-train export: wrote ${out.prior} and ${out.decoder}\n`);
     return 0;
   } catch (e) {
-    process.stderr.write(`wuerstchen-train export: ${(e as Error).message}\n`);
+    io.stderr.write(`wuerstchen-train export: ${errorLine(e)}\n`);
     return 1;
   }
 }
 
-export async function main(argv: string[]): Promise<number> {
-  if (argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
-    process.stdout.write(`${USAGE}\n\n${MAKE_SHAPES_USAGE}\n\n${EXPORT_USAGE}\n\n${LORA_USAGE}\n`);
-    return 0;
-  }
-  if (argv[0] === '--version' || argv[0] === '-v') {
-    process.stdout.write(`${version()}\n`);
-    return 0;
-  }
-  if (argv[0] === 'make-shapes') return makeShapesCommand(argv.slice(1));
-  if (argv[0] === 'export') return exportCommand(argv.slice(1));
-  if (argv[0] === 'lora') return loraCommand(argv.slice(1));
-  let args: CliArgs;
-  try {
-    args = parseArgs(argv);
-  } catch (e) {
-    if (e instanceof InfoRequest) {
-      process.stdout.write(`${e.message}\n`);
-      return 0;
-    }
-    if (e instanceof UsageError) {
-      process.stderr.write(`wuerstchen-train: ${e.message}\n${USAGE}\n`);
-      return 2;
-    }
-    throw e;
-  }
+async function trainCommand(args: CliArgs, io: CommandIO): Promise<number> {
   try {
     checkOutDir(args.out);
   } catch (e) {
     if (!(e instanceof CheckpointError)) throw e;
-    process.stderr.write(`wuerstchen-train: --out ${e.message}\n`);
+    io.stderr.write(`wuerstchen-train: --out ${e.message}\n`);
     return 2;
   }
-  let signal: 'SIGINT' | 'SIGTERM' | undefined;
-  const signalHandlers: [NodeJS.Signals, () => void][] = [];
+  const stopper = new SignalStopper('wuerstchen-train', args.out, io);
   try {
     await useBackend(args.backend);
     const cfg = applyOverrides(loadConfig(args.config, args.stage), args);
     const trainer = createTrainer({ config: cfg, data: args.data, out: args.out, resume: args.resume, maxSteps: args.maxSteps, progress: args.progress });
-    for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-      const handler = () => {
-        if (signal) {
-          // a second signal: give up at once, leaving the last complete checkpoint
-          removeTempFiles(args.out);
-          process.exit(exitCodeFor(sig));
-        }
-        signal = sig;
-        process.stderr.write(`\nwuerstchen-train: ${sig}: finishing the current step and writing a checkpoint (again to abort)\n`);
-        trainer.requestStop();
-      };
-      process.on(sig, handler);
-      signalHandlers.push([sig, handler]);
-    }
-    await trainer.run();
+    stopper.watch(trainer);
+    const summary = await trainer.run();
     trainer.dispose();
-    return signal ? exitCodeFor(signal) : 0;
+    io.stderr.write(describeRun('wuerstchen-train', args.out, summary));
+    return stopper.exitCode();
   } catch (e) {
     removeTempFiles(args.out);
-    process.stderr.write(`wuerstchen-train: ${errorLine(e)}\n`);
-    return 1;
+    io.stderr.write(`wuerstchen-train: ${errorLine(e)}\n`);
+    return isBackendError(e) ? 2 : 1;
   } finally {
-    for (const [sig, handler] of signalHandlers) process.off(sig, handler);
+    stopper.release();
   }
 }
 
-/** The shell's convention: 128 + the signal number. */
-const exitCodeFor = (sig: 'SIGINT' | 'SIGTERM'): number => (sig === 'SIGINT' ? 130 : 143);
+const STAGES: Stage[] = ['a', 'b', 'c'];
 
-/** One line for the user; the stack only with WUERSTCHEN_DEBUG set (as the `wuerstchen` CLI does). */
-function errorLine(e: unknown): string {
-  const err = e instanceof Error ? e : new Error(String(e));
-  if (process.env.WUERSTCHEN_DEBUG) return err.stack ?? err.message;
-  return err.message.split('\n')[0];
+/** Runs the CLI with `argv` (without node and script); returns the exit code. */
+export async function main(argv: string[], io: CommandIO = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === '--help' || command === '-h' || command === 'help') {
+    io.stdout.write(`${USAGE}\n\n${MAKE_SHAPES_USAGE}\n\n${EXPORT_USAGE}\n\n${LORA_USAGE}\n`);
+    return 0;
+  }
+  if (command === '--version' || command === '-v') {
+    io.stdout.write(`${version()}\n`);
+    return 0;
+  }
+  const common = { program: 'wuerstchen-train', command: command ?? '', version };
+  const stage = STAGES.find((s) => command === `stage-${s}`);
+  if (stage) {
+    return runCommand({ ...common, usage: USAGE, options: TRAIN_OPTIONS, read: (o) => trainArgs(stage, o), run: (a) => trainCommand(a, io) }, rest, io);
+  }
+  switch (command) {
+    case 'make-shapes':
+      return runCommand({ ...common, usage: MAKE_SHAPES_USAGE, options: MAKE_SHAPES_OPTIONS, read: makeShapesArgs, run: (a) => makeShapesCommand(a, io) }, rest, io);
+    case 'export':
+      return runCommand({ ...common, usage: EXPORT_USAGE, options: EXPORT_OPTIONS, read: exportArgs, run: (a) => exportCommand(a, io) }, rest, io);
+    case 'lora':
+      return runCommand({ ...common, usage: LORA_USAGE, options: LORA_OPTIONS, read: loraArgs, run: (a) => runLora(a, io) }, rest, io);
+  }
+  io.stderr.write(`wuerstchen-train: ${command === undefined ? 'missing command' : `unknown command ${JSON.stringify(command)}`}\n${USAGE}\n`);
+  return 2;
 }
 
-if (require.main === module) {
+/** Entry point of `bin/wuerstchen-train.js`. */
+export function runCli(): void {
   main(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (e) => {

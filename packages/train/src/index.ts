@@ -12,7 +12,6 @@ export * from './objectives';
 export * from './optim';
 export * from './init';
 export * from './seeded';
-export * from './progress';
 export * from './trainer';
 export * from './training_state';
 export * from './data/tar';

@@ -2,14 +2,14 @@
  * Seeded from-scratch initialisation (every value drawn from our {@link Generator}, so two runs with
  * the same seed start bit-identical — tfjs's own initialisers are unseeded).
  *
- * Recipes (spec training.md):
- *  - Stage C prior (§2.4): xavier_uniform for every Conv/Linear weight, biases 0; `projection`,
+ * Recipes (the `_init_weights` of dome272/Wuerstchen modules.py and of diffusers' Würstchen models):
+ *  - Stage C prior: xavier_uniform for every Conv/Linear weight, biases 0; `projection`,
  *    `cond_mapper.0`, `cond_mapper.2` N(0, 0.02); `out.1.weight` = 0; each ResBlock's last
  *    channelwise Linear ×√(1/depth); TimestepBlock mappers 0.
- *  - Stage B DiffNeXt (§3.6): xavier_uniform + zero bias; `effnet_mappers.*`, `clip_mapper`
+ *  - Stage B DiffNeXt: xavier_uniform + zero bias; `effnet_mappers.*`, `clip_mapper`
  *    N(0, 0.02); `embedding.1` xavier gain 0.02; `clf.1.weight` = 0; ResBlockStageB last
  *    channelwise Linear ×√(1/Σblocks); TimestepBlock mappers 0.
- *  - Stage A VQGAN (§4.1): xavier_uniform, biases 0, MixingResidualBlock gammas 0 (identity at
+ *  - Stage A VQGAN: xavier_uniform, biases 0, MixingResidualBlock gammas 0 (identity at
  *    init), codebook U(−1/k, 1/k).
  *  - EfficientNet (torchvision): conv kaiming_normal(fan_out), BN weight 1 / bias 0.
  * Norm weights 1, biases/GRN 0, BatchNorm running_var 1, everything else 0.

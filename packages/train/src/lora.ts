@@ -25,88 +25,98 @@ export interface LoraSettings {
   targets?: readonly string[];
 }
 
-/** Load the adapters of a LoRA run's checkpoint folder. */
-function loadCheckpointLora(net: LoraNetwork, dir: string, component: LoraComponent): void {
-  const file = path.join(dir, LORA_WEIGHT_NAME);
-  if (!fs.existsSync(file)) throw new TrainError(`${dir}: no ${LORA_WEIGHT_NAME} (not a checkpoint of a LoRA run)`);
-  const scope = `${component}.`;
-  const tensors = new Map(
-    [...loadSafetensors(file)].filter(([k]) => k.startsWith(scope)).map(([k, t]) => [k.slice(scope.length), t]),
-  );
-  net.loadStateDict(tensors, file);
-}
-
-function inject(model: Module, settings: LoraSettings, seed: number): LoraNetwork {
-  return LoraNetwork.inject(model, { rank: settings.rank, alpha: settings.alpha, targets: settings.targets, seed });
-}
-
-/** LoRA on the prior; the base prior stays as loaded. */
-export class PriorLoraTrainer extends StageCTrainer {
-  lora!: LoraNetwork;
+/**
+ * The adapters a LoRA trainer trains: injected into the frozen base model, the only parameters in
+ * the optimizer, and the only weights its checkpoints save and load.
+ */
+class TrainedAdapters {
+  network!: LoraNetwork;
 
   constructor(
-    opts: TrainOptions,
+    readonly component: LoraComponent,
     readonly settings: LoraSettings,
-  ) {
+    /** prefix of the parameter keys in the optimizer state. */
+    readonly keyPrefix = '',
+  ) {}
+
+  inject(model: Module, seed: number): [string, Parameter][] {
+    const { rank, alpha, targets } = this.settings;
+    this.network = LoraNetwork.inject(model, { rank, alpha, targets, seed });
+    return this.network.parameters().map(([k, p]) => [`${this.keyPrefix}${k}`, p]);
+  }
+
+  /** `pytorch_lora_weights.safetensors`, keys `<component>.<module>.lora_A.weight`, … */
+  save(file: string): void {
+    saveLoraFile(file, this.network, this.component);
+  }
+
+  load(checkpointDir: string): void {
+    const file = path.join(checkpointDir, LORA_WEIGHT_NAME);
+    if (!fs.existsSync(file)) throw new TrainError(`${checkpointDir}: no ${LORA_WEIGHT_NAME} (not a checkpoint of a LoRA run)`);
+    const scope = `${this.component}.`;
+    const tensors = new Map([...loadSafetensors(file)].filter(([k]) => k.startsWith(scope)).map(([k, t]) => [k.slice(scope.length), t]));
+    this.network.loadStateDict(tensors, file);
+  }
+
+  dispose(): void {
+    this.network?.dispose();
+  }
+}
+
+/** LoRA on the prior (diffusers' keys `prior.…`); the base prior stays as loaded. */
+export class PriorLoraTrainer extends StageCTrainer {
+  readonly adapters: TrainedAdapters;
+
+  constructor(opts: TrainOptions, settings: LoraSettings) {
     super(opts);
+    this.adapters = new TrainedAdapters('prior', settings);
   }
 
   protected override trainedParameters(): [string, Parameter][] {
-    this.lora = inject(this.prior, this.settings, this.cfg.seed);
-    return this.lora.parameters();
-  }
-
-  /** Write the adapters as diffusers' `pytorch_lora_weights.safetensors` (keys `prior.…`). */
-  saveLora(file: string): void {
-    saveLoraFile(file, this.lora, 'prior');
+    return this.adapters.inject(this.prior, this.cfg.seed);
   }
 
   protected override saveModels(dir: string): void {
-    this.saveLora(path.join(dir, LORA_WEIGHT_NAME));
+    this.adapters.save(path.join(dir, LORA_WEIGHT_NAME));
   }
 
   protected override loadModels(dir: string): void {
-    loadCheckpointLora(this.lora, dir, 'prior');
+    this.adapters.load(dir);
   }
 
   override dispose(): void {
-    this.lora?.dispose();
+    this.adapters.dispose();
     super.dispose();
   }
 }
 
-/** LoRA on the decoder; the base decoder, the compressor and Stage A stay as loaded. */
+/**
+ * LoRA on the decoder, saved under `decoder.` (our prefix; diffusers has no decoder LoRA loader).
+ * The base decoder, the compressor and Stage A stay as loaded. Parameters are keyed `decoder.…`,
+ * the keys a frozen-compressor phase trains.
+ */
 export class DecoderLoraTrainer extends StageBTrainer {
-  lora!: LoraNetwork;
+  readonly adapters: TrainedAdapters;
 
-  constructor(
-    opts: TrainOptions,
-    readonly settings: LoraSettings,
-  ) {
+  constructor(opts: TrainOptions, settings: LoraSettings) {
     super(opts);
+    this.adapters = new TrainedAdapters('decoder', settings, 'decoder.');
   }
 
-  /** Keyed `decoder.…`, the keys a frozen-compressor phase trains. */
   protected override trainedParameters(): [string, Parameter][] {
-    this.lora = inject(this.decoder, this.settings, this.cfg.seed);
-    return this.lora.parameters().map(([k, p]) => [`decoder.${k}`, p]);
-  }
-
-  /** Write the adapters in the same layout under `decoder.` (our prefix; diffusers has no decoder LoRA loader). */
-  saveLora(file: string): void {
-    saveLoraFile(file, this.lora, 'decoder');
+    return this.adapters.inject(this.decoder, this.cfg.seed);
   }
 
   protected override saveModels(dir: string): void {
-    this.saveLora(path.join(dir, LORA_WEIGHT_NAME));
+    this.adapters.save(path.join(dir, LORA_WEIGHT_NAME));
   }
 
   protected override loadModels(dir: string): void {
-    loadCheckpointLora(this.lora, dir, 'decoder');
+    this.adapters.load(dir);
   }
 
   override dispose(): void {
-    this.lora?.dispose();
+    this.adapters.dispose();
     super.dispose();
   }
 }

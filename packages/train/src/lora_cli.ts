@@ -5,9 +5,22 @@
  */
 import * as path from 'path';
 import { DEFAULT_LORA_TARGETS, useBackend } from '@wuerstchen/core';
+import {
+  CommandIO,
+  OptionSpecs,
+  ParsedOptions,
+  ProgressMode,
+  UsageError,
+  parseCommandLine,
+  readChoice,
+  readInteger,
+  readNumber,
+} from '@wuerstchen/core/cli';
 import { LORA_WEIGHT_NAME } from 'wuerstchen';
 import { CheckpointError, checkOutDir, removeTempFiles } from './checkpoint';
+import { SignalStopper, errorLine, isBackendError, readBackend, readMaxSteps, readProgressMode } from './cli_support';
 import { LoraRunOptions, LoraTrainer, createLoraTrainer, loraTrainConfig } from './lora';
+import { describeRun } from './run_summary';
 
 export const LORA_USAGE = `usage: wuerstchen-train lora --base <dir> --data <source> --out <dir> [--stage c|b] [--rank 4] [--alpha R]
        [--targets ${DEFAULT_LORA_TARGETS.join(',')}] [--steps 1000] [--lr 1e-4] [--batch N] [--resolution PX]
@@ -24,29 +37,35 @@ export const LORA_USAGE = `usage: wuerstchen-train lora --base <dir> --data <sou
              (stage c default: diffusers' LoRA example — uniform t, plain ε-MSE, 512 px; stage b: required)
   --effnet   the compressor the prior was trained on (default: effnet/ in or next to the base folder)`;
 
-const VALUE_FLAGS = [
-  'stage',
-  'base',
-  'data',
-  'out',
-  'rank',
-  'alpha',
-  'targets',
-  'steps',
-  'lr',
-  'batch',
-  'resolution',
-  'effnet',
-  'config',
-  'seed',
-  'weight-decay',
-  'warmup',
-  'checkpoint-every',
-  'sample-every',
-  'max-steps',
-  'backend',
-  'progress',
-];
+/** `lora`'s options. */
+export const LORA_OPTIONS: OptionSpecs = {
+  resume: { kind: 'flag' },
+  ...Object.fromEntries(
+    [
+      'stage',
+      'base',
+      'data',
+      'out',
+      'rank',
+      'alpha',
+      'targets',
+      'steps',
+      'lr',
+      'batch',
+      'resolution',
+      'effnet',
+      'config',
+      'seed',
+      'weight-decay',
+      'warmup',
+      'checkpoint-every',
+      'sample-every',
+      'max-steps',
+      'backend',
+      'progress',
+    ].map((name) => [name, { kind: 'string' } as const]),
+  ),
+};
 
 export interface LoraCliArgs {
   run: LoraRunOptions;
@@ -55,98 +74,70 @@ export interface LoraCliArgs {
   resume: boolean;
   maxSteps?: number;
   backend?: string;
-  progress: 'auto' | 'plain' | 'none';
+  progress: ProgressMode;
 }
 
-class LoraUsageError extends Error {}
-
-/** Parse `lora`'s flags (after the subcommand). */
+/** Parse `lora`'s options (after the subcommand); a problem is a UsageError. */
 export function parseLoraArgs(argv: string[]): LoraCliArgs {
-  const flags: Record<string, string> = {};
-  let resume = false;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (!a.startsWith('--')) throw new LoraUsageError(`unexpected argument "${a}"`);
-    const [k, inline] = a.slice(2).split(/=(.*)/s, 2);
-    if (k === 'resume' && inline === undefined) resume = true;
-    else if (VALUE_FLAGS.includes(k)) {
-      const v = inline ?? argv[++i];
-      if (v === undefined) throw new LoraUsageError(`--${k} needs a value`);
-      flags[k] = v;
-    } else throw new LoraUsageError(`unknown option --${k}`);
-  }
-  for (const req of ['base', 'data', 'out']) if (!flags[req]) throw new LoraUsageError(`--${req} is required`);
-  const num = (k: string, check: (v: number) => boolean, what: string): number | undefined => {
-    if (flags[k] === undefined) return undefined;
-    const v = Number(flags[k]);
-    if (flags[k].trim() === '' || !check(v)) throw new LoraUsageError(`--${k} must be ${what}, got "${flags[k]}"`);
-    return v;
-  };
-  const posInt = (v: number) => Number.isSafeInteger(v) && v > 0;
-  const positive = (v: number) => Number.isFinite(v) && v > 0;
-  const progress = flags.progress ?? 'auto';
-  if (!['auto', 'plain', 'none'].includes(progress)) throw new LoraUsageError('--progress must be auto, plain or none');
-  const targets = flags.targets
+  const line = parseCommandLine(argv, LORA_OPTIONS);
+  if (line.request !== 'run') throw new UsageError(`--${line.request} stands alone`);
+  return loraArgs(line.options);
+}
+
+/** The checked options of `lora`. */
+export function loraArgs(o: ParsedOptions): LoraCliArgs {
+  // values first: a malformed one is the problem to report, even when something else is missing too
+  const int = (name: string, min: 0 | 1) => (o.has(name) ? readInteger(`--${name}`, o.string(name)!, min) : undefined);
+  // rates and decays are written like 1e-4
+  const real = (name: string, above: boolean) => (o.has(name) ? readNumber(`--${name}`, o.string(name)!, { min: 0, above, exponent: true }) : undefined);
+  const stage = o.has('stage') ? readChoice('--stage', o.string('stage')!, ['c', 'b'] as const) : 'c';
+  const targets = o
+    .string('targets')
     ?.split(',')
     .map((t) => t.trim())
     .filter(Boolean);
-  const stage = flags.stage ?? 'c';
-  if (stage !== 'b' && stage !== 'c')
-    throw new LoraUsageError(`--stage must be c (the prior) or b (the decoder), got "${stage}"`);
-  if (targets && !targets.length) throw new LoraUsageError('--targets needs at least one module name');
+  if (targets && !targets.length) throw new UsageError('--targets needs at least one module name');
+  const run = {
+    stage,
+    rank: int('rank', 1) ?? 4,
+    alpha: real('alpha', true),
+    targets,
+    steps: int('steps', 1) ?? 1000,
+    lr: real('lr', true) ?? 1e-4,
+    batchSize: int('batch', 1),
+    resolution: int('resolution', 1),
+    effnet: o.string('effnet'),
+    config: o.string('config'),
+    seed: int('seed', 0),
+    weightDecay: real('weight-decay', false),
+    warmup: int('warmup', 0),
+    checkpointEvery: int('checkpoint-every', 1),
+    sampleEvery: int('sample-every', 0),
+  };
+  const [maxSteps, backend, progress] = [readMaxSteps(o), readBackend(o), readProgressMode(o)];
+  o.require(['base', 'data', 'out']);
   return {
-    run: {
-      stage,
-      base: flags.base,
-      rank: num('rank', posInt, 'a positive integer') ?? 4,
-      alpha: num('alpha', positive, 'a positive number'),
-      targets,
-      steps: num('steps', posInt, 'a positive integer') ?? 1000,
-      lr: num('lr', positive, 'a positive number') ?? 1e-4,
-      batchSize: num('batch', posInt, 'a positive integer'),
-      resolution: num('resolution', posInt, 'a positive integer'),
-      effnet: flags.effnet,
-      config: flags.config,
-      seed: num('seed', (v) => Number.isSafeInteger(v) && v >= 0, 'a non-negative integer'),
-      weightDecay: num('weight-decay', (v) => Number.isFinite(v) && v >= 0, 'a number >= 0'),
-      warmup: num('warmup', (v) => Number.isSafeInteger(v) && v >= 0, 'a non-negative integer'),
-      checkpointEvery: num('checkpoint-every', posInt, 'a positive integer'),
-      sampleEvery: num('sample-every', (v) => Number.isSafeInteger(v) && v >= 0, 'a non-negative integer'),
-    },
-    data: flags.data,
-    out: flags.out,
-    resume,
-    maxSteps: num('max-steps', posInt, 'a positive integer'),
-    backend: flags.backend,
-    progress: progress as LoraCliArgs['progress'],
+    run: { ...run, base: o.string('base')! },
+    data: o.string('data')!,
+    out: o.string('out')!,
+    resume: o.flag('resume'),
+    maxSteps,
+    backend,
+    progress,
   };
 }
 
-/** Runs `wuerstchen-train lora …`; returns the exit code. */
-export async function loraCommand(argv: string[]): Promise<number> {
-  if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`${LORA_USAGE}\n`);
-    return 0;
-  }
-  let args: LoraCliArgs;
-  try {
-    args = parseLoraArgs(argv);
-  } catch (e) {
-    if (!(e instanceof LoraUsageError)) throw e;
-    process.stderr.write(`wuerstchen-train lora: ${e.message}\n${LORA_USAGE}\n`);
-    return 2;
-  }
+/** Runs `wuerstchen-train lora` with checked options; returns the exit code. */
+export async function runLora(args: LoraCliArgs, io: CommandIO): Promise<number> {
   try {
     checkOutDir(args.out);
   } catch (e) {
     if (!(e instanceof CheckpointError)) throw e;
-    process.stderr.write(`wuerstchen-train lora: --out ${e.message}\n`);
+    io.stderr.write(`wuerstchen-train lora: --out ${e.message}\n`);
     return 2;
   }
   let trainer: LoraTrainer | null = null;
-  let signal: 'SIGINT' | 'SIGTERM' | undefined;
-  const exitCode = (sig: 'SIGINT' | 'SIGTERM') => (sig === 'SIGINT' ? 130 : 143);
-  const handlers: [NodeJS.Signals, () => void][] = [];
+  const stopper = new SignalStopper('wuerstchen-train lora', args.out, io);
   try {
     await useBackend(args.backend);
     const config = loraTrainConfig(args.run);
@@ -154,39 +145,20 @@ export async function loraCommand(argv: string[]): Promise<number> {
       { config, data: args.data, out: args.out, resume: args.resume, maxSteps: args.maxSteps, progress: args.progress },
       { rank: args.run.rank, alpha: args.run.alpha, targets: args.run.targets },
     ));
-    for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-      const handler = () => {
-        if (signal) {
-          // a second signal: give up at once, leaving the last complete checkpoint
-          removeTempFiles(args.out);
-          process.exit(exitCode(sig));
-        }
-        signal = sig;
-        process.stderr.write(
-          `\nwuerstchen-train lora: ${sig}: finishing the current step and writing a checkpoint (again to abort)\n`,
-        );
-        t.requestStop();
-      };
-      process.on(sig, handler);
-      handlers.push([sig, handler]);
-    }
-    await t.run();
+    stopper.watch(t);
+    const summary = await t.run();
     const file = path.join(args.out, LORA_WEIGHT_NAME);
-    t.saveLora(file);
-    const n = t.lora.parameters().reduce((a: number, [, p]) => a + p.size, 0);
-    process.stderr.write(
-      `wuerstchen-train lora: wrote ${file} (${t.lora.paths.length} adapted layers, ${n} parameters, step ${t.step})\n`,
-    );
-    return signal ? exitCode(signal) : 0;
+    t.adapters.save(file);
+    const n = t.adapters.network.parameters().reduce((a: number, [, p]) => a + p.size, 0);
+    io.stderr.write(describeRun('wuerstchen-train lora', args.out, summary));
+    io.stderr.write(`wuerstchen-train lora: wrote ${file} (${t.adapters.network.paths.length} adapted layers, ${n} parameters, step ${t.step})\n`);
+    return stopper.exitCode();
   } catch (e) {
     removeTempFiles(args.out);
-    const err = e instanceof Error ? e : new Error(String(e));
-    process.stderr.write(
-      `wuerstchen-train lora: ${process.env.WUERSTCHEN_DEBUG ? (err.stack ?? err.message) : err.message}\n`,
-    );
-    return 1;
+    io.stderr.write(`wuerstchen-train lora: ${errorLine(e)}\n`);
+    return isBackendError(e) ? 2 : 1;
   } finally {
-    for (const [sig, handler] of handlers) process.off(sig, handler);
+    stopper.release();
     trainer?.dispose();
   }
 }

@@ -52,7 +52,7 @@ export function buildEffnet(spec: { from?: string; config?: Record<string, unkno
   }
   const m = new EfficientNetEncoder((spec?.config ?? {}) as Partial<EfficientNetEncoderConfig>);
   initModule(m, new Generator(deriveSeed(seed, 'init', 'effnet')), [], EFFNET_WEIGHT_INIT);
-  if (frozen) log('warning: no trained semantic compressor given (effnet.from); using a seeded random one — train Stage B first and pass its run folder');
+  if (frozen) log('warning: no trained semantic compressor given (--effnet, or effnet.from in the config); using a seeded random one — train Stage B first and pass its run folder');
   return m;
 }
 
@@ -66,7 +66,7 @@ export function buildVqgan(spec: { from?: string; config?: Record<string, unknow
   }
   const m = new PaellaVQModel((spec?.config ?? {}) as object);
   initModule(m, new Generator(deriveSeed(seed, 'init', 'vqgan')), vqganInitRules(m.config.num_vq_embeddings));
-  log('warning: no trained Stage A given (vqgan.from); using a seeded random one — train Stage A first and pass its run folder');
+  log('warning: no trained Stage A given (--vqgan, or vqgan.from in the config); using a seeded random one — train Stage A first and pass its run folder');
   return m.eval();
 }
 

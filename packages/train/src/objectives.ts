@@ -1,5 +1,5 @@
 /**
- * The diffusion objective shared by Stage B and Stage C (spec training.md §1):
+ * The diffusion objective shared by Stage B and Stage C (dome272/Wuerstchen diffuzz.py, train_stage_C.py):
  * continuous t ∈ [0, 1], cosine ᾱ(t) with s = 0.008 clamped to [1e-4, 0.9999],
  * x_t = √ᾱ·x0 + √(1−ᾱ)·ε, ε-prediction, per-sample MSE weighted by p2 = (k + SNR)^−γ
  * (k = γ = 1 ⇒ 1 − ᾱ), and dome272's t sampler t = clamp(1.08·(1−u) + 0.001, 0.001, 1).
@@ -20,7 +20,7 @@ export function alphaCumprod(t: number, s = COSINE_S): number {
 export type TSampler = 'dome' | 'uniform' | 'gdf';
 
 /**
- * Training-time t per sample (§1.2): `dome` = clamp(1.08·(1−u) + 0.001, 0.001, 1) (7.5% at t = 1;
+ * Training-time t per sample: `dome` = clamp(1.08·(1−u) + 0.001, 0.001, 1) (7.5% at t = 1;
  * dome272 Stage B/C, default), `gdf` = clamp((1−u) + 0.001, 0.001, 1), `uniform` = u (HF example).
  */
 export function sampleT(n: number, rng: Generator, kind: TSampler = 'dome'): number[] {
@@ -43,7 +43,7 @@ export function dropCaptions(captions: string[], p: number, mode: 'batch' | 'sam
   return captions.map((c) => (rng.nextFloat() < p ? '' : c));
 }
 
-/** p2 weight `(k + ᾱ/(1−ᾱ))^−γ` (§1.5); with k = γ = 1 this is 1 − ᾱ. */
+/** p2 weight `(k + ᾱ/(1−ᾱ))^−γ` (dome272/Wuerstchen diffuzz.py `p2_weight`); with k = γ = 1 this is 1 − ᾱ. */
 export function p2Weight(alpha: number, k = 1, gamma = 1): number {
   return (k + alpha / (1 - alpha)) ** -gamma;
 }
@@ -92,7 +92,7 @@ export function addNoise(x0: tf.Tensor, t: number[], rng: Generator, weighting: 
 }
 
 /**
- * Per-sample MSE `[B]` and the weighted loss `mean_i(L_i·w_i)` (§1.5). Returns both; the caller
+ * Per-sample MSE `[B]` and the weighted loss `mean_i(L_i·w_i)` (train_stage_C.py). Returns both; the caller
  * backpropagates `weighted` (divided by the accumulation count) and logs `mean(perSample)`.
  */
 export function diffusionLoss(pred: tf.Tensor, noise: tf.Tensor, weights: tf.Tensor1D): { perSample: tf.Tensor1D; weighted: tf.Scalar } {
@@ -115,7 +115,7 @@ export function predictX0(xt: tf.Tensor, eps: tf.Tensor, t: number[]): tf.Tensor
 }
 
 /**
- * DDPM sampler of `D:diffuzz.py` / `DDPMWuerstchenScheduler` (§1.6) for previews: t on
+ * DDPM sampler of dome272/Wuerstchen diffuzz.py / diffusers `DDPMWuerstchenScheduler` for previews: t on
  * linspace(1, 0, steps+1); `model(x, t)` returns ε̂. Noise comes from `rng`.
  */
 export function sampleDDPM(shape: number[], steps: number, rng: Generator, model: (x: tf.Tensor, t: number) => tf.Tensor): tf.Tensor {

@@ -1,5 +1,5 @@
 /**
- * Optimisation over our Parameters (spec training.md §2.5, §3.7, §9):
+ * Optimisation over our Parameters, as dome272/Wuerstchen train_stage_B.py / train_stage_C.py set it up:
  *  - AdamW with PyTorch semantics (decoupled decay `θ ← θ·(1 − lr·wd)` first, then
  *    `θ ← θ − lr/(1−β1^k) · m / (√v/√(1−β2^k) + eps)`), moments held as tf.Variables so they can
  *    be saved and restored bit for bit;
@@ -99,7 +99,7 @@ export function warmupLR(base: number, warmup: number, u: number): number {
 
 /**
  * torch `OneCycleLR(max_lr, total, pct_start, div_factor, final_div_factor, anneal='linear')`
- * (Stage A proxy recipe, spec §4.3).
+ * (the Stage A proxy recipe: dome272/Paella ongoing_research/text-to-video/train_vivq.py).
  */
 export function oneCycleLR(maxLr: number, total: number, u: number, pctStart = 0.1, div = 25, finalDiv = 1e4): number {
   const initial = maxLr / div;

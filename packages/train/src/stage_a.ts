@@ -1,6 +1,6 @@
 /**
- * Stage A (VQGAN) trainer — a PROXY recipe (spec training.md §4.2–4.3, G6): no Stage A training code
- * was released, so this follows the same authors' Paella first-stage trainer:
+ * Stage A (VQGAN) trainer — a PROXY recipe: no Stage A training code was released, so this follows the same
+ * authors' first-stage trainer in dome272/Paella (ongoing_research/text-to-video/train_vivq.py, loss/loss.py):
  * The decoder sees the quantised latents with probability `quantize_p` per batch (default 1), else the
  * encoder's continuous latents (what the Würstchen pipeline decodes).
  *   L_G = 1.0·MSE(x, x̂) + 0.1·g_loss + 0.1·(codebook + 0.25·commitment)   [LPIPS term omitted]
@@ -15,7 +15,7 @@ import { Generator, PaellaVQConfig, PaellaVQModel } from 'wuerstchen';
 import { PhaseConfig } from './config';
 import { loadDiffusersWeights } from './checkpoint';
 import { Sample } from './data/dataset';
-import { RGBImage } from './data/image';
+import { GridRow } from './data/grid';
 import { Discriminator, bceWithLogits } from './discriminator';
 import { initModule, vqganInitRules } from './init';
 import { saveModule } from './models_io';
@@ -167,7 +167,10 @@ export class StageATrainer extends Trainer {
     const fixed = this.fixedSamples(Math.min(this.cfg.sample_images, 8)).map((s) => this.cropSample(s, phase));
     const x = Trainer.toTensor(fixed);
     const r = this.reconstruct(x);
-    const rows: RGBImage[][] = [fixed, Trainer.toImages(r)];
+    const rows: GridRow[] = [
+      { label: `training images (step ${this.step})`, images: fixed },
+      { label: 'reconstructions (encode, quantise, decode)', images: Trainer.toImages(r) },
+    ];
     tf.dispose([x, r]);
     this.writeGrid(file, rows);
   }

@@ -1,9 +1,10 @@
 /**
- * Stage B (latent diffusion decoder, v2 DiffNeXt) trainer — spec training.md §3; the v2 training
- * loop was never released, so this is the spec's inferred loop (G1, [PROPOSAL]):
+ * Stage B (latent diffusion decoder, v2 DiffNeXt) trainer. The v2 training loop was never released, so this
+ * is our reconstruction from dome272/Wuerstchen train_stage_B.py (v1) and the v2 model in diffusers
+ * src/diffusers/pipelines/wuerstchen/modeling_wuerstchen_diffnext.py:
  *   x0 = StageA.encode(img) / scale_factor (unquantised, frozen, eval);
  *   e  = EfficientNetV2-S(img resized to effnet_size) — trained JOINTLY, BatchNorm in train mode,
- *        stochastic depth on (seeded); the raw map (no +1/42, G2);
+ *        stochastic depth on (seeded); the raw map (the +1/42 of the prior latent is not applied);
  *   per batch: with p = 0.05 e ← 0·e; else with p = 0.3 e ← √ᾱ(t')e + √(1−ᾱ(t'))ε, t' ~ U[0, 0.5) per sample;
  *   captions → "" for the whole batch with p = 0.05; CLIP-H last_hidden_state;
  *   ε-loss with p2 weights; AdamW(1e-4, β (0.9, 0.95), wd 0.01) over decoder + compressor; 10k warm-up;
@@ -16,7 +17,7 @@ import { EfficientNetEncoder, Generator, PaellaVQModel, WuerstchenDiffNeXt, Wuer
 import { PhaseConfig, weightingOf } from './config';
 import { loadDiffusersWeights } from './checkpoint';
 import { Sample } from './data/dataset';
-import { RGBImage } from './data/image';
+import { GridRow } from './data/grid';
 import { diffnextInitRules } from './init';
 import { RowCache, TextConditioner, saveTextEncoder, buildEffnet, buildVqgan, effnetOutSize, saveModule } from './models_io';
 import { addNoise, alphaCumprod, diffusionLoss, dropCaptions, sampleDDPM, sampleT } from './objectives';
@@ -193,7 +194,7 @@ export class StageBTrainer extends Trainer {
     const e = phase.effnet_size!;
     const fixed = this.fixedSamples(Math.min(this.cfg.sample_images, 8));
     const crops = fixed.map((s) => this.cropSample(s, phase));
-    const rows = Trainer.inEvalMode([this.decoder, this.effnet], (): RGBImage[][] => {
+    const rows = Trainer.inEvalMode([this.decoder, this.effnet], (): GridRow[] => {
       const recon = tf.tidy(() => tf.clipByValue(this.vqgan.decode(this.vqgan.encode(Trainer.toTensor(crops))), 0, 1));
       const eff = tf.tidy(() => this.effnet.forward(Trainer.toTensor(crops.map((c) => this.effnetInput(c, e, e)))));
       const clip = this.text.encode(fixed.map((s) => s.caption));
@@ -201,7 +202,11 @@ export class StageBTrainer extends Trainer {
       const rng = new Generator(deriveSeed(this.cfg.seed, 'preview'));
       const z = sampleDDPM([crops.length, lat, lat, this.decoder.config.c_in], this.cfg.sample_steps, rng, (xt, t) => this.decoder.forward(xt, tf.fill([crops.length], t), eff, clip));
       const img = tf.tidy(() => tf.clipByValue(this.vqgan.decode(tf.mul(z, this.vqgan.config.scale_factor)), 0, 1));
-      const out = [crops, Trainer.toImages(recon), Trainer.toImages(img)];
+      const out: GridRow[] = [
+        { label: `training images (step ${this.step})`, images: crops },
+        { label: 'Stage A reconstructions (the ceiling)', images: Trainer.toImages(recon) },
+        { label: "decoder samples from each image's compressor map and caption", images: Trainer.toImages(img), captions: fixed.map((s) => s.caption) },
+      ];
       tf.dispose([recon, eff, clip, z, img]);
       return out;
     });

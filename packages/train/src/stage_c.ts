@@ -1,5 +1,5 @@
 /**
- * Stage C (text-conditional prior) trainer — spec training.md §2.
+ * Stage C (text-conditional prior) trainer, after dome272/Wuerstchen train_stage_C.py.
  *
  * x0 = (effnet(img) + 1)/42 from the frozen compressor (eval mode); conditioning = CLIP
  * `last_hidden_state` (77 tokens, post final LayerNorm); captions replaced by "" for the whole batch
@@ -14,7 +14,7 @@ import { EfficientNetEncoder, Generator, WuerstchenPrior, WuerstchenPriorConfig 
 import { PhaseConfig, weightingOf } from './config';
 import { loadDiffusersWeights, saveDiffusersModel } from './checkpoint';
 import { Sample } from './data/dataset';
-import { upscaleNearest } from './data/image';
+import { GridRow } from './data/grid';
 import { priorInitRules } from './init';
 import { RowCache, TextConditioner, saveTextEncoder, buildEffnet, effnetOutSize, emaStateDict, falseColour, saveModule } from './models_io';
 import { addNoise, alphaCumprod, diffusionLoss, dropCaptions, sampleDDPM, sampleT } from './objectives';
@@ -260,7 +260,7 @@ export class StageCTrainer extends Trainer {
 
   /**
    * Preview grid: row 1 = the compressor's latents of fixed training images, row 2 = the prior's
-   * samples for the fixed prompts (false colour of channels 0–2, nearest-upscaled). Stage C alone
+   * samples for the preview prompts (false colour of channels 0–2), each under its caption. Stage C alone
    * cannot produce pixels; decoding needs Stage B + A.
    */
   protected preview(file: string): void {
@@ -269,12 +269,14 @@ export class StageCTrainer extends Trainer {
     const phase = this.cfg.phases[Math.min(this.cfg.phases.length - 1, this.currentPhaseIndex())];
     const e = phase.effnet_size!;
     const side = effnetOutSize(this.effnet.config, e);
-    const up = Math.max(1, Math.floor(64 / side));
     const fixed = this.fixedSamples(Math.min(this.cfg.sample_images, 8));
     const target = tf.tidy(() => falseColour(this.effnet.forward(Trainer.toTensor(fixed.map((s) => this.effnetInput(this.cropSample(s, this.evalPhase(phase)), e, e))))));
     const lat = this.sample(this.cfg.sample_prompts, side, side, this.cfg.sample_steps, this.cfg.sample_cfg, deriveSeed(this.cfg.seed, 'preview'));
     const fc = falseColour(lat);
-    const rows = [Trainer.toImages(target).map((i) => upscaleNearest(i, up)), Trainer.toImages(fc).map((i) => upscaleNearest(i, up))];
+    const rows: GridRow[] = [
+      { label: `compressor latents of training images, false colour (step ${this.step})`, images: Trainer.toImages(target), captions: fixed.map((s) => s.caption) },
+      { label: 'prior samples for the preview prompts, false colour', images: Trainer.toImages(fc), captions: this.cfg.sample_prompts },
+    ];
     tf.dispose([target, lat, fc]);
     this.writeGrid(file, rows);
   }

@@ -7,16 +7,17 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { HostTensor, Module, Parameter } from '@wuerstchen/core';
+import { ProgressBar, ProgressMode } from '@wuerstchen/core/cli';
 import { Generator } from 'wuerstchen';
 import { PhaseConfig, TrainConfig, phaseAt, totalSteps, weightingOf } from './config';
-import { checkOutDir, existingRun, findResumeCheckpoint, loadDiffusersWeights, loadTensorFile, resolveModelDir, saveTensorFile, writeCheckpoint, writeFileSynced } from './checkpoint';
+import { checkOutDir, existingRun, findResumeCheckpoint, loadDiffusersWeights, loadTensorFile, resolveModelDir, saveTensorFile, stepName, writeCheckpoint, writeFileSynced } from './checkpoint';
 import { DatasetOptions, ImageTextDataset, Sample } from './data/dataset';
-import { RGBImage, centerCrop, hflip, normalize, randomCrop, resize, resizeShortSide, resizeToCover, encodePNG, makeGrid } from './data/image';
+import { GridRow, makeGrid } from './data/grid';
+import { RGBImage, centerCrop, hflip, normalize, randomCrop, resize, resizeShortSide, resizeToCover, encodePNG } from './data/image';
 import { InitRule, initModule } from './init';
 import { RowCache } from './models_io';
 import { NoisedBatch, addNoise, diffusionLoss } from './objectives';
 import { AdamW, HostTensorSource, clipGrads, globalNorm, oneCycleLR, warmupLR } from './optim';
-import { Progress } from './progress';
 import { deriveSeed } from './rng';
 import { TRAINING_STATE_VERSION, TrainingState, parseTrainingState } from './training_state';
 
@@ -31,8 +32,8 @@ export interface TrainOptions {
   maxSteps?: number;
   /** log lines (warnings, checkpoint notices); default stderr via the progress display. */
   log?: (line: string) => void;
-  /** progress display: 'auto' (bar on a TTY), 'plain', 'none'. */
-  progress?: 'auto' | 'plain' | 'none';
+  /** progress display: 'auto' (bar on a TTY), 'plain' (a line every log_every steps), 'none'. */
+  progress?: ProgressMode;
   /** called after every update with its metrics. */
   onStep?: (m: StepMetrics) => void;
 }
@@ -119,6 +120,23 @@ export function addDiffusionLoss(acc: GradAccumulator, nb: NoisedBatch, accum: n
   return { loss, adjusted };
 }
 
+/** What a call of run() did, for the summary the CLI prints. */
+export interface RunSummary {
+  /** the step training started from (0, or the resumed checkpoint's). */
+  startStep: number;
+  step: number;
+  totalSteps: number;
+  /** `finished`: reached the last step; `already-finished`: a finished run was resumed, nothing trained;
+   *  `max-steps`: stopped at --max-steps; `stopped`: stopped on request (a signal). */
+  outcome: 'finished' | 'already-finished' | 'max-steps' | 'stopped';
+  /** the checkpoint folder holding the last step. */
+  checkpoint: string;
+  /** the folder of preview grids, when the run has one. */
+  samples?: string;
+  /** wall-clock seconds of this call, set-up included. */
+  seconds: number;
+}
+
 /** An error the CLI reports as a plain message (no stack): bad arguments, an occupied --out. */
 export class TrainError extends Error {
   constructor(message: string) {
@@ -136,7 +154,7 @@ export abstract class Trainer {
   skipped = 0;
   emaLoss: number | null = null;
   finished = false;
-  protected progress: Progress;
+  protected progress: ProgressBar;
   protected readonly log: (line: string) => void;
   private metricsFile: string;
   private stopRequested = false;
@@ -150,8 +168,7 @@ export abstract class Trainer {
     this.cfg = opts.config;
     this.out = opts.out;
     this.rng = new Generator(this.cfg.seed);
-    const mode = opts.progress ?? 'auto';
-    this.progress = new Progress(process.stderr, mode === 'auto' ? Boolean(process.stderr.isTTY) : false, mode === 'none' ? 0 : this.cfg.log_every);
+    this.progress = new ProgressBar(process.stderr, { mode: opts.progress, every: this.cfg.log_every });
     this.log = opts.log ?? ((l) => this.progress.log(l));
     this.dataset = new ImageTextDataset(opts.data, this.datasetOptions(this.log));
     this.metricsFile = path.join(this.out, 'metrics.jsonl');
@@ -262,7 +279,8 @@ export abstract class Trainer {
     return Array.from({ length: b }, (_, i) => ({ width: w, height: h, data: Float32Array.from(data.subarray(i * h * w * 3, (i + 1) * h * w * 3)) }));
   }
 
-  protected writeGrid(file: string, rows: RGBImage[][]): void {
+  /** Writes a labelled preview grid (atomically: a viewer never sees half a PNG). */
+  protected writeGrid(file: string, rows: GridRow[]): void {
     fs.mkdirSync(path.dirname(file), { recursive: true });
     const tmp = `${file}.tmp-${process.pid}`;
     fs.writeFileSync(tmp, encodePNG(makeGrid(rows)));
@@ -419,7 +437,8 @@ export abstract class Trainer {
   }
 
   /** Run (or resume) training to the end of the schedule (or `maxSteps`). */
-  async run(): Promise<void> {
+  async run(): Promise<RunSummary> {
+    const started = Date.now();
     checkOutDir(this.out);
     fs.mkdirSync(this.out, { recursive: true });
     const start = this.resumePoint();
@@ -433,12 +452,17 @@ export abstract class Trainer {
     this.truncateMetrics();
     const total = totalSteps(this.cfg);
     const stopAt = Math.min(total, this.opts.maxSteps ?? total);
-    const t0 = Date.now();
     const startStep = this.step;
-    let lastCheckpoint = start ? this.step : -1;
-    if (this.step >= stopAt) this.log(`nothing to train: the run is at step ${this.step} of ${stopAt}`);
+    let checkpoint = start?.dir;
+    let shownPhase = -1;
+    if (this.step < total && this.step >= stopAt) this.log(`nothing to train: the run is at step ${this.step}, --max-steps is ${stopAt}`);
     while (this.step < stopAt && !this.stopRequested) {
       const { index, phase } = phaseAt(this.cfg, this.step);
+      if (index !== shownPhase) {
+        if (shownPhase >= 0) this.progress.finish();
+        this.progress.start(phase.name, total, this.step);
+        shownPhase = index;
+      }
       const tStep = Date.now();
       const cpu0 = process.cpuUsage();
       const batch = Array.from({ length: phase.batch_size }, () => this.dataset.next());
@@ -463,25 +487,30 @@ export abstract class Trainer {
         ...(r.extra ?? {}),
       };
       fs.appendFileSync(this.metricsFile, JSON.stringify(m) + '\n');
-      const elapsed = (Date.now() - t0) / 1000;
-      const itps = (this.step - startStep) / Math.max(elapsed, 1e-9);
-      this.progress.update({ phase: phase.name, step: this.step, total, loss: r.loss, itPerSec: itps, etaSec: (total - this.step) / itps });
+      this.progress.update(this.step, `loss ${r.loss.toFixed(4)}`);
       this.opts.onStep?.(m);
       if (this.step === total) this.finished = true;
-      if (this.step % this.cfg.checkpoint_every === 0 || this.step === stopAt) {
-        this.checkpoint();
-        lastCheckpoint = this.step;
-      }
+      if (this.step % this.cfg.checkpoint_every === 0 || this.step === stopAt) checkpoint = this.checkpoint();
       if (this.cfg.sample_every > 0 && (this.step % this.cfg.sample_every === 0 || this.step === total)) {
         this.preview(path.join(this.out, 'samples', `step-${String(this.step).padStart(8, '0')}.png`));
       }
       // let signals and I/O through
       await new Promise((res) => setImmediate(res));
     }
-    if (lastCheckpoint !== this.step) this.checkpoint();
-    this.progress.done();
-    const summary = this.dataset.warningSummary();
-    if (summary) this.log(`data: skipped ${summary}`);
+    if (checkpoint === undefined || path.basename(checkpoint) !== stepName(this.step)) checkpoint = this.checkpoint();
+    if (shownPhase >= 0) this.progress.finish();
+    const skippedData = this.dataset.warningSummary();
+    if (skippedData) this.log(`data: skipped ${skippedData}`);
     if (this.skipped) this.log(`skipped ${this.skipped} update(s) with a non-finite loss or gradient`);
+    const samples = path.join(this.out, 'samples');
+    return {
+      startStep,
+      step: this.step,
+      totalSteps: total,
+      outcome: this.step < total ? (this.stopRequested ? 'stopped' : 'max-steps') : startStep === total ? 'already-finished' : 'finished',
+      checkpoint,
+      samples: fs.existsSync(samples) ? samples : undefined,
+      seconds: (Date.now() - started) / 1000,
+    };
   }
 }

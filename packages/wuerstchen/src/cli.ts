@@ -11,24 +11,23 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { BACKENDS, useBackend } from '@wuerstchen/core';
-import { GENERATE_LIMITS, limitProblem, looksLikeOption, outputProblem, parseDecimal } from './cli_checks';
+import { BACKENDS, BackendUnavailableError, UnknownBackendError, useBackend } from '@wuerstchen/core';
+import { CommandIO, ProgressBar, ProgressStream, UsageError, packageVersion, runCommand } from '@wuerstchen/core/cli';
+import { COMMAND_OPTIONS, Command, GenerateArgs, generateArgs, manifestPath, outputPath } from './cli_args';
+import { GENERATE_LIMITS } from './cli_checks';
+import { runManifest } from './cli_manifest';
 import { LoaderError } from './loader';
-import { loraFile, parseLoraSpec } from './lora';
+import { loraFile } from './lora';
 import { WuerstchenCombinedPipeline, COMBINED_CALL_DEFAULTS } from './pipelines/combined';
 import { estimateGenerateMemory } from './pipelines/memory';
 import { RawImage, decodePng, removeTempFiles, writeFileAtomic } from './pipelines/png';
-import { ProgressCallback, plainProgress, ttyProgress } from './pipelines/progress';
+import { ProgressCallback } from './pipelines/progress';
 import { PipelineArgumentError } from './pipelines/shared';
 import { WuerstchenVariationPipeline } from './pipelines/variation';
-import { TINY_MODEL, TINY_MODEL_DIR, pipelineFolders } from './tiny';
+import { TINY_MODEL, TINY_MODEL_DIR } from './tiny';
 
-export class UsageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'UsageError';
-  }
-}
+export type { GenerateArgs } from './cli_args';
+export { outputPath, parseGenerateArgs } from './cli_args';
 
 export const USAGE = `usage: wuerstchen generate --prompt <text> --out <file.png> [--prior <dir> --decoder <dir> | --model <dir>] [options]
        wuerstchen vary --image <in.png> --out <file.png> [--prompt <text>] [--strength <s>]   (see wuerstchen vary --help)
@@ -41,7 +40,8 @@ yellow, green, blue, purple, white, black; it draws ${TINY_MODEL.width}×${TINY_
 
 required:
   --prompt <text>           what to draw (repeat for several prompts)
-  --out <file.png>          output PNG; with several images: <file>-1.png, <file>-2.png, ...
+  --out <file.png>          output PNG; with several images: <file>-1.png, <file>-2.png, ... and <file>.json,
+                            which names each image's prompt, seed and settings
 
 model (default: the bundled tiny model, ${TINY_MODEL_DIR}):
   --prior <dir>             WuerstchenPriorPipeline folder (model_index.json, prior/, text_encoder/, tokenizer/, scheduler/)
@@ -80,7 +80,7 @@ prompt (image to image through Stage C). The model folder needs effnet/ (the com
 on; 'wuerstchen-train export' writes it); without --model the bundled tiny model is used.
 
   --image <in.png>          the picture (PNG)
-  --out <file.png>          output PNG; with several images: <file>-1.png, <file>-2.png, ...
+  --out <file.png>          output PNG; with several images: <file>-1.png, <file>-2.png, ... and <file>.json
   --prompt <text>           text for Stage B, and for the prior when --strength > 0 (default "")
   --strength <s>            0 (default) to 1: how far the prior may move the picture's latent
   --model <dir>             a folder holding wuerstchen-prior/, wuerstchen/ and effnet/
@@ -88,204 +88,10 @@ on; 'wuerstchen-train export' writes it); without --model the bundled tiny model
   --width, --height, --prior-steps, --decoder-steps, --prior-guidance, --decoder-guidance, --seed,
   --backend, --variant, --keep-loaded, --max-memory, --allow-nonfinite: as for generate
   -h, --help                show this help
+  --version                 print the version
 `;
 
-export interface GenerateArgs {
-  prior: string;
-  decoder: string;
-  /** the folder given with --model (holding wuerstchen-prior/ and wuerstchen/). */
-  model?: string;
-  /** true when no folder was given and the bundled tiny model is used. */
-  bundled: boolean;
-  prompts: string[];
-  negativePrompt?: string;
-  width: number;
-  height: number;
-  priorSteps: number;
-  decoderSteps: number;
-  priorGuidance: number;
-  decoderGuidance: number;
-  images: number;
-  seed?: number;
-  backend?: string;
-  variant?: string;
-  keepLoaded: boolean;
-  /** refuse runs whose estimated peak memory is above this many MiB (default: the machine's memory). */
-  maxMemoryMiB?: number;
-  allowNonFinite: boolean;
-  /** --lora files (prior and/or decoder adapters), in order. */
-  loras: { file: string; scale: number }[];
-  out: string;
-  /** `vary`: the input picture and how far the prior may move it (0: decode its own compressor map). */
-  image?: string;
-  strength: number;
-}
-
-export type Command = 'generate' | 'vary';
-
-type Spec = { key: keyof GenerateArgs; kind: 'string' | 'int' | 'number' | 'seed' | 'flag' | 'prompts' | 'lora' };
-
-const OPTIONS: Record<string, Spec> = {
-  '--prior': { key: 'prior', kind: 'string' },
-  '--decoder': { key: 'decoder', kind: 'string' },
-  '--model': { key: 'model', kind: 'string' },
-  '--prompt': { key: 'prompts', kind: 'prompts' },
-  '--negative-prompt': { key: 'negativePrompt', kind: 'string' },
-  '--width': { key: 'width', kind: 'int' },
-  '--height': { key: 'height', kind: 'int' },
-  '--prior-steps': { key: 'priorSteps', kind: 'int' },
-  '--decoder-steps': { key: 'decoderSteps', kind: 'int' },
-  '--prior-guidance': { key: 'priorGuidance', kind: 'number' },
-  '--decoder-guidance': { key: 'decoderGuidance', kind: 'number' },
-  '--images': { key: 'images', kind: 'int' },
-  '--seed': { key: 'seed', kind: 'seed' },
-  '--backend': { key: 'backend', kind: 'string' },
-  '--variant': { key: 'variant', kind: 'string' },
-  '--keep-loaded': { key: 'keepLoaded', kind: 'flag' },
-  '--max-memory': { key: 'maxMemoryMiB', kind: 'int' },
-  '--allow-nonfinite': { key: 'allowNonFinite', kind: 'flag' },
-  '--out': { key: 'out', kind: 'string' },
-  '--lora': { key: 'loras', kind: 'lora' },
-  '--image': { key: 'image', kind: 'string' },
-  '--strength': { key: 'strength', kind: 'number' },
-};
-
-/** Options of one command only. */
-const ONLY: Record<string, Command> = { '--image': 'vary', '--strength': 'vary', '--prior': 'generate', '--decoder': 'generate', '--lora': 'generate' };
-
-/** Parses the options of `generate` (or `vary`); every problem is a UsageError (exit code 2). */
-export function parseGenerateArgs(argv: string[], command: Command = 'generate'): GenerateArgs {
-  const args: Partial<GenerateArgs> & Pick<GenerateArgs, 'prompts' | 'loras'> = { prompts: [], loras: [], keepLoaded: false, allowNonFinite: false };
-  const seen = new Set<string>();
-  for (let i = 0; i < argv.length; i++) {
-    let name = argv[i];
-    let value: string | undefined;
-    const eq = name.indexOf('=');
-    if (name.startsWith('--') && eq > 0) {
-      value = name.slice(eq + 1);
-      name = name.slice(0, eq);
-    }
-    const spec = ONLY[name] && ONLY[name] !== command ? undefined : OPTIONS[name];
-    if (!spec) {
-      throw new UsageError(name.startsWith('-') ? `unknown option ${name}` : `unexpected argument ${JSON.stringify(name)} (options take the form --name value)`);
-    }
-    if (spec.kind !== 'prompts' && spec.kind !== 'lora' && seen.has(name)) throw new UsageError(`${name} given twice`);
-    seen.add(name);
-    if (spec.kind === 'flag') {
-      if (value !== undefined) throw new UsageError(`${name} takes no value`);
-      (args as Record<string, unknown>)[spec.key] = true;
-      continue;
-    }
-    if (value === undefined) {
-      if (i + 1 >= argv.length) throw new UsageError(`${name} needs a value`);
-      value = argv[++i];
-      if (looksLikeOption(value)) {
-        throw new UsageError(`${name} needs a value, but the next argument is the option ${value} (write ${name}=${value} if that is the value)`);
-      }
-    }
-    const rec = args as Record<string, unknown>;
-    switch (spec.kind) {
-      case 'string':
-        if (value === '' && name !== '--negative-prompt') throw new UsageError(`${name} needs a non-empty value`);
-        rec[spec.key] = value;
-        break;
-      case 'prompts':
-        args.prompts.push(value);
-        break;
-      case 'lora': {
-        let lora: { file: string; scale: number };
-        try {
-          lora = parseLoraSpec(value);
-        } catch (e) {
-          throw new UsageError((e as Error).message);
-        }
-        if (!fs.existsSync(loraFile(lora.file))) throw new UsageError(`--lora: ${loraFile(lora.file)} does not exist`);
-        args.loras.push(lora);
-        break;
-      }
-      case 'int': {
-        const v = parseDecimal(value, true);
-        if (v === undefined || v < 1) throw new UsageError(`${name} must be a positive integer, got ${JSON.stringify(value)} (decimal digits only)`);
-        rec[spec.key] = v;
-        break;
-      }
-      case 'seed': {
-        const v = parseDecimal(value, true);
-        if (v === undefined) throw new UsageError(`${name} must be a non-negative integer below 2^53, got ${JSON.stringify(value)} (decimal digits only)`);
-        rec[spec.key] = v;
-        break;
-      }
-      case 'number': {
-        const v = parseDecimal(value, false);
-        if (v === undefined) throw new UsageError(`${name} must be a number >= 0, got ${JSON.stringify(value)} (decimal notation only, like 4 or 7.5)`);
-        rec[spec.key] = v;
-        break;
-      }
-    }
-  }
-  const missing = (command === 'vary' ? ['--image', '--out'] : ['--prompt', '--out']).filter((o) => !seen.has(o));
-  if (missing.length) throw new UsageError(`missing ${missing.join(', ')}`);
-  const model = args.model;
-  if (model !== undefined && (seen.has('--prior') || seen.has('--decoder'))) throw new UsageError('--model replaces --prior and --decoder; give one or the other');
-  if (seen.has('--prior') !== seen.has('--decoder')) throw new UsageError(`${seen.has('--prior') ? '--decoder' : '--prior'} is missing (give both folders, or --model, or neither for the bundled model)`);
-  const bundled = model === undefined && !seen.has('--prior');
-  if (!seen.has('--prior')) {
-    const dir = model ?? TINY_MODEL_DIR;
-    if (model !== undefined && !fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--model: folder ${dir} does not exist`);
-    const both = pipelineFolders(dir);
-    args.prior = both.prior;
-    args.decoder = both.decoder;
-  }
-  if (!args.out!.toLowerCase().endsWith('.png')) throw new UsageError(`--out must name a .png file, got ${JSON.stringify(args.out)}`);
-  if (args.backend !== undefined && !(BACKENDS as string[]).includes(args.backend)) {
-    throw new UsageError(`--backend must be one of ${BACKENDS.join(', ')}, got ${JSON.stringify(args.backend)}`);
-  }
-  for (const opt of ['prior', 'decoder'] as const) {
-    const dir = args[opt]!;
-    const stat = fs.statSync(dir, { throwIfNoEntry: false });
-    const where = model !== undefined ? `--model: ${model} holds no ${path.basename(dir)}/ folder` : bundled ? `the bundled model is missing ${dir}` : `--${opt}: folder ${dir} does not exist`;
-    if (!stat) throw new UsageError(where);
-    if (!stat.isDirectory()) throw new UsageError(`--${opt}: ${dir} is not a folder`);
-  }
-  const parsed = {
-    bundled,
-    width: bundled ? TINY_MODEL.width : COMBINED_CALL_DEFAULTS.width,
-    height: bundled ? TINY_MODEL.height : COMBINED_CALL_DEFAULTS.height,
-    priorSteps: bundled ? TINY_MODEL.priorSteps : COMBINED_CALL_DEFAULTS.priorNumInferenceSteps,
-    decoderSteps: COMBINED_CALL_DEFAULTS.numInferenceSteps,
-    priorGuidance: COMBINED_CALL_DEFAULTS.priorGuidanceScale,
-    decoderGuidance: COMBINED_CALL_DEFAULTS.decoderGuidanceScale,
-    images: 1,
-    strength: 0,
-    ...args,
-  } as GenerateArgs;
-  if (command === 'vary') {
-    if (parsed.strength > 1) throw new UsageError(`--strength must be in [0, 1], got ${parsed.strength}`);
-    if (!fs.statSync(parsed.image!, { throwIfNoEntry: false })?.isFile()) throw new UsageError(`--image: ${parsed.image} is not a file`);
-    if (parsed.prompts.length > 1) throw new UsageError('vary takes at most one --prompt');
-  }
-  const prompts = command === 'vary' ? 1 : parsed.prompts.length;
-  const problem = limitProblem({ ...parsed, prompts }) ?? outputProblem(outputFiles(parsed.out, prompts * parsed.images));
-  if (problem !== undefined) throw new UsageError(problem);
-  return parsed;
-}
-
-/** Every file a run of `count` images writes. */
-function outputFiles(out: string, count: number): string[] {
-  return Array.from({ length: count }, (_, i) => outputPath(out, i, count));
-}
-
-/** Output file of image `i` of `count`: the name itself for one image, else `<base>-<i+1>.png`. */
-export function outputPath(out: string, i: number, count: number): string {
-  if (count === 1) return out;
-  const ext = path.extname(out);
-  return `${out.slice(0, out.length - ext.length)}-${i + 1}${ext}`;
-}
-
-export interface CliIO {
-  stdout: { write(s: string): unknown };
-  stderr: { write(s: string): unknown; isTTY?: boolean };
-}
+export type CliIO = CommandIO;
 
 const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
 
@@ -294,13 +100,31 @@ export function peakRssBytes(): number {
   return process.resourceUsage().maxRSS * 1024;
 }
 
-/** Writes the PNGs (numbered when several) and prints each file name on stdout. */
-function writeOutputs(png: Buffer[], out: string, io: CliIO): void {
-  png.forEach((buf, i) => {
-    const file = outputPath(out, i, png.length);
+/**
+ * Writes the PNGs (numbered when several) and prints each file name on stdout; several images also get a
+ * manifest naming each one's prompt, seed and settings.
+ */
+function writeOutputs(png: Buffer[], command: Command, args: GenerateArgs, seed: number, io: CliIO): void {
+  const files = png.map((buf, i) => {
+    const file = outputPath(args.out, i, png.length);
     writeFileAtomic(file, buf);
     io.stdout.write(`${file}\n`);
+    return file;
   });
+  if (files.length === 1) return;
+  const manifest = manifestPath(args.out);
+  writeFileAtomic(manifest, Buffer.from(`${JSON.stringify(runManifest(command, args, seed, files), null, 2)}\n`));
+  io.stderr.write(`wuerstchen: ${manifest} names the prompt, seed and settings of each image\n`);
+}
+
+/** The pipelines' per-stage progress events, drawn by the progress display both CLIs share. */
+function progressDisplay(stream: ProgressStream): ProgressCallback {
+  const bar = new ProgressBar(stream);
+  return (e) => {
+    if (e.step === 0) bar.start(e.stage, e.total);
+    bar.update(e.step);
+    if (e.step >= e.total) bar.finish();
+  };
 }
 
 async function generate(args: GenerateArgs, io: CliIO): Promise<number> {
@@ -326,7 +150,6 @@ async function generate(args: GenerateArgs, io: CliIO): Promise<number> {
   }
   const seed = args.seed ?? Math.floor(Math.random() * 2 ** 31);
   if (args.seed === undefined) io.stderr.write(`wuerstchen: seed ${seed} (pass --seed ${seed} to reproduce)\n`);
-  const onProgress: ProgressCallback = io.stderr.isTTY ? ttyProgress(io.stderr) : plainProgress(io.stderr);
   try {
     const { png } = await pipe(args.prompts, {
       negativePrompt: args.negativePrompt,
@@ -339,9 +162,9 @@ async function generate(args: GenerateArgs, io: CliIO): Promise<number> {
       numImagesPerPrompt: args.images,
       seed,
       outputType: 'png',
-      onProgress,
+      onProgress: progressDisplay(io.stderr),
     });
-    writeOutputs(png!, args.out, io);
+    writeOutputs(png!, 'generate', args, seed, io);
   } finally {
     pipe.release();
   }
@@ -391,9 +214,9 @@ async function vary(args: GenerateArgs, io: CliIO): Promise<number> {
       numImagesPerPrompt: args.images,
       seed,
       outputType: 'png',
-      onProgress: io.stderr.isTTY ? ttyProgress(io.stderr) : plainProgress(io.stderr),
+      onProgress: progressDisplay(io.stderr),
     });
-    writeOutputs(png!, args.out, io);
+    writeOutputs(png!, 'vary', args, seed, io);
   } finally {
     pipe.release();
   }
@@ -421,20 +244,12 @@ function checkMemory(pipe: WuerstchenCombinedPipeline, args: GenerateArgs, io: C
   io.stderr.write(`wuerstchen: estimated peak memory ${what}\n`);
 }
 
-/** This package's version (package.json sits next to dist/ and src/ alike). */
-function version(): string {
-  return (JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { version: string }).version;
-}
+/** This package's version. */
+const version = (): string => packageVersion(path.join(__dirname, '..'));
 
-/** `--help` or `--version` where an option name goes (not as another option's value), if any. */
-function infoOption(argv: string[]): '--help' | '--version' | undefined {
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '-h' || argv[i] === '--help') return '--help';
-    if (argv[i] === '--version') return '--version';
-    const spec = OPTIONS[argv[i]];
-    if (spec && spec.kind !== 'flag') i++;
-  }
-  return undefined;
+/** Usage errors (exit code 2): bad options, and a backend that is unknown or cannot start here. */
+function isUsageError(e: unknown): boolean {
+  return e instanceof UsageError || e instanceof PipelineArgumentError || e instanceof UnknownBackendError || e instanceof BackendUnavailableError;
 }
 
 /** Runs the CLI with `argv` (without node and script); returns the exit code. */
@@ -452,26 +267,28 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
     io.stderr.write(`wuerstchen: unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
     return 2;
   }
-  const info = infoOption(rest);
-  if (info) {
-    io.stdout.write(info === '--help' ? (command === 'vary' ? VARY_USAGE : USAGE) : `${version()}\n`);
-    return 0;
-  }
-  let args: GenerateArgs;
-  try {
-    args = parseGenerateArgs(rest, command);
-  } catch (e) {
-    if (e instanceof UsageError) {
-      io.stderr.write(`wuerstchen: ${e.message}\nRun "wuerstchen ${command} --help" for the options.\n`);
-      return 2;
-    }
-    throw e;
-  }
+  return runCommand(
+    {
+      program: 'wuerstchen',
+      command,
+      usage: command === 'vary' ? VARY_USAGE : USAGE,
+      version,
+      options: COMMAND_OPTIONS[command],
+      read: (options) => generateArgs(options, command),
+      run: (args) => runReportingErrors(command, args, io),
+    },
+    rest,
+    io,
+  );
+}
+
+/** Runs `command`; an error is one line on stderr (its stack with WUERSTCHEN_DEBUG) and exit code 2 or 1. */
+async function runReportingErrors(command: Command, args: GenerateArgs, io: CliIO): Promise<number> {
   try {
     return await (command === 'vary' ? vary(args, io) : generate(args, io));
   } catch (e) {
     const err = e as Error;
-    const usage = e instanceof PipelineArgumentError || e instanceof UsageError || /^(unknown backend|backend "[^"]+" is not available)/.test(err.message ?? '');
+    const usage = isUsageError(e);
     io.stderr.write(`\nwuerstchen: ${usage ? '' : 'error: '}${err.message}\n`);
     if (!usage && !(e instanceof LoaderError) && process.env.WUERSTCHEN_DEBUG) io.stderr.write(`${err.stack}\n`);
     return usage ? 2 : 1;

@@ -1,32 +1,13 @@
 /**
- * Checks of `wuerstchen generate`'s arguments made before anything is loaded: strict decimal numbers, values that
- * are really options, stated limits, and whether the output files can be written. Each check returns the problem
- * as a sentence naming the option, or undefined.
+ * Checks of `wuerstchen generate`'s arguments made before anything is loaded: stated limits, and whether the
+ * output files can be written (the values themselves are read strictly by @wuerstchen/core/cli). Each check
+ * returns the problem as a sentence naming the option, or undefined.
  */
 import * as fs from 'fs';
 import * as path from 'path';
 
 /** Upper limits of the run's size: far above useful values, low enough to fail before memory runs out. */
 export const GENERATE_LIMITS = { steps: 1000, images: 64, side: 4096 } as const;
-
-/**
- * A value taken from the next argument that is itself an option (`--prompt --help` must not swallow `--help`).
- * Negative numbers are not options; the number checks reject them.
- */
-export function looksLikeOption(value: string): boolean {
-  return value.startsWith('--') || /^-[A-Za-z]$/.test(value);
-}
-
-/**
- * A number written in plain decimal: digits, optionally a fraction. `Number()` would also take `0x10`, `1e3`,
- * `0b1`, `Infinity` and surrounding blanks, which nobody means on a command line.
- */
-export function parseDecimal(value: string, integer: boolean): number | undefined {
-  const ok = integer ? /^\d+$/.test(value) : /^(\d+(\.\d*)?|\.\d+)$/.test(value);
-  if (!ok) return undefined;
-  const v = Number(value);
-  return Number.isFinite(v) && (!integer || Number.isSafeInteger(v)) ? v : undefined;
-}
 
 export interface RunSize {
   priorSteps: number;

@@ -1,24 +1,5 @@
-/** The `wuerstchen` package: models, tokenizer, scheduler, generator, loader, pipelines. */
-export * from './models/config_schema';
-export * from './models/common';
-export * from './models/prior';
-export * from './models/diffnext';
-export * from './models/paella_vq';
-export * from './models/effnet';
-export * from './models/clip_text';
-export * from './models/trace';
-export * from './tokenizer';
-export * from './scheduler';
-export * from './rng';
-export * from './loader';
-export * from './lora';
-export * from './pipelines/shared';
-export * from './pipelines/progress';
+/** The `wuerstchen` package for Node: everything of browser.ts, plus writing image and LoRA files and image variation. */
+export * from './browser';
+export * from './lora_save';
 export * from './pipelines/png';
-export * from './pipelines/prior';
-export * from './pipelines/decoder';
-export * from './pipelines/combined';
-export * from './pipelines/memory';
 export * from './pipelines/variation';
-export * from './shapes';
-export * from './tiny';

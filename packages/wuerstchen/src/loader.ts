@@ -1,5 +1,5 @@
 /**
- * Loading diffusers-format checkpoint folders (spec inference.md §1): a pipeline folder holds
+ * Loading diffusers-format checkpoint folders (diffusers' `save_pretrained` layout): a pipeline folder holds
  * `model_index.json` and one subfolder per component, each with its `config.json`
  * (`scheduler_config.json` for the scheduler) and its weights as single or sharded safetensors,
  * stored as float32, float16 or bfloat16 (upcast exactly to float32 on read).
@@ -12,18 +12,20 @@
  * read later, by `PreparedModel.load()`, so the pipelines can load and free the networks stage by
  * stage.
  */
-import * as fs from 'fs';
-import * as path from 'path';
 import {
   Checkpoint,
+  FetchRequest,
+  FetchedFolder,
   JsonTextError,
   Module,
   NotRegularFileError,
-  StateDictError,
-  TensorSource,
+  fileStore,
+  joinPath,
   openCheckpoint,
+  parentPath,
   parseStrictJson,
-  readRegularTextFile,
+  readTextFile,
+  unsafeRelativeName,
 } from '@wuerstchen/core';
 import { CLIPTextConfig, CLIPTextModel, CLIP_TEXT_SCHEMA, parseCLIPTextConfig } from './models/clip_text';
 import { ConfigError, ConfigSchema, ParameterCountError, checkParameterCount, moduleFits, storedParameterCount } from './models/config_schema';
@@ -49,11 +51,10 @@ export class LoaderError extends Error {
  * naming it (without quoting its content).
  */
 export function readJsonFile(file: string, what: string): Record<string, unknown> {
-  const stat = fs.statSync(file, { throwIfNoEntry: false });
-  if (!stat) throw new LoaderError(file, `missing (expected ${what})`);
+  if (kindOf(file) === undefined) throw new LoaderError(file, `missing (expected ${what})`);
   let value: unknown;
   try {
-    value = parseStrictJson(readRegularTextFile(file));
+    value = parseStrictJson(readTextFile(file));
   } catch (e) {
     if (e instanceof NotRegularFileError) throw new LoaderError(file, `${e.detail} (expected ${what})`);
     if (e instanceof JsonTextError) throw new LoaderError(file, `is not valid JSON (${e.message}); expected ${what}`);
@@ -63,16 +64,26 @@ export function readJsonFile(file: string, what: string): Record<string, unknown
   return value as Record<string, unknown>;
 }
 
+/** 'file', 'folder' or undefined; a name no store covers (a URL not fetched, a path in a browser) is a LoaderError. */
+function kindOf(name: string): 'file' | 'folder' | undefined {
+  try {
+    return fileStore(name).kind(name);
+  } catch (e) {
+    if (e instanceof NotRegularFileError) throw new LoaderError(name, e.detail);
+    throw e;
+  }
+}
+
 function requireDir(dir: string, what: string): void {
-  const stat = fs.statSync(dir, { throwIfNoEntry: false });
-  if (!stat) throw new LoaderError(dir, `folder not found (expected ${what})`);
-  if (!stat.isDirectory()) throw new LoaderError(dir, `is not a folder (expected ${what})`);
+  const kind = kindOf(dir);
+  if (!kind) throw new LoaderError(dir, `folder not found (expected ${what})`);
+  if (kind !== 'folder') throw new LoaderError(dir, `is not a folder (expected ${what})`);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // model_index.json
 
-/** The pipeline classes this project reads and the component class each one needs (spec §1.2). */
+/** The pipeline classes this project reads and the component class each one needs (the model_index.json of warp-ai/wuerstchen(-prior) and its older revisions). */
 export const PIPELINE_COMPONENTS = {
   WuerstchenPriorPipeline: {
     prior: ['WuerstchenPrior'],
@@ -91,7 +102,7 @@ export const PIPELINE_COMPONENTS = {
 
 export type PipelineClass = keyof typeof PIPELINE_COMPONENTS;
 
-/** Class names of old hub revisions (spec §1.2), with what they became. */
+/** Class names of old hub revisions (the model_index.json of warp-ai/wuerstchen(-prior) and its older revisions), with what they became. */
 const LEGACY_CLASSES: Record<string, string> = {
   Prior: 'WuerstchenPrior',
   DiffNeXt: 'WuerstchenDiffNeXt',
@@ -116,7 +127,7 @@ function legacyHint(cls: string): string {
 /** Reads and checks `<dir>/model_index.json` against the expected pipeline class(es). */
 export function readModelIndex(dir: string, expected: PipelineClass[]): ModelIndex {
   requireDir(dir, `a diffusers pipeline folder with model_index.json (${expected.join(' or ')})`);
-  const file = path.join(dir, 'model_index.json');
+  const file = joinPath(dir, 'model_index.json');
   const json = readJsonFile(file, `the model_index.json of a ${expected.join(' or ')} folder`);
   const cls = json._class_name;
   if (typeof cls !== 'string') throw new LoaderError(file, `has no "_class_name" (expected ${expected.join(' or ')})`);
@@ -174,7 +185,7 @@ const SAFETENSORS_RE = /^(.+?)(?:\.([A-Za-z0-9_]+))?\.safetensors(?:\.index(?:\.
  * uses that one; a folder with only PyTorch `.bin` files is an error that says to convert them.
  */
 function openWeights(dir: string, base: string, opts: WeightsOptions): Checkpoint {
-  const names = fs.readdirSync(dir);
+  const names = fileStore(dir).list(dir);
   const plain = [`${base}.safetensors`, `${base}.safetensors.index.json`];
   let variant = opts.variant;
   if (variant === undefined && !plain.some((n) => names.includes(n))) {
@@ -189,7 +200,7 @@ function openWeights(dir: string, base: string, opts: WeightsOptions): Checkpoin
     } else {
       const bins = names.filter((n) => n.endsWith('.bin'));
       const hint = bins.length ? ` (found ${bins.join(', ')}: PyTorch pickles are not read; convert them to safetensors)` : '';
-      throw new LoaderError(path.join(dir, `${base}.safetensors`), `missing (expected the weights as ${plain.join(' or ')})${hint}`);
+      throw new LoaderError(joinPath(dir, `${base}.safetensors`), `missing (expected the weights as ${plain.join(' or ')})${hint}`);
     }
   }
   try {
@@ -198,39 +209,6 @@ function openWeights(dir: string, base: string, opts: WeightsOptions): Checkpoin
     const msg = (e as Error).message;
     throw new LoaderError(dir, `cannot read the weights: ${msg}`, { cause: e });
   }
-}
-
-const fmtShape = (s: number[]) => `[${s.join(', ')}]`;
-
-/**
- * Compares a module's keys and PyTorch shapes with a checkpoint's headers (no data is read) and
- * throws one error listing every missing key, unexpected key and shape mismatch, saying which
- * config it was built from.
- */
-export function checkWeightsMatch(
-  module: Module,
-  ckpt: TensorSource & { files?: string[] },
-  configFile: string,
-  ignore?: (key: string) => boolean,
-  /** a first line for the error (the parameter count comparison). */
-  preface?: string,
-): void {
-  const { missing, unexpected, mismatched } = module.compareStateDict(ckpt, ignore);
-  if (!missing.length && !unexpected.length && !mismatched.length) return;
-  const list = (xs: string[]) => (xs.length > 8 ? `${xs.slice(0, 8).join(', ')}, ... (${xs.length - 8} more)` : xs.join(', '));
-  const problems: string[] = preface === undefined ? [] : [preface];
-  if (missing.length) problems.push(`missing keys (${missing.length}): ${list(missing)}`);
-  if (unexpected.length) problems.push(`unexpected keys (${unexpected.length}): ${list(unexpected)}`);
-  for (const m of mismatched.slice(0, 8)) problems.push(`${m.key}: shape ${fmtShape(m.found)}, but the config needs ${fmtShape(m.expected)}`);
-  if (mismatched.length > 8) problems.push(`... ${mismatched.length - 8} more shape mismatches`);
-  const weights = ckpt.files && ckpt.files.length === 1 ? ckpt.files[0] : path.dirname(configFile);
-  const err = new StateDictError(
-    `${weights}: the weights do not match ${configFile} (a ${module.constructor.name} with ${module.namedParameters().length} tensors):\n  ${problems.join('\n  ')}`,
-    missing,
-    unexpected,
-    mismatched,
-  );
-  throw err;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -323,7 +301,7 @@ const SCHEMAS: Partial<Record<ModelClass, ConfigSchema<object>>> = {
 function checkCount(cls: ModelClass, config: ModelConfig, configFile: string, ckpt: Checkpoint): string | undefined {
   const schema = SCHEMAS[cls];
   if (schema === undefined) return undefined;
-  const weights = ckpt.files.length === 1 ? ckpt.files[0] : path.dirname(configFile);
+  const weights = ckpt.files.length === 1 ? ckpt.files[0] : parentPath(configFile);
   try {
     const found = storedParameterCount(ckpt, ignoredKeys(cls));
     const fits = (candidate: object) => moduleFits(() => build(cls, candidate as ModelConfig), ckpt, ignoredKeys(cls));
@@ -349,7 +327,7 @@ function ignoredKeys(cls: ModelClass): ((k: string) => boolean) | undefined {
  */
 export function prepareModel<C extends ModelClass>(dir: string, expected?: C, opts: WeightsOptions = {}): PreparedModel<ModelOf<C>> {
   requireDir(dir, `a ${expected ?? 'model'} folder with config.json and safetensors weights`);
-  const configFile = path.join(dir, 'config.json');
+  const configFile = joinPath(dir, 'config.json');
   const json = readJsonFile(configFile, `the ${expected ?? 'model'} config`);
   const declared = declaredClass(json);
   const cls = (expected ?? declared) as ModelClass | undefined;
@@ -364,7 +342,7 @@ export function prepareModel<C extends ModelClass>(dir: string, expected?: C, op
   try {
     const countNote = checkCount(cls!, config, configFile, ckpt);
     module = build(cls!, config);
-    checkWeightsMatch(module, ckpt, configFile, ignoredKeys(cls!), countNote);
+    module.checkStateDict(ckpt, { ignore: ignoredKeys(cls!), source: ckpt.files.length === 1 ? ckpt.files[0] : dir, against: configFile, preface: countNote });
   } finally {
     ckpt.close();
   }
@@ -382,8 +360,7 @@ export function prepareModel<C extends ModelClass>(dir: string, expected?: C, op
 function loadModelFrom<M extends Module>(module: M, dir: string, base: string, configFile: string, cls: ModelClass, opts: WeightsOptions): M {
   const ckpt = openWeights(dir, base, opts);
   try {
-    checkWeightsMatch(module, ckpt, configFile, ignoredKeys(cls));
-    module.loadStateDict(ckpt, { ignore: ignoredKeys(cls), source: ckpt.files.length === 1 ? ckpt.files[0] : dir, allowNonFinite: opts.allowNonFinite });
+    module.loadStateDict(ckpt, { ignore: ignoredKeys(cls), source: ckpt.files.length === 1 ? ckpt.files[0] : dir, against: configFile, allowNonFinite: opts.allowNonFinite });
   } catch (e) {
     module.dispose();
     throw e;
@@ -402,8 +379,8 @@ export function loadModel<C extends ModelClass>(dir: string, expected?: C, opts:
 export function loadTokenizer(dir: string): CLIPTokenizer {
   requireDir(dir, 'a CLIP tokenizer folder (vocab.json, merges.txt)');
   for (const f of ['vocab.json', 'merges.txt']) {
-    if (!fs.existsSync(path.join(dir, f)) && !fs.existsSync(path.join(dir, 'tokenizer.json'))) {
-      throw new LoaderError(path.join(dir, f), 'missing (expected the CLIP BPE vocabulary: vocab.json + merges.txt, or tokenizer.json)');
+    if (kindOf(joinPath(dir, f)) === undefined && kindOf(joinPath(dir, 'tokenizer.json')) === undefined) {
+      throw new LoaderError(joinPath(dir, f), 'missing (expected the CLIP BPE vocabulary: vocab.json + merges.txt, or tokenizer.json)');
     }
   }
   try {
@@ -416,7 +393,7 @@ export function loadTokenizer(dir: string): CLIPTokenizer {
 /** Checks `scheduler/scheduler_config.json` and returns it. */
 export function readSchedulerConfig(dir: string): Record<string, unknown> {
   requireDir(dir, 'a scheduler folder with scheduler_config.json');
-  const file = path.join(dir, 'scheduler_config.json');
+  const file = joinPath(dir, 'scheduler_config.json');
   const json = readJsonFile(file, 'the DDPMWuerstchenScheduler config');
   if (json._class_name !== undefined && json._class_name !== 'DDPMWuerstchenScheduler') {
     throw new LoaderError(file, `unknown class "${String(json._class_name)}"; expected DDPMWuerstchenScheduler`);
@@ -427,6 +404,65 @@ export function readSchedulerConfig(dir: string): Record<string, unknown> {
     }
   }
   return json;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Pipeline folders at a URL
+
+/** The weights file name of a model component (`model` for transformers' text encoder, else diffusers' name). */
+function weightsBase(component: string): string {
+  return component === 'text_encoder' ? 'model' : 'diffusion_pytorch_model';
+}
+
+/** What a component folder holds besides its weights (an HTTP server cannot list a folder, so this is fixed). */
+function componentFiles(component: string): FetchRequest[] {
+  if (component === 'tokenizer') {
+    return [
+      { rel: 'tokenizer/vocab.json', what: 'the CLIP BPE vocabulary' },
+      { rel: 'tokenizer/merges.txt', what: 'the CLIP BPE merges' },
+      { rel: 'tokenizer/tokenizer_config.json', optional: true },
+      { rel: 'tokenizer/special_tokens_map.json', optional: true },
+    ];
+  }
+  if (component === 'scheduler') return [{ rel: 'scheduler/scheduler_config.json', what: 'the DDPMWuerstchenScheduler config' }];
+  return [{ rel: `${component}/config.json`, what: `the ${component} config` }];
+}
+
+/**
+ * Fetches a diffusers pipeline folder from `baseUrl` into memory (fetch works in browsers and in Node ≥ 18), so
+ * that `fromPretrained(baseUrl)` reads it like a folder on disk. Weights are `<base>[.<variant>].safetensors`, else
+ * its shard index and the shards it names. A failed request names the URL and what was expected.
+ */
+export async function fetchPipelineFolder(baseUrl: string, expected: PipelineClass, opts: WeightsOptions = {}): Promise<FetchedFolder> {
+  const folder = new FetchedFolder(baseUrl);
+  try {
+    await folder.fetch([{ rel: 'model_index.json', what: `the model_index.json of a ${expected} folder` }]);
+    readModelIndex(folder.baseUrl, [expected]);
+    const components = Object.keys(PIPELINE_COMPONENTS[expected]);
+    const models = components.filter((c) => c !== 'tokenizer' && c !== 'scheduler');
+    await folder.fetch(components.flatMap(componentFiles));
+    await Promise.all(models.map((c) => fetchWeights(folder, c, opts.variant)));
+    return folder;
+  } catch (e) {
+    folder.release();
+    throw e;
+  }
+}
+
+async function fetchWeights(folder: FetchedFolder, component: string, variant: string | undefined): Promise<void> {
+  const base = `${component}/${weightsBase(component)}`;
+  const single = variant === undefined ? `${base}.safetensors` : `${base}.${variant}.safetensors`;
+  await folder.fetch([{ rel: single, optional: true }]);
+  if (folder.kind(folder.url(single)) === 'file') return;
+  const index = variant === undefined ? `${base}.safetensors.index.json` : `${base}.safetensors.index.${variant}.json`;
+  await folder.fetch([{ rel: index, what: `the ${component} weights as ${single} or its shard index` }]);
+  const weightMap = readJsonFile(folder.url(index), 'a safetensors shard index').weight_map;
+  const shards = new Set(typeof weightMap === 'object' && weightMap !== null ? Object.values(weightMap) : []);
+  for (const shard of shards) {
+    const why = typeof shard === 'string' ? unsafeRelativeName(shard) : 'is not a string';
+    if (why !== undefined) throw new LoaderError(folder.url(index), `shard name ${JSON.stringify(shard)} ${why}; an index may only name files in its own folder`);
+  }
+  await folder.fetch([...shards].map((shard) => ({ rel: `${component}/${shard as string}`, what: `a shard named by ${index}` })));
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -20,17 +20,7 @@
  * (`prior.<attn>.processor.to_q_lora.down.weight`, `to_out_lora` = `to_out.0`), and per-module
  * `<path>.alpha` scalars.
  */
-import * as fs from 'fs';
-import * as path from 'path';
-import {
-  HostTensor,
-  LoraError,
-  LoraNetwork,
-  LoraTensors,
-  Module,
-  openSafetensors,
-  writeSafetensors,
-} from '@wuerstchen/core';
+import { HostTensor, LoraError, LoraNetwork, LoraTensors, Module, fileStore, joinPath, openSafetensors } from '@wuerstchen/core';
 
 /** diffusers' file name for LoRA weights (`LORA_WEIGHT_NAME_SAFE`). */
 export const LORA_WEIGHT_NAME = 'pytorch_lora_weights.safetensors';
@@ -42,7 +32,11 @@ export const LORA_COMPONENTS: readonly LoraComponent[] = ['prior', 'decoder'];
 
 /** `file`, or `<file>/pytorch_lora_weights.safetensors` for a folder (as `load_lora_weights(folder)`). */
 export function loraFile(file: string): string {
-  return fs.statSync(file, { throwIfNoEntry: false })?.isDirectory() ? path.join(file, LORA_WEIGHT_NAME) : file;
+  return kindOf(file) === 'folder' ? joinPath(file, LORA_WEIGHT_NAME) : file;
+}
+
+function kindOf(name: string): 'file' | 'folder' | undefined {
+  return fileStore(name).kind(name);
 }
 
 function mostCommon(xs: number[]): number {
@@ -62,29 +56,6 @@ export function loraConfigOf(net: LoraNetwork): Record<string, unknown> {
   if (Object.keys(rankPattern).length) config.rank_pattern = rankPattern;
   if (Object.keys(alphaPattern).length) config.alpha_pattern = alphaPattern;
   return config;
-}
-
-function sortedJson(v: Record<string, unknown>): string {
-  return JSON.stringify(
-    Object.fromEntries(
-      Object.keys(v)
-        .sort()
-        .map((k) => [k, v[k]]),
-    ),
-    null,
-    2,
-  );
-}
-
-/**
- * Write `net` (adapters on the `component` network) as diffusers' `save_lora_weights(unet_lora_layers=…)`
- * does for the prior.
- */
-export function saveLoraFile(file: string, net: LoraNetwork, component: LoraComponent): void {
-  const tensors = new Map<string, HostTensor>([...net.stateDict()].map(([k, t]) => [`${component}.${k}`, t]));
-  const config = Object.fromEntries(Object.entries(loraConfigOf(net)).map(([k, v]) => [`${component}.${k}`, v]));
-  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  writeSafetensors(file, tensors, { format: 'pt', [LORA_ADAPTER_METADATA_KEY]: sortedJson(config) });
 }
 
 type Part = 'A' | 'B' | 'alpha';
@@ -148,7 +119,7 @@ export function loraComponents(fileOrDir: string): LoraComponent[] {
 
 function existingLoraFile(fileOrDir: string): string {
   const file = loraFile(fileOrDir);
-  if (!fs.existsSync(file)) throw new LoraError(`${file}: no such LoRA file`);
+  if (kindOf(file) === undefined) throw new LoraError(`${file}: no such LoRA file`);
   return file;
 }
 
@@ -213,7 +184,7 @@ export function loadLoraFile(model: Module, fileOrDir: string, component: LoraCo
 /** `FILE[:scale]` of `--lora` (scale default 1; a FILE that exists as given wins over a split). */
 export function parseLoraSpec(spec: string): { file: string; scale: number } {
   const m = /^(.+):([^:]*)$/.exec(spec);
-  if (m && !fs.existsSync(spec)) {
+  if (m && kindOf(spec) === undefined) {
     const scale = Number(m[2]);
     if (m[2].trim() === '' || !Number.isFinite(scale))
       throw new LoraError(`--lora ${JSON.stringify(spec)}: the scale after ":" must be a number`);

@@ -19,7 +19,7 @@
  * Node major version; other JS engines could in principle differ in the last bit of a float64 intermediate.
  *
  * This does NOT reproduce PyTorch's generator (`torch.Generator` / `torch.randn`, MT19937 on CPU, Philox on CUDA):
- * the same seed gives different numbers than diffusers (spec inference.md §5.5). To replay a PyTorch run, inject
+ * the same seed gives different numbers than diffusers. To replay a PyTorch run, inject
  * its noise tensors instead (the scheduler's `step(..., {noise})`, the pipelines' initial latents).
  */
 import * as tf from '@tensorflow/tfjs';

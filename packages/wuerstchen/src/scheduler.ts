@@ -1,5 +1,5 @@
 /**
- * `DDPMWuerstchenScheduler` (diffusers `schedulers/scheduling_ddpm_wuerstchen.py`; spec inference.md §5.1).
+ * `DDPMWuerstchenScheduler` (diffusers `src/diffusers/schedulers/scheduling_ddpm_wuerstchen.py`).
  *
  * All math is float32, in the reference's operation order:
  *   init  = cos(s/(1+s)·π/2)²
@@ -10,10 +10,8 @@
  * (or `[1]`, or a number) and is broadcast over the remaining axes. Every method returns new tensors and frees its
  * temporaries; inputs are never disposed.
  */
-import * as fs from 'fs';
-import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { JsonTextError, parseStrictJson, readRegularTextFile } from '@wuerstchen/core';
+import { JsonTextError, fileStore, joinPath, parseStrictJson, readTextFile, writeTextFile } from '@wuerstchen/core';
 import { Generator } from './rng';
 
 export const SCHEDULER_CLASS_NAME = 'DDPMWuerstchenScheduler';
@@ -34,7 +32,7 @@ const f32 = Math.fround;
 /**
  * `DEFAULT_STAGE_C_TIMESTEPS = list(np.linspace(1.0, 2/3, 20)) + list(np.linspace(2/3, 0.0, 11))[1:]`
  * (diffusers `pipeline_wuerstchen_prior.py`), as float32 after `torch.Tensor(...)`: 30 values, 29 prior steps.
- * Computed like numpy (float64 `i·step + start`, last element = stop) and rounded to float32; equal to spec §5.1.
+ * Computed like numpy (float64 `i·step + start`, last element = stop) and rounded to float32; equal to the list in pipeline_wuerstchen_prior.py.
  */
 export const DEFAULT_STAGE_C_TIMESTEPS: readonly number[] = Object.freeze(
   [...numpyLinspace(1.0, 2 / 3, 20), ...numpyLinspace(2 / 3, 0.0, 11).slice(1)].map(f32),
@@ -132,12 +130,12 @@ export class DDPMWuerstchenScheduler {
    * `scheduler/` subfolder, or the json file itself, is accepted too).
    */
   static fromPretrained(dir: string): DDPMWuerstchenScheduler {
-    const candidates = dir.endsWith('.json') ? [dir] : [path.join(dir, SCHEDULER_CONFIG_FILE), path.join(dir, 'scheduler', SCHEDULER_CONFIG_FILE)];
-    const file = candidates.find((f) => fs.existsSync(f) && fs.statSync(f).isFile());
+    const candidates = dir.endsWith('.json') ? [dir] : [joinPath(dir, SCHEDULER_CONFIG_FILE), joinPath(dir, 'scheduler', SCHEDULER_CONFIG_FILE)];
+    const file = candidates.find((f) => fileStore(f).kind(f) === 'file');
     if (!file) throw new Error(`${dir}: no ${SCHEDULER_CONFIG_FILE} found (tried ${candidates.join(', ')})`);
     let json: unknown;
     try {
-      json = parseStrictJson(readRegularTextFile(file));
+      json = parseStrictJson(readTextFile(file));
     } catch (e) {
       if (e instanceof JsonTextError) throw new Error(`${file}: not valid JSON (${e.message})`);
       throw e;
@@ -152,9 +150,8 @@ export class DDPMWuerstchenScheduler {
 
   /** Write `<dir>/scheduler_config.json` (creates `dir`). */
   saveConfig(dir: string): string {
-    fs.mkdirSync(dir, { recursive: true });
-    const file = path.join(dir, SCHEDULER_CONFIG_FILE);
-    fs.writeFileSync(file, `${JSON.stringify(this.toConfig(), null, 2)}\n`);
+    const file = joinPath(dir, SCHEDULER_CONFIG_FILE);
+    writeTextFile(file, `${JSON.stringify(this.toConfig(), null, 2)}\n`);
     return file;
   }
 

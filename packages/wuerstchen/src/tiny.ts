@@ -3,10 +3,13 @@
  * data (see models/wuerstchen-tiny/README.md). It is what `wuerstchen generate` and
  * `WuerstchenCombinedPipeline.fromPretrained()` use when no folders are given.
  */
-import * as path from 'path';
+import { joinPath } from '@wuerstchen/core';
 
-/** Folder holding `wuerstchen-prior/` and `wuerstchen/` (diffusers pipeline folders). */
-export const TINY_MODEL_DIR = path.resolve(__dirname, '../models/wuerstchen-tiny');
+/**
+ * Folder holding `wuerstchen-prior/` and `wuerstchen/` (diffusers pipeline folders), next to this package's code.
+ * A browser bundle has no such folder: a page serves it and loads it by URL (`fromUrl`).
+ */
+export const TINY_MODEL_DIR = typeof __dirname === 'string' ? joinPath(__dirname, '../models/wuerstchen-tiny') : 'models/wuerstchen-tiny';
 
 /** Its native geometry and the sampling defaults its model card reports numbers for. */
 export const TINY_MODEL = {
@@ -20,5 +23,5 @@ export const TINY_MODEL = {
 
 /** `<dir>/wuerstchen-prior` and `<dir>/wuerstchen` of a folder that holds both pipelines. */
 export function pipelineFolders(dir: string = TINY_MODEL_DIR): { prior: string; decoder: string } {
-  return { prior: path.join(dir, 'wuerstchen-prior'), decoder: path.join(dir, 'wuerstchen') };
+  return { prior: joinPath(dir, 'wuerstchen-prior'), decoder: joinPath(dir, 'wuerstchen') };
 }

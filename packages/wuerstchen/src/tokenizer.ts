@@ -1,12 +1,10 @@
 /**
- * CLIP byte-level BPE tokenizer (spec §4.2), reproducing the slow transformers `CLIPTokenizer` without ftfy:
+ * CLIP byte-level BPE tokenizer (transformers `tokenization_clip.py`), reproducing the slow transformers `CLIPTokenizer` without ftfy:
  * BasicTokenizer cleaning → CLIP regex → bytes_to_unicode → BPE with `</w>` → vocabulary ids.
  */
-import * as fs from 'fs';
-import * as path from 'path';
-import { JsonTextError, parseStrictJson, readRegularTextFile } from '@wuerstchen/core';
+import { JsonTextError, fileStore, joinPath, parseStrictJson, readTextFile } from '@wuerstchen/core';
 
-/** Special-token strings of a CLIP tokenizer (spec §1.4: pad is `<|endoftext|>` for Würstchen). */
+/** Special-token strings of a CLIP tokenizer (the tokenizer/ folders of warp-ai/wuerstchen(-prior): pad is `<|endoftext|>` for Würstchen). */
 export interface SpecialTokens {
   bos: string;
   eos: string;
@@ -24,7 +22,7 @@ export interface CLIPTokenizerData {
   modelMaxLength: number;
 }
 
-/** Options of {@link CLIPTokenizer.call}; the pipelines use max_length padding to 77 with truncation (§4.2). */
+/** Options of {@link CLIPTokenizer.call}; the pipelines use max_length padding to 77 with truncation (transformers `tokenization_clip.py`). */
 export interface CLIPTokenizerCallOptions {
   /** `'max_length'` pads every row to `maxLength`; `'longest'` to the longest row. Default `'max_length'`. */
   padding?: 'max_length' | 'longest';
@@ -43,7 +41,7 @@ export interface CLIPTokenizerOutput {
   attentionMask: number[][];
 }
 
-/** The slow tokenizer reads merges.txt lines [1, 49152 − 256 − 2 + 1) (§4.2). */
+/** The slow tokenizer reads merges.txt lines [1, 49152 − 256 − 2 + 1) (transformers `tokenization_clip.py`). */
 const MAX_MERGES = 49152 - 256 - 2;
 const DEFAULT_MAX_LENGTH = 77;
 const END_OF_WORD = '</w>';
@@ -51,7 +49,7 @@ const START_OF_TEXT = '<|startoftext|>';
 const END_OF_TEXT = '<|endoftext|>';
 const DEFAULT_SPECIALS: SpecialTokens = { bos: START_OF_TEXT, eos: END_OF_TEXT, unk: END_OF_TEXT, pad: END_OF_TEXT };
 
-/** CLIP pre-tokenizer pattern of the slow tokenizer, with its literal specials; IGNORECASE (§4.2). */
+/** CLIP pre-tokenizer pattern of the slow tokenizer, with its literal specials; IGNORECASE (transformers `tokenization_clip.py`). */
 const CLIP_PATTERN =
   /<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+/giu;
 /**
@@ -67,7 +65,7 @@ const WHITESPACE_CHARS = /[\t\n\r\p{Zs}]/gu;
 const CJK_IDEOGRAPHS =
   /[\u{3400}-\u{4DBF}\u{4E00}-\u{9FFF}\u{F900}-\u{FAFF}\u{20000}-\u{2A6DF}\u{2A700}-\u{2B73F}\u{2B740}-\u{2B81F}\u{2B820}-\u{2CEAF}\u{2F800}-\u{2FA1F}]/gu;
 
-/** GPT-2/CLIP `bytes_to_unicode`: printable bytes map to themselves, the other 68 to U+0100 + n in order (§4.2). */
+/** GPT-2/CLIP `bytes_to_unicode`: printable bytes map to themselves, the other 68 to U+0100 + n in order (transformers `tokenization_clip.py`). */
 function bytesToUnicode(): string[] {
   const table: string[] = new Array(256);
   let next = 256;
@@ -108,7 +106,7 @@ function tokenContent(value: unknown): string | undefined {
 function readJsonObject(file: string): Record<string, unknown> {
   let value: unknown;
   try {
-    value = parseStrictJson(readRegularTextFile(file));
+    value = parseStrictJson(readTextFile(file));
   } catch (e) {
     if (e instanceof JsonTextError) throw new Error(`CLIPTokenizer: ${file} is not valid JSON (${e.message})`);
     throw e;
@@ -117,9 +115,15 @@ function readJsonObject(file: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
+const UTF8 = new TextEncoder();
+
+function exists(name: string): boolean {
+  return fileStore(name).kind(name) !== undefined;
+}
+
 /** Reads a JSON object file, or returns `{}` if it does not exist. */
 function readOptionalJson(file: string): Record<string, unknown> {
-  return fs.existsSync(file) ? readJsonObject(file) : {};
+  return exists(file) ? readJsonObject(file) : {};
 }
 
 /** Parses a merge rule given as `"a b"` or `["a", "b"]` (tokenizer.json uses both forms). */
@@ -130,20 +134,20 @@ function parseMerge(rule: string | string[]): [string, string] | undefined {
 
 /** Merge pairs of a merges.txt: the header line is skipped, as the slow tokenizer does. */
 function readMergesTxt(file: string): Array<[string, string]> {
-  const lines = readRegularTextFile(file).trim().split('\n').slice(1);
+  const lines = readTextFile(file).trim().split('\n').slice(1);
   return lines.map(parseMerge).filter((m): m is [string, string] => m !== undefined);
 }
 
 /** vocab + merges from vocab.json/merges.txt, else from tokenizer.json; throws naming the folder otherwise. */
 function readVocabAndMerges(dir: string): Pick<CLIPTokenizerData, 'vocab' | 'merges'> {
-  const vocabFile = path.join(dir, 'vocab.json');
-  const mergesFile = path.join(dir, 'merges.txt');
-  if (fs.existsSync(vocabFile) && fs.existsSync(mergesFile)) {
+  const vocabFile = joinPath(dir, 'vocab.json');
+  const mergesFile = joinPath(dir, 'merges.txt');
+  if (exists(vocabFile) && exists(mergesFile)) {
     const vocab = new Map(Object.entries(readJsonObject(vocabFile) as Record<string, number>));
     return { vocab, merges: readMergesTxt(mergesFile) };
   }
-  const tokenizerFile = path.join(dir, 'tokenizer.json');
-  if (fs.existsSync(tokenizerFile)) return readTokenizerJson(tokenizerFile);
+  const tokenizerFile = joinPath(dir, 'tokenizer.json');
+  if (exists(tokenizerFile)) return readTokenizerJson(tokenizerFile);
   throw new Error(
     `CLIPTokenizer: no vocabulary in ${dir}: expected vocab.json and merges.txt, or tokenizer.json ` +
       `(plus optional tokenizer_config.json and special_tokens_map.json)`,
@@ -165,8 +169,8 @@ function readTokenizerJson(file: string): Pick<CLIPTokenizerData, 'vocab' | 'mer
 
 /** Special tokens and model_max_length: special_tokens_map.json overrides tokenizer_config.json (as transformers). */
 function readConfig(dir: string): Pick<CLIPTokenizerData, 'specialTokens' | 'modelMaxLength'> {
-  const config = readOptionalJson(path.join(dir, 'tokenizer_config.json'));
-  const merged = { ...config, ...readOptionalJson(path.join(dir, 'special_tokens_map.json')) };
+  const config = readOptionalJson(joinPath(dir, 'tokenizer_config.json'));
+  const merged = { ...config, ...readOptionalJson(joinPath(dir, 'special_tokens_map.json')) };
   const pick = (key: string, fallback: string): string => tokenContent(merged[key]) ?? fallback;
   const specialTokens: SpecialTokens = {
     bos: pick('bos_token', DEFAULT_SPECIALS.bos),
@@ -179,7 +183,7 @@ function readConfig(dir: string): Pick<CLIPTokenizerData, 'specialTokens' | 'mod
   return { specialTokens, modelMaxLength };
 }
 
-/** CLIP tokenizer matching transformers' slow `CLIPTokenizer` (without ftfy) exactly (spec §4.2). */
+/** CLIP tokenizer matching transformers' slow `CLIPTokenizer` (without ftfy) exactly (transformers `tokenization_clip.py`). */
 export class CLIPTokenizer {
   readonly bosTokenId: number;
   readonly eosTokenId: number;
@@ -220,7 +224,7 @@ export class CLIPTokenizer {
 
   /** Loads vocab.json + merges.txt (or tokenizer.json), tokenizer_config.json and special_tokens_map.json. */
   static fromPretrained(dir: string): CLIPTokenizer {
-    if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
+    if (fileStore(dir).kind(dir) !== 'folder') {
       throw new Error(`CLIPTokenizer: tokenizer folder ${dir} does not exist (expected vocab.json + merges.txt)`);
     }
     return new CLIPTokenizer({ ...readVocabAndMerges(dir), ...readConfig(dir) });
@@ -248,7 +252,7 @@ export class CLIPTokenizer {
     return this.tokenize(text).map((token) => this.vocab.get(token) ?? this.unkTokenId);
   }
 
-  /** `tokenizer(texts, padding, max_length, truncation)`: BOS + ids + EOS, right-padded, with the mask (§4.2). */
+  /** `tokenizer(texts, padding, max_length, truncation)`: BOS + ids + EOS, right-padded, with the mask (transformers `tokenization_clip.py`). */
   call(texts: string | string[], options: CLIPTokenizerCallOptions = {}): CLIPTokenizerOutput {
     const maxLength = options.maxLength ?? this.modelMaxLength;
     const truncation = options.truncation ?? true;
@@ -270,7 +274,7 @@ export class CLIPTokenizer {
     const specials = new Set([this.bosTokenId, this.eosTokenId, this.padTokenId, this.unkTokenId]);
     const kept = options.skipSpecialTokens ? ids.filter((id) => !specials.has(id)) : ids;
     const bytes = [...kept.map((id) => this.idToTokenOrThrow(id)).join('')].map((ch) => this.byteOf(ch));
-    return Buffer.from(bytes).toString('utf8').replaceAll(END_OF_WORD, ' ').trim();
+    return new TextDecoder().decode(Uint8Array.from(bytes)).replaceAll(END_OF_WORD, ' ').trim();
   }
 
   /** Inverse bytes_to_unicode of one symbol character. */
@@ -304,7 +308,7 @@ export class CLIPTokenizer {
   /** UTF-8 bytes of `piece` mapped through bytes_to_unicode. */
   private byteEncode(piece: string): string {
     let out = '';
-    for (const b of Buffer.from(piece, 'utf8')) out += this.byteEncoder[b];
+    for (const b of UTF8.encode(piece)) out += this.byteEncoder[b];
     return out;
   }
 

@@ -39,7 +39,7 @@ export interface AttentionOptions {
 }
 
 /**
- * diffusers `Attention` with `AttnProcessor` (spec §2.6): parameters `to_q`, `to_k`, `to_v`,
+ * diffusers `Attention` with `AttnProcessor` (src/diffusers/models/attention_processor.py): parameters `to_q`, `to_k`, `to_v`,
  * `to_out.0`; scale = dim_head^-0.5. Takes token sequences `[B, L, C]`.
  */
 export class Attention extends Module {

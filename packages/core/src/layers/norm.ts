@@ -14,7 +14,7 @@ export function layerNormLastAxis(x: tf.Tensor, eps: number): tf.Tensor {
 
 /**
  * `nn.LayerNorm(dim, eps, elementwise_affine)` over the last axis. On NHWC tensors this is
- * also Würstchen's channel-wise `WuerstchenLayerNorm` (spec inference.md §2.1).
+ * also Würstchen's channel-wise `WuerstchenLayerNorm` (diffusers modeling_wuerstchen_common.py).
  */
 export class LayerNorm extends Module {
   readonly weight: Parameter | null;
@@ -85,7 +85,7 @@ export class BatchNorm2d extends Module {
 }
 
 /**
- * ConvNeXt-V2 GlobalResponseNorm on channels-last input (spec §2.2):
+ * ConvNeXt-V2 GlobalResponseNorm on channels-last input (diffusers modeling_wuerstchen_common.py):
  * G = ‖x‖₂ over (H, W); N = G / (mean_C G + 1e-6); y = γ·(x·N) + β + x. gamma/beta are `[1,1,1,C]`.
  */
 /**

@@ -49,7 +49,8 @@ export function antialiasWeights(nIn: number, nOut: number, scale: number, kerne
 
 /**
  * The `[nOut, nIn]` weight matrix of PyTorch's antialiased bicubic resize with
- * align_corners=True along one axis (spec inference.md §2.10, golden README "Bicubic antialias").
+ * align_corners=True along one axis (PyTorch aten/src/ATen/native/cpu/UpSampleKernel.cpp, golden README
+ * "Bicubic antialias").
  */
 export function bicubicAAWeights(nIn: number, nOut: number): Float32Array {
   const { start, size, w, maxSize } = antialiasWeights(nIn, nOut, nOut > 1 ? (nIn - 1) / (nOut - 1) : 0, cubic, 2);

@@ -141,7 +141,7 @@ registerCaseRunner('loader_prior_sharded', (ctx) => {
 // ---------------------------------------------------------------------------------------------------------------
 // real_checkpoint_keys
 
-/** `prior/config.json` of warp-ai/wuerstchen-prior (spec §1.3; the class defaults differ). */
+/** `prior/config.json` of warp-ai/wuerstchen-prior (its values, which differ from the class defaults). */
 export const REAL_PRIOR_CONFIG: Partial<WuerstchenPriorConfig> = { c_in: 16, c: 1536, c_cond: 1280, c_r: 64, depth: 32, nhead: 24 };
 
 interface KeyEntry {

@@ -1,5 +1,6 @@
 /**
- * Runners for the semantic-compressor cases (golden README "Cases"; spec training.md §5):
+ * Runners for the semantic-compressor cases (golden README "Cases"; diffusers
+ * examples/research_projects/wuerstchen/text_to_image/modeling_efficient_net_encoder.py):
  * `effnet_reduced` (numbers, every backbone stage) and `effnet_v2_s_keys` (key names, shapes and
  * dtypes of the full-size module, built without allocating its weights).
  */

@@ -1,6 +1,6 @@
 /**
  * Runner for the `DDPMWuerstchenScheduler` cases (`scheduler_ddpm_wuerstchen`, `..._scaler`, `..._scaler2`; golden
- * README "Cases"; spec inference.md §5.1).
+ * README "Cases"; diffusers src/diffusers/schedulers/scheduling_ddpm_wuerstchen.py).
  *
  * `case.json` → `schedules` lists the step chains (`prefix`, `schedule`, `num_steps`). For each chain the case's own
  * timestep tensor is fed (`setTimesteps({timesteps})`), and every step k runs on the case's `sample[k]`,

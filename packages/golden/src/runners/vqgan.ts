@@ -1,4 +1,4 @@
-/** Runner for the Stage A case `vqgan_tiny` (golden README "Cases"; spec inference.md §2.11). */
+/** Runner for the Stage A case `vqgan_tiny` (golden README "Cases"; diffusers src/diffusers/pipelines/wuerstchen/modeling_paella_vq_model.py). */
 import * as tf from '@tensorflow/tfjs';
 import { toNCHW, toNHWC } from '@wuerstchen/core';
 import { PaellaVQConfig, PaellaVQModel } from 'wuerstchen';

@@ -7,7 +7,7 @@
 import { PNG } from 'pngjs';
 import * as jpeg from 'jpeg-js';
 import { AAWeights, antialiasWeights } from '@wuerstchen/core';
-import { Generator } from 'wuerstchen';
+import { Generator, IMAGENET_MEAN, IMAGENET_STD } from 'wuerstchen';
 
 /** Float32 RGB image, row-major HWC, values in [0, 1]. */
 export interface RGBImage {
@@ -15,9 +15,6 @@ export interface RGBImage {
   height: number;
   data: Float32Array;
 }
-
-export const IMAGENET_MEAN: [number, number, number] = [0.485, 0.456, 0.406];
-export const IMAGENET_STD: [number, number, number] = [0.229, 0.224, 0.225];
 
 export class ImageDecodeError extends Error {
   constructor(message: string) {
@@ -231,24 +228,6 @@ export function normalize(img: RGBImage, mean = IMAGENET_MEAN, std = IMAGENET_ST
     for (let c = 0; c < 3; c++) out[i + c] = (img.data[i + c] - mean[c]) / std[c];
   }
   return { width: img.width, height: img.height, data: out };
-}
-
-/** Tile equally sized images into a grid (rows × cols, row-major), with a `pad`-pixel white border. */
-export function makeGrid(rows: RGBImage[][], pad = 2): RGBImage {
-  const cellW = Math.max(...rows.flat().map((i) => i.width));
-  const cellH = Math.max(...rows.flat().map((i) => i.height));
-  const cols = Math.max(...rows.map((r) => r.length));
-  const W = cols * cellW + (cols + 1) * pad;
-  const H = rows.length * cellH + (rows.length + 1) * pad;
-  const data = new Float32Array(W * H * 3).fill(1);
-  rows.forEach((row, r) =>
-    row.forEach((img, c) => {
-      const x0 = pad + c * (cellW + pad);
-      const y0 = pad + r * (cellH + pad);
-      for (let y = 0; y < img.height; y++) data.set(img.data.subarray(y * img.width * 3, (y + 1) * img.width * 3), ((y0 + y) * W + x0) * 3);
-    }),
-  );
-  return { width: W, height: H, data };
 }
 
 /** Nearest-neighbour upscale by an integer factor (for showing small latents). */

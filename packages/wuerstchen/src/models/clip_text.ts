@@ -1,6 +1,6 @@
 /**
  * CLIP text encoder: transformers `CLIPTextModel` (`modeling_clip.py`, `CLIPTextTransformer`;
- * spec inference.md §1.4, §3.4, §4.1). The prior uses CLIP ViT-bigG-14's text tower, the decoder
+ * transformers src/transformers/models/clip/modeling_clip.py). The prior uses CLIP ViT-bigG-14's text tower, the decoder
  * CLIP ViT-H-14's; both are stored as `text_encoder/{config.json, model.safetensors}`.
  *
  * Keys (state_dict order, as transformers writes them):
@@ -9,8 +9,6 @@
  * `…mlp.fc{1,2}.*`, `…layer_norm2.*`, `text_model.final_layer_norm.*`.
  * Some files also carry the int64 buffer `text_model.embeddings.position_ids`; it is ignored.
  */
-import * as fs from 'fs';
-import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import {
   Embedding,
@@ -22,6 +20,8 @@ import {
   ModuleList,
   TensorSource,
   activation,
+  fileStore,
+  joinPath,
   multiHeadAttention,
   openCheckpoint,
 } from '@wuerstchen/core';
@@ -61,7 +61,7 @@ export const CLIP_TEXT_DEFAULTS: CLIPTextConfig = {
   bos_token_id: 49406,
 };
 
-/** Prior text encoder (laion CLIP-ViT-bigG-14), spec §1.4; eos/pad/bos are the checkpoint's stale legacy values. */
+/** Prior text encoder (laion CLIP-ViT-bigG-14, the text_encoder/config.json of warp-ai/wuerstchen-prior); eos/pad/bos are the checkpoint's stale legacy values. */
 export const CLIP_TEXT_BIGG: CLIPTextConfig = {
   ...CLIP_TEXT_DEFAULTS,
   hidden_size: 1280,
@@ -75,7 +75,7 @@ export const CLIP_TEXT_BIGG: CLIPTextConfig = {
   bos_token_id: 0,
 };
 
-/** Decoder text encoder (laion CLIP-ViT-H-14), spec §1.4. */
+/** Decoder text encoder (laion CLIP-ViT-H-14, the text_encoder/config.json of warp-ai/wuerstchen). */
 export const CLIP_TEXT_H: CLIPTextConfig = {
   ...CLIP_TEXT_BIGG,
   hidden_size: 1024,
@@ -271,8 +271,8 @@ export class CLIPTextModel extends Module {
 
   /** Build from a `text_encoder/` folder: `config.json` + `model.safetensors` (or its shards / a variant). */
   static fromPretrained(dir: string, opts: { variant?: string; allowNonFinite?: boolean } = {}): CLIPTextModel {
-    const configFile = path.join(dir, 'config.json');
-    if (!fs.existsSync(configFile)) throw new Error(`${dir}: no config.json (expected a transformers CLIPTextModel folder)`);
+    const configFile = joinPath(dir, 'config.json');
+    if (fileStore(configFile).kind(configFile) === undefined) throw new Error(`${dir}: no config.json (expected a transformers CLIPTextModel folder)`);
     const json = readConfigJson(configFile);
     const config = parseCLIPTextConfig(json, configFile);
     const ckpt = openCheckpoint(dir, { base: 'model', variant: opts.variant });
@@ -352,7 +352,7 @@ export class CLIPTextModel extends Module {
     });
   }
 
-  /** EOS position of each row (spec §4.1): argmax(ids) when eos_token_id == 2 (legacy), else first id == eos_token_id (0 if none). */
+  /** EOS position of each row (`CLIPTextTransformer.forward`, modeling_clip.py): argmax(ids) when eos_token_id == 2 (legacy), else first id == eos_token_id (0 if none). */
   eosPositions(inputIds: tf.Tensor): tf.Tensor1D {
     return tf.tidy(() => {
       const eos = this.config.eos_token_id;

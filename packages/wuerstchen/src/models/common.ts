@@ -1,14 +1,14 @@
 /**
  * Blocks shared by the Stage C prior and the Stage B decoder (diffusers
- * `modeling_wuerstchen_common.py`; spec inference.md §2.1–2.7). Activations are NHWC.
+ * src/diffusers/pipelines/wuerstchen/modeling_wuerstchen_common.py). Activations are NHWC.
  */
 import * as tf from '@tensorflow/tfjs';
 import { Attention, ChannelLayerNorm, Conv2d, Dropout, GELU, GlobalResponseNorm, Linear, Module, Sequential, SiLU } from '@wuerstchen/core';
 
-/** Channel LayerNorm of an NHWC image tensor, no affine, eps 1e-6 (§2.1). */
+/** Channel LayerNorm of an NHWC image tensor, no affine, eps 1e-6 (`WuerstchenLayerNorm`). */
 export class WuerstchenLayerNorm extends ChannelLayerNorm {}
 
-/** `x·(1 + a) + b` with `a, b = chunk(mapper(t), 2)` (§2.3). */
+/** `x·(1 + a) + b` with `a, b = chunk(mapper(t), 2)` (`TimestepBlock`). */
 export class TimestepBlock extends Module {
   readonly mapper: Linear;
   constructor(readonly c: number, cR: number) {
@@ -32,7 +32,7 @@ function channelwiseMlp(cIn: number, c: number, dropout: number): Sequential {
 }
 
 /**
- * Prior ResBlock (§2.4): the skip is concatenated BEFORE the grouped depthwise conv
+ * Prior `ResBlock`: the skip is concatenated BEFORE the grouped depthwise conv
  * `Conv2d(c + c_skip → c, groups=c)`, then LN_C, then the channel-wise MLP; residual add.
  */
 export class ResBlock extends Module {
@@ -54,7 +54,7 @@ export class ResBlock extends Module {
 }
 
 /**
- * Decoder ResBlockStageB (§2.5): depthwise conv → LN_C, THEN concatenate the skip, then the
+ * Decoder `ResBlockStageB` (modeling_wuerstchen_diffnext.py): depthwise conv → LN_C, THEN concatenate the skip, then the
  * channel-wise MLP from c + c_skip; residual add.
  */
 export class ResBlockStageB extends Module {
@@ -76,7 +76,7 @@ export class ResBlockStageB extends Module {
 }
 
 /**
- * AttnBlock (§2.6): kv = Linear(SiLU(cond)); with self_attn the normed image tokens come first
+ * `AttnBlock`: kv = Linear(SiLU(cond)); with self_attn the normed image tokens come first
  * in the key/value sequence; y = x + Attention(LN_C(x) tokens, kv).
  */
 export class AttnBlock extends Module {
@@ -102,7 +102,7 @@ export class AttnBlock extends Module {
 }
 
 /**
- * Sinusoidal embedding of the noise ratio r ∈ [0, 1] (§2.7): sin then cos of r·10000·f_k with
+ * Sinusoidal embedding of the noise ratio r ∈ [0, 1] (the models' `gen_r_embedding`): sin then cos of r·10000·f_k with
  * f_k = exp(−k·ln(10000)/(half − 1)) computed in float32; odd widths get one zero column.
  */
 export function genREmbedding(r: tf.Tensor, cR: number, maxPositions = 10000): tf.Tensor2D {

@@ -11,7 +11,7 @@ import {
   TensorSource,
   parseStrictJson,
   quoteValue,
-  readRegularTextFile,
+  readTextFile,
 } from '@wuerstchen/core';
 
 /** A config field of the wrong type, out of range, or inconsistent with another; names the file and the field. */
@@ -87,7 +87,7 @@ export interface ConfigSchema<T extends object> {
 export function readConfigJson(file: string): Record<string, unknown> {
   let value: unknown;
   try {
-    value = parseStrictJson(readRegularTextFile(file));
+    value = parseStrictJson(readTextFile(file));
   } catch (e: unknown) {
     if (e instanceof NotRegularFileError) throw new ConfigError(file, undefined, e.detail);
     if (e instanceof JsonTextError) throw new ConfigError(file, undefined, `is not valid JSON (${e.message})`);

@@ -1,6 +1,6 @@
 /**
- * Stage B: `WuerstchenDiffNeXt` (diffusers `modeling_wuerstchen_diffnext.py`; spec
- * inference.md §2.9). A 4-level U-Net of ResBlockStageB / TimestepBlock / AttnBlock that
+ * Stage B: `WuerstchenDiffNeXt` (diffusers
+ * src/diffusers/pipelines/wuerstchen/modeling_wuerstchen_diffnext.py). A 4-level U-Net of ResBlockStageB / TimestepBlock / AttnBlock that
  * denoises Stage A latents conditioned on the Stage C embedding (injected per level through the
  * antialiased bicubic resize and 1×1 mappers) and CLIP-H text.
  */
@@ -21,7 +21,7 @@ import { AttnBlock, ResBlockStageB, TimestepBlock, WuerstchenLayerNorm, genREmbe
 import { ConfigSchema, convCount, linearCount, parseConfig } from './config_schema';
 import { Trace } from './trace';
 
-/** `decoder/config.json` fields; the defaults are the published checkpoint's (§1.3). */
+/** `decoder/config.json` fields; the defaults are the published checkpoint's (warp-ai/wuerstchen). */
 export interface WuerstchenDiffNeXtConfig {
   c_in: number;
   c_out: number;
@@ -197,7 +197,7 @@ export class WuerstchenDiffNeXt extends Module {
 
   /**
    * The latent side must be a multiple of patch_size·2^(levels−1) (16 for the published config)
-   * so that the unshuffle, the stride-2 convs and the skip concatenations line up (§2.9).
+   * so that the unshuffle, the stride-2 convs and the skip concatenations line up.
    */
   get sizeMultiple(): number {
     return this.config.patch_size * 2 ** (this.config.c_hidden.length - 1);

@@ -1,6 +1,6 @@
 /**
  * The semantic compressor: `EfficientNetEncoder` (diffusers research example
- * `modeling_efficient_net_encoder.py`; spec training.md §5). backbone = torchvision
+ * examples/research_projects/wuerstchen/text_to_image/modeling_efficient_net_encoder.py). backbone = torchvision
  * `efficientnet_v2_s().features`, mapper = Conv1×1(c_cond → c_latent, no bias) + BatchNorm2d.
  * Activations are NHWC.
  */
@@ -122,7 +122,7 @@ abstract class InvertedResidual extends Module {
 }
 
 /**
- * torchvision `FusedMBConv` (spec training.md §5.1): expanded ≠ in: [Conv k×k stride s +BN+SiLU,
+ * torchvision `FusedMBConv` (torchvision/models/efficientnet.py): expanded ≠ in: [Conv k×k stride s +BN+SiLU,
  * Conv1×1 project +BN]; else a single Conv k×k stride s +BN+SiLU.
  */
 export class FusedMBConv extends InvertedResidual {
@@ -142,7 +142,7 @@ export class FusedMBConv extends InvertedResidual {
 }
 
 /**
- * torchvision `MBConv` (spec training.md §5.1): [Conv1×1 expand +BN+SiLU] (if expanded ≠ in),
+ * torchvision `MBConv` (torchvision/models/efficientnet.py): [Conv1×1 expand +BN+SiLU] (if expanded ≠ in),
  * depthwise Conv k×k stride s +BN+SiLU, SqueezeExcitation(expanded, max(1, in/4)), Conv1×1 project +BN.
  */
 export class MBConv extends InvertedResidual {
@@ -202,6 +202,10 @@ export interface EfficientNetEncoderConfig {
   stochastic_depth_prob?: number;
 }
 
+/** ImageNet statistics of the compressor's input normalisation (torchvision's EfficientNetV2 weights). */
+export const IMAGENET_MEAN: readonly [number, number, number] = [0.485, 0.456, 0.406];
+export const IMAGENET_STD: readonly [number, number, number] = [0.229, 0.224, 0.225];
+
 export const EFFNET_ENCODER_DEFAULTS: EfficientNetEncoderConfig = { c_latent: 16, c_cond: 1280, effnet: 'efficientnet_v2_s' };
 
 export class EfficientNetEncoder extends Module {
@@ -247,7 +251,7 @@ export class EfficientNetEncoder extends Module {
 }
 
 /**
- * The Stage C (prior) latent of an effnet map: `(e + 1) / 42` (spec training.md §5.2, G2; dome272
+ * The Stage C (prior) latent of an effnet map: `(e + 1) / 42` (dome272/Wuerstchen train_stage_C.py; dome272
  * applies it inside the encoder). Stage B takes the raw map; the prior pipeline undoes this
  * with `latents·42 − 1`.
  */

@@ -1,6 +1,6 @@
 /**
- * Stage A: `PaellaVQModel` (diffusers `modeling_paella_vq_model.py`; spec inference.md §2.11,
- * keys §3.3). A VQGAN with a 4× spatial compression: image `[B, H, W, 3]` ↔ latents
+ * Stage A: `PaellaVQModel` (diffusers src/diffusers/pipelines/wuerstchen/modeling_paella_vq_model.py).
+ * A VQGAN with a 4× spatial compression: image `[B, H, W, 3]` ↔ latents
  * `[B, H/4, W/4, 4]`. Activations are NHWC.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -23,7 +23,7 @@ import {
 } from '@wuerstchen/core';
 import { ConfigSchema, convCount, linearCount, parseConfig } from './config_schema';
 
-/** `vqgan/config.json` fields (class defaults = the published checkpoint, §1.3). */
+/** `vqgan/config.json` fields (class defaults = the published checkpoint, warp-ai/wuerstchen). */
 export interface PaellaVQConfig {
   in_channels: number;
   out_channels: number;
@@ -111,7 +111,7 @@ export class ReplicationPad2d extends Module {
 }
 
 /**
- * MixingResidualBlock(C, E) (§2.11), with `gammas` g0..g5:
+ * `MixingResidualBlock(C, E)`, with `gammas` g0..g5:
  * `x += depthwise(LN(x)·(1+g0) + g1)·g2; x += channelwise(LN(x)·(1+g3) + g4)·g5`.
  * depthwise = ReplicationPad2d(1) → Conv2d(C, C, 3, groups=C); channelwise = Linear(C→E) → GELU → Linear(E→C).
  */
@@ -175,7 +175,7 @@ export interface VQLossOutput extends VQOutput {
 }
 
 /**
- * diffusers `VectorQuantizer(n_e, vq_embed_dim, beta=0.25, legacy=False)` (§2.11):
+ * diffusers `VectorQuantizer(n_e, vq_embed_dim, beta=0.25, legacy=False)` (src/diffusers/models/autoencoders/vae.py):
  * nearest codebook row by euclidean distance, straight-through estimator.
  */
 export class VectorQuantizer extends Module {

@@ -1,5 +1,5 @@
 /**
- * Stage C: `WuerstchenPrior` (diffusers `modeling_wuerstchen_prior.py`; spec inference.md §2.8).
+ * Stage C: `WuerstchenPrior` (diffusers src/diffusers/pipelines/wuerstchen/modeling_wuerstchen_prior.py).
  * Maps a noisy 16-channel semantic latent, the noise ratio r and CLIP-bigG text embeddings to
  * the predicted noise.
  */

@@ -1,8 +1,8 @@
 /**
- * `WuerstchenCombinedPipeline` (diffusers `pipeline_wuerstchen_combined.py`; spec §5.4): text →
+ * `WuerstchenCombinedPipeline` (diffusers `pipeline_wuerstchen_combined.py`): text →
  * prior → decoder → image, with the combined pipeline's defaults (512², prior guidance 4, 60
  * prior steps, 12 decoder steps, no decoder guidance). One generator (or seed) draws all noise in
- * the order of spec §5.5, so a seed reproduces the same image.
+ * the order diffusers draws them, so a seed reproduces the same image.
  *
  * Memory: the networks are loaded and freed stage by stage — CLIP-bigG, then the prior, then
  * CLIP-H, then the decoder, then the VQGAN — so only one of them is in memory at a time
@@ -10,6 +10,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { LoraNetwork } from '@wuerstchen/core';
+import { fetchPipelineFolder } from '../loader';
 import { Generator } from '../rng';
 import { DecoderGeometry, DecoderOutput, OutputType, WuerstchenDecoderPipeline, decoderLatentSide } from './decoder';
 import { WuerstchenPriorPipeline, priorLatentSide } from './prior';
@@ -126,6 +127,26 @@ export class WuerstchenCombinedPipeline extends Callable<[string | string[], Com
     const prior = WuerstchenPriorPipeline.fromPretrained(both.prior, opts);
     const decoder = WuerstchenDecoderPipeline.fromPretrained(both.decoder, opts);
     return new WuerstchenCombinedPipeline(prior, decoder);
+  }
+
+  /**
+   * Fetches a folder holding `wuerstchen-prior/` and `wuerstchen/` from `baseUrl` (in a browser, or in Node ≥ 18)
+   * and loads it as {@link fromPretrained} does, with the same checks. A relative URL is taken relative to the page.
+   * The fetched files stay in memory: with offloading, the networks are read from them again for each image.
+   */
+  static async fromUrl(baseUrl: string, opts: PipelineLoadOptions = {}): Promise<WuerstchenCombinedPipeline> {
+    const both = pipelineFolders(baseUrl);
+    const [prior, decoder] = await Promise.all([
+      fetchPipelineFolder(both.prior, 'WuerstchenPriorPipeline', opts),
+      fetchPipelineFolder(both.decoder, 'WuerstchenDecoderPipeline', opts),
+    ]);
+    try {
+      return WuerstchenCombinedPipeline.fromPretrained(prior.baseUrl, decoder.baseUrl, opts);
+    } catch (e) {
+      prior.release();
+      decoder.release();
+      throw e;
+    }
   }
 
   /** Image sides this pair of pipelines produces exactly. */

@@ -1,19 +1,18 @@
 /**
- * `WuerstchenDecoderPipeline` (diffusers `pipeline_wuerstchen.py`; spec inference.md §5.3):
+ * `WuerstchenDecoderPipeline` (diffusers `pipeline_wuerstchen.py`):
  * image embeddings + prompt → CLIP-H `last_hidden_state` → Stage B sampling (classifier-free
  * guidance with zero effnet for the unconditional half) → Stage A (VQGAN) decode → image.
  *
  * Tensors are NHWC: embeddings `[E, h, w, 16]`, latents `[N, int(h·10.67), int(w·10.67), 4]`,
  * images `[N, 4·H', 4·W', 3]` in [0, 1].
  */
-import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { LoraNetwork } from '@wuerstchen/core';
+import { LoraNetwork, joinPath } from '@wuerstchen/core';
 import { ModelHandle, indexNumber, prepareModel, readModelIndex } from '../loader';
 import { LoraStack, loadLoraFile } from '../lora';
 import { EffnetCache, WuerstchenDiffNeXt, WuerstchenDiffNeXtConfig } from '../models/diffnext';
 import { PaellaVQConfig, PaellaVQModel } from '../models/paella_vq';
-import { tensorToPng } from './png';
+import { tensorToPng } from './images';
 import { StageProgress } from './progress';
 import {
   PipelineArgumentError,
@@ -61,7 +60,7 @@ export interface DecoderOutput {
   png?: Buffer[];
 }
 
-/** Decoder defaults of diffusers' `__call__` (spec §5.3): 12 steps, no guidance. */
+/** Decoder defaults of diffusers' `__call__`: 12 steps, no guidance. */
 export const DECODER_CALL_DEFAULTS = { numInferenceSteps: 12, guidanceScale: 0.0, numImagesPerPrompt: 1, outputType: 'tensor' as OutputType };
 
 /** Geometry of the decoder: which embedding / image sizes it can take. */
@@ -138,8 +137,8 @@ export class WuerstchenDecoderPipeline extends TextConditionedPipeline<[tf.Tenso
    */
   static fromPretrained(dir: string, opts: PipelineLoadOptions = {}): WuerstchenDecoderPipeline {
     const index = readModelIndex(dir, ['WuerstchenDecoderPipeline']);
-    const decoder = prepareModel(path.join(dir, 'decoder'), 'WuerstchenDiffNeXt', opts);
-    const vqgan = prepareModel(path.join(dir, 'vqgan'), 'PaellaVQModel', opts);
+    const decoder = prepareModel(joinPath(dir, 'decoder'), 'WuerstchenDiffNeXt', opts);
+    const vqgan = prepareModel(joinPath(dir, 'vqgan'), 'PaellaVQModel', opts);
     const text = prepareTextComponents(dir, opts, { width: decoder.config.clip_embd, name: "the decoder's clip_embd", configFile: decoder.configFile });
     if (vqgan.config.latent_channels !== decoder.config.c_out) {
       throw new PipelineArgumentError(`${vqgan.configFile}: latent_channels ${vqgan.config.latent_channels} does not match the decoder's c_out ${decoder.config.c_out} (${decoder.configFile})`);

@@ -1,13 +1,12 @@
 /**
- * `WuerstchenPriorPipeline` (diffusers `pipeline_wuerstchen_prior.py`; spec inference.md §5.2):
+ * `WuerstchenPriorPipeline` (diffusers `pipeline_wuerstchen_prior.py`):
  * prompt → CLIP-bigG `last_hidden_state` → Stage C sampling with classifier-free guidance →
  * image embeddings `x·42 − 1` for the decoder.
  *
  * Tensors are NHWC: the image embeddings are `[B·n, ceil(H/42.67), ceil(W/42.67), 16]`.
  */
-import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { LoraNetwork } from '@wuerstchen/core';
+import { LoraNetwork, joinPath } from '@wuerstchen/core';
 import { ModelHandle, indexNumber, prepareModel, readModelIndex } from '../loader';
 import { WuerstchenPrior } from '../models/prior';
 import { LoraStack, loadLoraFile } from '../lora';
@@ -48,7 +47,7 @@ export interface PriorOutput {
   imageEmbeddings: tf.Tensor4D;
 }
 
-/** Prior defaults of diffusers' `__call__` (spec §5.2). */
+/** Prior defaults of diffusers' `__call__`. */
 export const PRIOR_CALL_DEFAULTS = { width: 1024, height: 1024, numInferenceSteps: 60, guidanceScale: 8.0, numImagesPerPrompt: 1 };
 
 /** Latent side of an image side: `ceil(side / resolution_multiple)` (Python float division). */
@@ -84,7 +83,7 @@ export class WuerstchenPriorPipeline extends TextConditionedPipeline<[string | s
    */
   static fromPretrained(dir: string, opts: PipelineLoadOptions = {}): WuerstchenPriorPipeline {
     const index = readModelIndex(dir, ['WuerstchenPriorPipeline']);
-    const prior = prepareModel(path.join(dir, 'prior'), 'WuerstchenPrior', opts);
+    const prior = prepareModel(joinPath(dir, 'prior'), 'WuerstchenPrior', opts);
     const text = prepareTextComponents(dir, opts, { width: prior.config.c_cond, name: "the prior's c_cond", configFile: prior.configFile });
     return new WuerstchenPriorPipeline({
       ...text,

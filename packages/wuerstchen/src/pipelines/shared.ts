@@ -1,6 +1,6 @@
 /** Pieces shared by the prior and decoder pipelines: loading, options, text encoding, CFG, noise, the sampling loop. */
-import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
+import { joinPath } from '@wuerstchen/core';
 import { ModelHandle, WeightsOptions, loadTokenizer, prepareModel, readSchedulerConfig } from '../loader';
 import { CLIPTextModel } from '../models/clip_text';
 import { Trace } from '../models/trace';
@@ -39,7 +39,7 @@ export interface SamplingOptions {
   numImagesPerPrompt?: number;
   /** Seed for a fresh Generator (ignored when `generator` is given). */
   seed?: number;
-  /** Draws the initial latents and the per-step noise, in the order of spec §5.5. */
+  /** Draws the initial latents and the per-step noise, in the order diffusers draws them. */
   generator?: Generator;
   /** Initial latents, NHWC (not disposed). */
   latents?: tf.Tensor;
@@ -87,9 +87,9 @@ export interface PipelineComponents extends TextComponents {
  * (config key `cond.name` in `cond.configFile`).
  */
 export function prepareTextComponents(dir: string, opts: WeightsOptions, cond: { width: number; name: string; configFile: string }): TextComponents {
-  const textEncoder = prepareModel(path.join(dir, 'text_encoder'), 'CLIPTextModel', opts);
-  const tokenizer = loadTokenizer(path.join(dir, 'tokenizer'));
-  const scheduler = DDPMWuerstchenScheduler.fromConfig(readSchedulerConfig(path.join(dir, 'scheduler')), path.join(dir, 'scheduler', 'scheduler_config.json'));
+  const textEncoder = prepareModel(joinPath(dir, 'text_encoder'), 'CLIPTextModel', opts);
+  const tokenizer = loadTokenizer(joinPath(dir, 'tokenizer'));
+  const scheduler = DDPMWuerstchenScheduler.fromConfig(readSchedulerConfig(joinPath(dir, 'scheduler')), joinPath(dir, 'scheduler', 'scheduler_config.json'));
   if (textEncoder.config.hidden_size !== cond.width) {
     throw new PipelineArgumentError(`${textEncoder.configFile}: hidden_size ${textEncoder.config.hidden_size} does not match ${cond.name} ${cond.width} (${cond.configFile})`);
   }
@@ -229,7 +229,7 @@ export function repeatInterleave(x: tf.Tensor, k: number): tf.Tensor {
 /**
  * Classifier-free guidance on a `[2B, ...]` prediction (cond first, uncond second):
  * `torch.lerp(uncond, cond, w)`, which evaluates `cond − (cond − uncond)·(1 − w)` for w ≥ 0.5 and
- * `uncond + w·(cond − uncond)` below (spec §5.2).
+ * `uncond + w·(cond − uncond)` below (diffusers `pipeline_wuerstchen_prior.py`, `__call__`).
  */
 export function guidance(eps: tf.Tensor, scale: number): tf.Tensor {
   return tf.tidy(() => {
@@ -331,7 +331,7 @@ export async function denoise(latents: tf.Tensor, loop: SamplingLoop): Promise<t
   }
 }
 
-/** Lets timers and stream writes (progress output) run between steps. */
+/** Lets timers and stream writes (progress output) run between steps; in a browser, lets the page repaint. */
 export function yieldToEventLoop(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
+  return new Promise((resolve) => (typeof setImmediate === 'function' ? setImmediate(resolve) : setTimeout(resolve, 0)));
 }

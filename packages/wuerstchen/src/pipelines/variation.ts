@@ -10,7 +10,7 @@
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { ModelHandle, PreparedModel, prepareModel } from '../loader';
-import { EfficientNetEncoder, effnetInSize } from '../models/effnet';
+import { EfficientNetEncoder, IMAGENET_MEAN, IMAGENET_STD, effnetInSize } from '../models/effnet';
 import { linspaceF32 } from '../scheduler';
 import { TINY_MODEL_DIR } from '../tiny';
 import { WuerstchenCombinedPipeline, validImageSides } from './combined';
@@ -19,10 +19,6 @@ import { RawImage } from './png';
 import { ProgressCallback } from './progress';
 import { Callable, PipelineArgumentError, PipelineLoadOptions, checkFinite, checkPositiveInt, randnNHWC, resolveGenerator, stripUndefined } from './shared';
 import { Generator } from '../rng';
-
-/** ImageNet statistics of the compressor's input normalisation (torchvision). */
-const IMAGENET_MEAN = [0.485, 0.456, 0.406];
-const IMAGENET_STD = [0.229, 0.224, 0.225];
 
 export interface VariationCallOptions {
   /** Text for Stage B (and for the prior when strength > 0); default `""`. */
@@ -215,6 +211,6 @@ export function compressorInput(image: tf.Tensor4D, w: number, h: number): tf.Te
     const rh = Math.max(h, Math.round(H * scale));
     if (x.shape[1] !== rh || x.shape[2] !== rw) x = tf.image.resizeBilinear(x, [rh, rw], false, true);
     if (rh !== h || rw !== w) x = tf.slice(x, [0, Math.floor((rh - h) / 2), Math.floor((rw - w) / 2), 0], [1, h, w, 3]);
-    return tf.div(tf.sub(x, IMAGENET_MEAN), IMAGENET_STD) as tf.Tensor4D;
+    return tf.div(tf.sub(x, [...IMAGENET_MEAN]), [...IMAGENET_STD]) as tf.Tensor4D;
   });
 }
