@@ -88,7 +88,8 @@ function median(xs) {
 function threadsOf(tf, backendName) {
   if (backendName === 'native') {
     const info = require(path.join(ROOT, 'packages/core/dist/backends/native.js')).nativeInfo();
-    return info ? { threads: info.threads, blas: `${info.blas} (core ${info.coreType})` } : {};
+    // dnnl: the oneDNN version behind the convolutions, null for the OpenBLAS-only build
+    return info ? { threads: info.threads, blas: `${info.blas} (core ${info.coreType})`, dnnl: info.dnnl } : {};
   }
   if (backendName === 'wasm') {
     try {

@@ -2,10 +2,13 @@
  * The 'native' backend (packages/core/src/backends/native.ts) against tfjs's cpu backend: every
  * overridden kernel on random inputs, gradients, fallbacks, and tensor leaks. When the addon is not
  * built this file fails under CI (or WUERSTCHEN_REQUIRE_NATIVE=1) and otherwise reports it in one test.
+ * The convolution tests run through oneDNN when the addon links it (WUERSTCHEN_REQUIRE_DNNL=1 insists on
+ * that) and through OpenBLAS otherwise; they check which of the two ran.
  */
+import { spawnSync } from 'child_process';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { nativeAvailable, nativeInfo, registerNativeBackend } from '../packages/core/src/backends/native';
+import { nativeAvailable, nativeFeatures, nativeInfo, registerNativeBackend } from '../packages/core/src/backends/native';
 
 const required = Boolean(process.env.CI) || process.env.WUERSTCHEN_REQUIRE_NATIVE === '1';
 const available = registerNativeBackend();
@@ -76,11 +79,26 @@ function nativeSuite(): void {
     }
   }
 
+  /** The addon's convolution functions that oneDNN runs (none without it; WUERSTCHEN_DNNL picks them). */
+  const dnnlKernels = nativeFeatures()?.dnnlKernels ?? [];
+  /** Convolutions oneDNN has run in this process. */
+  const dnnlRuns = () => nativeFeatures()?.dnnlStats?.runs ?? 0;
+  /** Awaits f and checks that oneDNN ran exactly those of the addon calls `calls` that it is routed. */
+  async function viaDnnl<R>(calls: string[], f: () => Promise<R>): Promise<R> {
+    const before = dnnlRuns();
+    const result = await f();
+    expect(dnnlRuns() - before).toBe(calls.filter((name) => dnnlKernels.includes(name)).length);
+    return result;
+  }
+
   afterAll(() => tf.setBackend('cpu'));
 
   test('reports the BLAS library', () => {
     const info = nativeInfo();
-    console.log('native backend:', info);
+    const features = nativeFeatures();
+    console.log('native backend:', info, features);
+    expect(info?.dnnl).toBe(features?.dnnl);
+    if (process.env.WUERSTCHEN_REQUIRE_DNNL === '1') expect(features?.dnnl).toMatch(/^2\./);
     expect(nativeAvailable()).toBe(true);
     expect(info?.threads).toBeGreaterThanOrEqual(1);
     expect(info?.blas).toMatch(/OpenBLAS/);
@@ -163,14 +181,16 @@ function nativeSuite(): void {
   const explicit: Pad = [[0, 0], [1, 2], [0, 1], [0, 0]];
 
   /** Compares the x and w gradients of sum(conv(x, w) · g), g random, between backends; returns how often
-   *  the two native backprop `kernels` ran. */
-  async function compareGrads(conv: (x: tf.Tensor4D, w: tf.Tensor4D) => tf.Tensor, xs: number[], fs: number[], kernels: [string, string]): Promise<number[]> {
+   *  the two native backprop `kernels` ran, and checks that oneDNN ran those of them and of the `forward`
+   *  call (the addon's forward function) that it is routed. */
+  async function compareGrads(conv: (x: tf.Tensor4D, w: tf.Tensor4D) => tf.Tensor, xs: number[], fs: number[],
+    kernels: [string, string], forward: string): Promise<number[]> {
     const [x, w] = [rand(xs), rand(fs)];
     const dy = tf.tidy(() => conv(tf.zeros(xs as Shape4) as tf.Tensor4D, tf.zeros(fs as Shape4) as tf.Tensor4D));
     const g = rand(dy.shape);
     dy.dispose();
     const f = (p: tf.Tensor, q: tf.Tensor) => conv(p as tf.Tensor4D, q as tf.Tensor4D).mul(T(g)).sum();
-    return compare(() => tf.grads(f)([T(x), T(w)]), kernels);
+    return viaDnnl([forward, ...kernels], () => compare(() => tf.grads(f)([T(x), T(w)]), kernels));
   }
 
   describe('Conv2D', () => {
@@ -185,18 +205,22 @@ function nativeSuite(): void {
       [[2, 8, 8, 6], [1, 1, 6, 5], 1, 'same', 1], // pointwise: a plain sgemm
       [[2, 8, 8, 6], [1, 1, 6, 5], 2, 'valid', 1],
       [[1, 11, 9, 3], [3, 3, 3, 4], 1, 'same', 2], // dilated
+      [[3, 12, 13, 5], [3, 3, 5, 7], 1, 'valid', 2],
+      [[3, 10, 10, 5], [3, 3, 5, 7], 2, 'valid', 1], // the last input row and column are never read
+      [[2, 7, 6, 4], [2, 2, 4, 3], 1, 'same', 1], // even filter: more padding bottom/right than top/left
       [[1, 36, 30, 512], [3, 3, 512, 3], 1, 'same', 1], // patch matrix built in two slices
+      [[2, 16, 16, 64], [3, 3, 64, 48], 1, 'same', 1], // channels that fill oneDNN's vector blocks
     ];
     test.each(cases)('x %j filter %j strides %j pad %j dilation %d', async (xs, fs, strides, pad, dilation) => {
       const [x, w] = [rand(xs), rand(fs)];
-      expect(await compare(() => tf.conv2d(T(x) as tf.Tensor4D, T(w) as tf.Tensor4D, strides, pad, 'NHWC', dilation),
-        'conv2d')).toBe(1);
+      expect(await viaDnnl(['conv2d'], () => compare(
+        () => tf.conv2d(T(x) as tf.Tensor4D, T(w) as tf.Tensor4D, strides, pad, 'NHWC', dilation), 'conv2d'))).toBe(1);
     });
 
     test('NCHW falls back to cpu', async () => {
       const [x, w] = [rand([1, 3, 6, 7]), rand([3, 3, 3, 2])];
-      expect(await compare(() => tf.conv2d(T(x) as tf.Tensor4D, T(w) as tf.Tensor4D, 1, 'same', 'NCHW'), 'conv2d'))
-        .toBe(0);
+      expect(await viaDnnl([], () => compare(
+        () => tf.conv2d(T(x) as tf.Tensor4D, T(w) as tf.Tensor4D, 1, 'same', 'NCHW'), 'conv2d'))).toBe(0);
     });
 
     const gradCases: [number[], number[], number, Pad][] = [
@@ -205,11 +229,15 @@ function nativeSuite(): void {
       [[2, 9, 11, 3], [3, 3, 3, 5], 2, 'valid'],
       [[1, 10, 7, 4], [5, 3, 4, 6], 1, explicit],
       [[2, 8, 8, 6], [1, 1, 6, 5], 1, 'valid'],
+      [[3, 10, 10, 5], [3, 3, 5, 7], 2, 'valid'], // unread last row and column get a zero gradient
+      [[3, 9, 7, 5], [5, 5, 5, 4], 2, 'same'],
+      [[2, 7, 6, 4], [2, 2, 4, 3], 1, 'same'],
+      [[2, 16, 16, 64], [3, 3, 64, 48], 1, 'same'],
       [[4, 36, 30, 512], [3, 3, 512, 1], 2, 'same'], // patch slices that cross images
     ];
     test.each(gradCases)('gradients: x %j filter %j strides %d pad %j', async (xs, fs, strides, pad) => {
       const conv = (x: tf.Tensor4D, w: tf.Tensor4D) => tf.conv2d(x, w, strides, pad);
-      expect(await compareGrads(conv, xs, fs, ['conv2dBackpropInput', 'conv2dBackpropFilter'])).toEqual([1, 1]);
+      expect(await compareGrads(conv, xs, fs, ['conv2dBackpropInput', 'conv2dBackpropFilter'], 'conv2d')).toEqual([1, 1]);
     });
 
     test.each([[1, 'same'], [2, 'same'], [2, 'valid']] as [number, 'same' | 'valid'][])(
@@ -227,13 +255,42 @@ function nativeSuite(): void {
   });
 
   describe('FusedConv2D', () => {
-    test.each(['linear', 'relu', 'elu', 'prelu'] as const)('bias + %s', async (activation) => {
+    // oneDNN fuses a per-channel bias and every activation but prelu; the addon applies the rest.
+    test.each(['linear', 'relu', 'relu6', 'elu', 'sigmoid', 'leakyrelu', 'prelu'] as const)('bias + %s', async (activation) => {
       const [x, w, bias, alpha] = [rand([2, 7, 9, 3]), rand([3, 3, 3, 5]), rand([5]), rand([5])];
       const f = () => tf.fused.conv2d({
         x: T(x) as tf.Tensor4D, filter: T(w) as tf.Tensor4D, strides: 2, pad: 'same', bias: T(bias), activation,
-        preluActivationWeights: T(alpha),
+        preluActivationWeights: T(alpha), leakyreluAlpha: 0.3,
       });
-      expect(await compare(f, 'conv2d')).toBe(1);
+      const biasActivation = jest.spyOn(addon, 'biasActivation');
+      try {
+        expect(await viaDnnl(['conv2d'], () => compare(f, 'conv2d'))).toBe(1);
+        expect(biasActivation).not.toHaveBeenCalled();
+      } finally {
+        biasActivation.mockRestore();
+      }
+    });
+
+    test.each([
+      ['a scalar bias', [1], undefined],
+      ['no bias, scaled relu6 input', undefined, undefined],
+      ['a [1, 1, 1, 5] bias and [5] prelu weights', [1, 1, 1, 5], [5]],
+    ] as [string, number[] | undefined, number[] | undefined][])('%s', async (_name, biasShape, alphaShape) => {
+      const [x, w] = [rand([3, 6, 5, 4]), rand([3, 3, 4, 5])];
+      const [bias, alpha] = [biasShape && rand(biasShape), alphaShape && rand(alphaShape)];
+      const f = () => tf.fused.conv2d({
+        x: T(x).mul(4) as tf.Tensor4D, filter: T(w) as tf.Tensor4D, strides: 1, pad: 'valid',
+        bias: bias && T(bias), activation: alpha ? 'prelu' : 'relu6', preluActivationWeights: alpha && T(alpha),
+      });
+      expect(await viaDnnl(['conv2d'], () => compare(f, 'conv2d'))).toBe(1);
+    });
+
+    test('a bias that is not per-channel uses the generic epilogue', async () => {
+      const [x, w, bias] = [rand([2, 5, 5, 3]), rand([3, 3, 3, 4]), rand([2, 1, 1, 4])];
+      const f = () => tf.fused.conv2d({
+        x: T(x) as tf.Tensor4D, filter: T(w) as tf.Tensor4D, strides: 1, pad: 'same', bias: T(bias), activation: 'elu',
+      });
+      expect(await viaDnnl(['conv2d'], () => compare(f, 'conv2d'))).toBe(1);
     });
 
     test('gradients through bias and relu', async () => {
@@ -254,16 +311,19 @@ function nativeSuite(): void {
       [[1, 10, 7, 5], [5, 3, 5, 1], 1, explicit, 1],
       [[1, 11, 9, 3], [3, 3, 3, 1], 1, 'same', 2], // dilated
       [[2, 24, 24, 32], [3, 3, 32, 1], 1, 'same', 1],
+      [[3, 10, 10, 16], [3, 3, 16, 2], 2, 'valid', 1], // unread last row and column
+      [[2, 7, 6, 8], [2, 2, 8, 1], 1, 'same', 1], // even filter
     ];
     test.each(cases)('x %j filter %j strides %d pad %j dilation %d', async (xs, fs, strides, pad, dilation) => {
       const [x, w] = [rand(xs), rand(fs)];
       const f = () => tf.depthwiseConv2d(T(x) as tf.Tensor4D, T(w) as tf.Tensor4D, strides, pad, 'NHWC', dilation);
-      expect(await compare(f, 'depthwise')).toBe(1);
+      expect(await viaDnnl(['depthwise'], () => compare(f, 'depthwise'))).toBe(1);
     });
 
     test.each(cases.filter((c) => c[4] === 1))('gradients: x %j filter %j strides %d pad %j', async (xs, fs, strides, pad) => {
       const conv = (x: tf.Tensor4D, w: tf.Tensor4D) => tf.depthwiseConv2d(x, w, strides, pad);
-      expect(await compareGrads(conv, xs, fs, ['depthwiseBackpropInput', 'depthwiseBackpropFilter'])).toEqual([1, 1]);
+      expect(await compareGrads(conv, xs, fs, ['depthwiseBackpropInput', 'depthwiseBackpropFilter'], 'depthwise'))
+        .toEqual([1, 1]);
     });
 
     test.each(['relu6', 'sigmoid', 'leakyrelu'] as const)('fused with bias + %s', async (activation) => {
@@ -272,7 +332,7 @@ function nativeSuite(): void {
         x: T(x) as tf.Tensor4D, filter: T(w) as tf.Tensor4D, strides: 1, pad: 'same', bias: T(bias), activation,
         leakyreluAlpha: 0.1,
       });
-      expect(await compare(f, 'depthwise')).toBe(1);
+      expect(await viaDnnl(['depthwise'], () => compare(f, 'depthwise'))).toBe(1);
     });
   });
 
@@ -359,6 +419,52 @@ function nativeSuite(): void {
     test.each(reductions)('sum and mean of %j over %j (keepDims %s)', async (shape, axis, keepDims) => {
       const x = rand(shape);
       expect(await compare(() => [tf.sum(T(x), axis, keepDims), tf.mean(T(x), axis, keepDims)], 'reduceSum')).toBe(2);
+    });
+  });
+
+  describe('oneDNN', () => {
+    const run = () => tf.tidy(() => tf.conv2d(T(rand([1, 5, 5, 3])) as tf.Tensor4D, T(rand([3, 3, 3, 2])) as tf.Tensor4D, 1, 'same'));
+    const stats = () => nativeFeatures()?.dnnlStats;
+
+    (dnnlKernels.includes('conv2d') ? test : test.skip)('a shape builds its primitive once, and the cache is bounded', async () => {
+      await tf.setBackend('native');
+      const before = stats()!;
+      tf.dispose(run());
+      tf.dispose(run());
+      expect(stats()!.misses - before.misses).toBeLessThanOrEqual(1); // built here, or by an earlier test
+      expect(stats()!.hits - before.hits).toBeGreaterThanOrEqual(1);
+      // capacity + 8 new shapes evict the least recently used, which is then built again
+      const capacity = stats()!.capacity;
+      for (let h = 1; h <= capacity + 8; h++) {
+        tf.dispose(tf.tidy(() => tf.conv2d(tf.ones([1, h, 1, 1]) as tf.Tensor4D, tf.ones([1, 1, 1, 1]) as tf.Tensor4D, 1, 'valid')));
+      }
+      expect(stats()!.cached).toBe(capacity);
+      const misses = stats()!.misses;
+      tf.dispose(run());
+      expect(stats()!.misses).toBe(misses + 1);
+    });
+
+    test('WUERSTCHEN_DNNL=0 switches oneDNN off at run time and the OpenBLAS kernels agree', () => {
+      const script = `const a = require(${JSON.stringify(ADDON)}); const f = a.features();
+        const x = new Float32Array(2 * 6 * 5 * 3).map((_, i) => Math.sin(i)), w = new Float32Array(27 * 4).map((_, i) => Math.cos(i));
+        const y = new Float32Array(2 * 6 * 5 * 4); a.conv2d(x, w, y, [2, 6, 5, 3, 6, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1]);
+        console.log(JSON.stringify({ f, y: Array.from(y) }));`;
+      const runWith = (value: string | undefined) => {
+        const env = { ...process.env };
+        if (value === undefined) delete env.WUERSTCHEN_DNNL;
+        else env.WUERSTCHEN_DNNL = value;
+        const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env });
+        expect(r.stderr).toBe('');
+        return JSON.parse(r.stdout) as { f: ReturnType<typeof nativeFeatures> & object; y: number[] };
+      };
+      const off = runWith('0');
+      expect(off.f.dnnl).toBeNull();
+      expect(off.f.dnnlKernels).toEqual([]);
+      const on = runWith(undefined);
+      if (on.f.dnnlLinked) expect(on.f.dnnl).toMatch(/^\d+\.\d+\.\d+$/);
+      else expect(on.f.dnnl).toBeNull();
+      const scale = Math.max(...off.y.map(Math.abs));
+      on.y.forEach((v, i) => expect(Math.abs(v - off.y[i]) / scale).toBeLessThan(1e-5));
     });
   });
 

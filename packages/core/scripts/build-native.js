@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * Builds the native tfjs backend addon (native/ -> native/build/Release/wuerstchen_native.node) against
- * OpenBLAS, with node-gyp and the local Node headers. It is this package's `install` script, so it runs
+ * OpenBLAS, and oneDNN 2.x for the convolutions when its headers and library are present (WUERSTCHEN_DNNL=0
+ * builds without it), with node-gyp and the local Node headers. It is this package's `install` script, so it runs
  * wherever @wuerstchen/core is installed (a workspace or a user's project) and never fails the install:
  * without OpenBLAS, a compiler, or when the build breaks, it warns and exits 0, and the backend
  * selection falls back to wasm or cpu. `npm rebuild @wuerstchen/core --foreground-scripts` reruns it.
@@ -39,6 +40,26 @@ function findOpenBlas() {
   return include && libdir ? { include, libdir } : null;
 }
 
+/**
+ * Header and library directories of oneDNN 2.x built with OpenMP (Debian's libdnnl-dev), or a reason why
+ * not. dnnl_conv.cc uses the 2.x API (v3 removed operation descriptors) and sizes OpenMP's thread team.
+ */
+function findDnnl() {
+  if (process.env.WUERSTCHEN_DNNL === '0') return { reason: 'WUERSTCHEN_DNNL=0' };
+  const roots = ['/usr', '/usr/local', '/opt/dnnl'];
+  const include = roots.map((r) => `${r}/include`).find((dir) => fs.existsSync(path.join(dir, 'oneapi/dnnl/dnnl.hpp')));
+  const libs = roots.flatMap((r) => [...(MULTIARCH ? [`${r}/lib/${MULTIARCH}`] : []), `${r}/lib64`, `${r}/lib`]);
+  const libdir = libs.find((dir) => fs.existsSync(path.join(dir, 'libdnnl.so')));
+  if (!include || !libdir) return { reason: 'oneDNN not found (apt-get install libdnnl-dev enables it)' };
+  const header = (name) => fs.readFileSync(path.join(include, 'oneapi/dnnl', name), 'utf8');
+  const major = /#define DNNL_VERSION_MAJOR (\d+)/.exec(header('dnnl_version.h'))?.[1];
+  if (major !== '2') return { reason: `oneDNN ${major ?? '?'}.x found; only 2.x is supported` };
+  if (!/#define DNNL_CPU_RUNTIME DNNL_RUNTIME_OMP\b/.test(header('dnnl_config.h'))) {
+    return { reason: 'oneDNN is not built with OpenMP' };
+  }
+  return { include, libdir };
+}
+
 /** npm's own node-gyp (npm exports its path when it runs scripts), else one installed as a package. */
 function findNodeGyp() {
   const candidates = [
@@ -74,6 +95,7 @@ function main() {
   if (tool) return skip(`${tool} not found (apt-get install build-essential, then npm rebuild @wuerstchen/core)`);
   const gyp = findNodeGyp();
   if (!gyp) return skip('node-gyp not found (it ships with npm)');
+  const dnnl = findDnnl();
   const args = [
     gyp,
     'rebuild',
@@ -81,10 +103,12 @@ function main() {
     '--',
     `-Dopenblas_include=${blas.include}`,
     `-Dopenblas_libdir=${blas.libdir}`,
+    ...(dnnl.libdir ? [`-Ddnnl_include=${dnnl.include}`, `-Ddnnl_libdir=${dnnl.libdir}`] : []),
   ];
   const run = spawnSync(process.execPath, args, { cwd: NATIVE_DIR, encoding: 'utf8' });
   if (run.status === 0) {
-    console.log(`@wuerstchen/core: native backend built against ${blas.libdir}/libopenblas.so`);
+    const convs = dnnl.libdir ? `, convolutions through ${dnnl.libdir}/libdnnl.so` : ` (without oneDNN: ${dnnl.reason})`;
+    console.log(`@wuerstchen/core: native backend built against ${blas.libdir}/libopenblas.so${convs}`);
     return;
   }
   const log = `${run.stdout ?? ''}${run.stderr ?? ''}${run.error ? run.error.message : ''}`;

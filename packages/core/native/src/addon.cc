@@ -4,11 +4,15 @@
 #include <sys/mman.h>
 
 #include <cstdint>
+#include <exception>
 #include <string>
 #include <vector>
 
 #include "kernels.h"
 #include "parallel.h"
+#ifdef WUERSTCHEN_DNNL
+#include "dnnl_conv.h"
+#endif
 
 namespace {
 
@@ -34,6 +38,8 @@ class Args {
     napi_get_cb_info(env, info, &argc_, argv_, nullptr, nullptr);
   }
   bool ok() const { return ok_; }
+  /** Whether argument i was passed and is not null or undefined. */
+  bool present(size_t i) { return !is_nullish(i); }
 
   /** A Float32Array of at least `min_len` elements; null or undefined gives nullptr when `optional`. */
   float* f32(size_t i, int64_t min_len, bool optional = false, int64_t* len = nullptr) {
@@ -185,9 +191,20 @@ int64_t size_of(Role role, const ConvGeom& g) {
   return 0;
 }
 
-using ConvFn = void (*)(const float*, const float*, float*, const ConvGeom&);
+/** Runs a kernel; a C++ exception (out of memory, a oneDNN failure) becomes a JS Error. */
+template <class Fn>
+void guarded(napi_env env, const char* name, const Fn& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    napi_throw_error(env, nullptr, (std::string(name) + ": " + e.what()).c_str());
+  }
+}
 
-/** fn(in0, in1, out, geom) for any of the six convolution kernels. */
+using ConvFn = void (*)(const float*, const float*, float*, const ConvGeom&);
+using FusedConvFn = void (*)(const float*, const float*, float*, const ConvGeom&, wn::Epilogue);
+
+/** fn(in0, in1, out, geom) for the four convolution gradients. */
 template <ConvFn Fn, Role R0, Role R1, Role R2>
 napi_value Conv(napi_env env, napi_callback_info info) {
   Args args(env, info);
@@ -196,7 +213,35 @@ napi_value Conv(napi_env env, napi_callback_info info) {
   const float* in0 = args.f32(0, size_of(R0, g));
   const float* in1 = args.f32(1, size_of(R1, g));
   float* out = args.output(2, size_of(R2, g));
-  if (args.ok()) Fn(in0, in1, out, g);
+  if (args.ok()) guarded(env, "conv", [&] { Fn(in0, in1, out, g); });
+  return nullptr;
+}
+
+/** fn(x, filter, y, geom[, bias | null, activation, alpha | null, leakyAlpha]) for the two forward
+ *  convolutions; the optional epilogue is y = activation(y + bias), as biasActivation. */
+template <FusedConvFn Fn, Role RF>
+napi_value FusedConv(napi_env env, napi_callback_info info) {
+  Args args(env, info);
+  const ConvGeom g = args.geom(3);
+  if (!args.ok()) return nullptr;
+  const float* x = args.f32(0, size_of(Role::kInput, g));
+  const float* w = args.f32(1, size_of(RF, g));
+  float* y = args.output(2, size_of(Role::kOutput, g));
+  wn::Epilogue e;
+  if (args.present(5)) {
+    e.bias = args.f32(4, 1, true, &e.bias_len);
+    const int64_t act = args.i64(5);
+    e.alpha = args.f32(6, 1, true, &e.alpha_len);
+    e.leaky_alpha = static_cast<float>(args.f64(7));
+    const auto fits = [&g](const float* p, int64_t len) { return !p || len == 1 || len == g.oc; };
+    if (args.ok() && (!fits(e.bias, e.bias_len) || !fits(e.alpha, e.alpha_len) || act < wn::kLinear ||
+                      act > wn::kPrelu || (act == wn::kPrelu && !e.alpha))) {
+      napi_throw_range_error(env, nullptr, "conv epilogue: bad bias, alpha or activation");
+      return nullptr;
+    }
+    e.act = static_cast<wn::Activation>(act);
+  }
+  if (args.ok()) guarded(env, "conv", [&] { Fn(x, w, y, g, e); });
   return nullptr;
 }
 
@@ -306,6 +351,53 @@ napi_value Info(napi_env env, napi_callback_info) {
   return result;
 }
 
+napi_value Int(napi_env env, int64_t v) {
+  napi_value r;
+  napi_create_int64(env, v, &r);
+  return r;
+}
+
+/** features() -> { blas: 'OpenBLAS', dnnl: version | null, dnnlLinked, dnnlKernels: names, dnnlStats: { cached,
+ *  capacity, hits, misses, runs } | null }. dnnl is null when the build lacks oneDNN or WUERSTCHEN_DNNL=0 switched
+ *  it off; dnnlKernels are the addon functions oneDNN runs. */
+napi_value Features(napi_env env, napi_callback_info) {
+  napi_value result, blas, dnnl, linked, stats, kernels;
+  napi_create_object(env, &result);
+  napi_create_array(env, &kernels);
+  napi_create_string_utf8(env, "OpenBLAS", NAPI_AUTO_LENGTH, &blas);
+  napi_get_null(env, &dnnl);
+  napi_get_null(env, &stats);
+#ifdef WUERSTCHEN_DNNL
+  napi_get_boolean(env, true, &linked);
+  for (int k = 0, i = 0; k < wn::dnnl_conv::kKernelCount; k++) {
+    if (!wn::dnnl_conv::routes(static_cast<wn::dnnl_conv::Kernel>(k))) continue;
+    napi_value name;
+    napi_create_string_utf8(env, wn::dnnl_conv::kKernelNames[k], NAPI_AUTO_LENGTH, &name);
+    napi_set_element(env, kernels, i++, name);
+  }
+  uint32_t routed = 0;
+  napi_get_array_length(env, kernels, &routed);
+  if (routed > 0) {
+    napi_create_string_utf8(env, wn::dnnl_conv::version(), NAPI_AUTO_LENGTH, &dnnl);
+    const auto s = wn::dnnl_conv::stats();
+    napi_create_object(env, &stats);
+    napi_set_named_property(env, stats, "cached", Int(env, s.cached));
+    napi_set_named_property(env, stats, "capacity", Int(env, s.capacity));
+    napi_set_named_property(env, stats, "hits", Int(env, s.hits));
+    napi_set_named_property(env, stats, "misses", Int(env, s.misses));
+    napi_set_named_property(env, stats, "runs", Int(env, s.runs));
+  }
+#else
+  napi_get_boolean(env, false, &linked);
+#endif
+  napi_set_named_property(env, result, "blas", blas);
+  napi_set_named_property(env, result, "dnnl", dnnl);
+  napi_set_named_property(env, result, "dnnlLinked", linked);
+  napi_set_named_property(env, result, "dnnlKernels", kernels);
+  napi_set_named_property(env, result, "dnnlStats", stats);
+  return result;
+}
+
 }  // namespace
 
 NAPI_MODULE_INIT() {
@@ -314,21 +406,22 @@ NAPI_MODULE_INIT() {
   const napi_property_descriptor props[] = {
       {"matmul", nullptr, MatMul, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"biasActivation", nullptr, BiasActivation, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
-      {"conv2d", nullptr, Conv<wn::conv2d, I, F, O>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
-      {"conv2dBackpropInput", nullptr, Conv<wn::conv2d_backprop_input, O, F, I>, nullptr, nullptr, nullptr,
+      {"conv2d", nullptr, FusedConv<wn::select::conv2d, F>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"conv2dBackpropInput", nullptr, Conv<wn::select::conv2d_backprop_input, O, F, I>, nullptr, nullptr, nullptr,
        napi_default_jsproperty, nullptr},
-      {"conv2dBackpropFilter", nullptr, Conv<wn::conv2d_backprop_filter, I, O, F>, nullptr, nullptr, nullptr,
+      {"conv2dBackpropFilter", nullptr, Conv<wn::select::conv2d_backprop_filter, I, O, F>, nullptr, nullptr, nullptr,
        napi_default_jsproperty, nullptr},
-      {"depthwise", nullptr, Conv<wn::depthwise, I, D, O>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
-      {"depthwiseBackpropInput", nullptr, Conv<wn::depthwise_backprop_input, O, D, I>, nullptr, nullptr, nullptr,
+      {"depthwise", nullptr, FusedConv<wn::select::depthwise, D>, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"depthwiseBackpropInput", nullptr, Conv<wn::select::depthwise_backprop_input, O, D, I>, nullptr, nullptr, nullptr,
        napi_default_jsproperty, nullptr},
-      {"depthwiseBackpropFilter", nullptr, Conv<wn::depthwise_backprop_filter, I, O, D>, nullptr, nullptr, nullptr,
+      {"depthwiseBackpropFilter", nullptr, Conv<wn::select::depthwise_backprop_filter, I, O, D>, nullptr, nullptr, nullptr,
        napi_default_jsproperty, nullptr},
       {"binary", nullptr, Binary, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"unary", nullptr, Unary, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"softmax", nullptr, Softmax, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"stridedCopy", nullptr, StridedCopy, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"reduceSum", nullptr, ReduceSum, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"features", nullptr, Features, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

@@ -20,6 +20,17 @@ struct ConvGeom {
 /** Fused epilogue activations, numbered as in native.ts. */
 enum Activation { kLinear, kRelu, kRelu6, kElu, kSigmoid, kLeakyRelu, kPrelu };
 
+/** y = act(y + bias) after a convolution; bias / alpha have 1 or `channels` entries (or are null). */
+struct Epilogue {
+  const float* bias = nullptr;
+  int64_t bias_len = 0;
+  Activation act = kLinear;
+  const float* alpha = nullptr;
+  int64_t alpha_len = 0;
+  float leaky_alpha = 0.2f;
+  bool empty() const { return !bias && act == kLinear; }
+};
+
 // gemm.cc
 /** out[i] = op(a[i % batchA]) @ op(b[i % batchB]) for i < batch; op transposes when ta / tb. */
 void batch_matmul(const float* a, const float* b, float* out, int64_t batch, int64_t batchA,
@@ -37,6 +48,17 @@ void conv2d_backprop_filter(const float* x, const float* dy, float* dw, const Co
 void depthwise(const float* x, const float* w, float* y, const ConvGeom& g);
 void depthwise_backprop_input(const float* dy, const float* w, float* dx, const ConvGeom& g);
 void depthwise_backprop_filter(const float* x, const float* dy, float* dw, const ConvGeom& g);
+
+// select.cc: what addon.cc calls. oneDNN when the build has it and it takes the case, else the kernels
+// above; then whatever part of the epilogue oneDNN did not fuse.
+namespace select {
+void conv2d(const float* x, const float* w, float* y, const ConvGeom& g, Epilogue e);
+void conv2d_backprop_input(const float* dy, const float* w, float* dx, const ConvGeom& g);
+void conv2d_backprop_filter(const float* x, const float* dy, float* dw, const ConvGeom& g);
+void depthwise(const float* x, const float* w, float* y, const ConvGeom& g, Epilogue e);
+void depthwise_backprop_input(const float* dy, const float* w, float* dx, const ConvGeom& g);
+void depthwise_backprop_filter(const float* x, const float* dy, float* dw, const ConvGeom& g);
+}  // namespace select
 
 // elementwise.cc
 enum BinaryOp { kAdd, kSub, kMul, kDiv };

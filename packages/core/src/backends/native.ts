@@ -1,7 +1,8 @@
 /**
  * The 'native' tfjs backend: tfjs's cpu backend (tensors live in ordinary JS memory, every cpu kernel
- * works) with the hot kernels replaced by a C++ addon over OpenBLAS (packages/core/native, built by
- * packages/core/scripts/build-native.js at install). See docs/native.md.
+ * works) with the hot kernels replaced by a C++ addon over OpenBLAS, and oneDNN for the convolutions when
+ * the build found it (packages/core/native, built by packages/core/scripts/build-native.js at install).
+ * See docs/native.md.
  */
 import * as path from 'path';
 import * as fs from 'fs';
@@ -14,10 +15,10 @@ interface Addon {
     m: number, n: number, k: number, transposeA: boolean, transposeB: boolean): void;
   biasActivation(y: Float32Array, channels: number, bias: Float32Array | null, activation: number,
     alpha: Float32Array | null, leakyAlpha: number): void;
-  conv2d: ConvFn;
+  conv2d: FusedConvFn;
   conv2dBackpropInput: ConvFn;
   conv2dBackpropFilter: ConvFn;
-  depthwise: ConvFn;
+  depthwise: FusedConvFn;
   depthwiseBackpropInput: ConvFn;
   depthwiseBackpropFilter: ConvFn;
   binary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, shape: number[], aStrides: number[],
@@ -27,10 +28,31 @@ interface Addon {
   stridedCopy(x: Float32Array, out: Float32Array, offset: number, shape: number[], strides: number[]): void;
   reduceSum(x: Float32Array, out: Float32Array, outer: number, mid: number, inner: number, scale: number): void;
   info(): { threads: number; config: string; coreName: string };
+  features(): NativeFeatures;
 }
 
 /** (in0, in1, out, geometry) where geometry is the output of `geometry()` below. */
 type ConvFn = (in0: Float32Array, in1: Float32Array, out: Float32Array, geometry: number[]) => void;
+/** A forward convolution, optionally followed by the epilogue y = activation(y + bias) (see EpilogueArgs). */
+type FusedConvFn = (x: Float32Array, filter: Float32Array, y: Float32Array, geometry: number[],
+  ...epilogue: EpilogueArgs | []) => void;
+/** The addon's epilogue arguments: bias | null, activation code, prelu alpha | null, leaky-relu alpha. */
+type EpilogueArgs = [Float32Array | null, number, Float32Array | null, number];
+
+/** What the addon was built with. */
+export interface NativeFeatures {
+  blas: 'OpenBLAS';
+  /** oneDNN version running the convolutions, e.g. '2.6.3'; null when not built in or WUERSTCHEN_DNNL=0. */
+  dnnl: string | null;
+  /** Whether the addon links oneDNN (true even when WUERSTCHEN_DNNL=0 switched it off at run time). */
+  dnnlLinked: boolean;
+  /** The addon's convolution functions that oneDNN runs (WUERSTCHEN_DNNL: unset = those measured faster
+   *  than OpenBLAS, `all`, or 0 = none), e.g. ['conv2d', 'conv2dBackpropInput']. */
+  dnnlKernels: string[];
+  /** oneDNN primitives cached (at most `capacity`, least recently used evicted), lookups that found (hits) or
+   *  built (misses) theirs, and convolutions oneDNN ran; null without oneDNN. */
+  dnnlStats: { cached: number; capacity: number; hits: number; misses: number; runs: number } | null;
+}
 
 export interface NativeInfo {
   /** Threads OpenBLAS (and the addon's own loops) use; OPENBLAS_NUM_THREADS or all cores. */
@@ -39,6 +61,8 @@ export interface NativeInfo {
   blas: string;
   /** OpenBLAS kernel set in use, e.g. 'Haswell' or 'SkylakeX' (OPENBLAS_CORETYPE can force it). */
   coreType: string;
+  /** oneDNN version behind the convolutions, or null (OpenBLAS im2col + sgemm). */
+  dnnl: string | null;
 }
 
 /** Same place relative to src/backends/native.ts (ts-jest) and dist/backends/native.js (tsc). */
@@ -68,8 +92,15 @@ export function nativeAvailable(): boolean {
 
 /** The BLAS library behind the native backend, or null when the addon is unavailable. */
 export function nativeInfo(): NativeInfo | null {
-  const info = loadAddon()?.info();
-  return info ? { threads: info.threads, blas: info.config, coreType: info.coreName } : null;
+  const native = loadAddon();
+  if (!native) return null;
+  const info = native.info();
+  return { threads: info.threads, blas: info.config, coreType: info.coreName, dnnl: native.features().dnnl };
+}
+
+/** What the addon was built with, or null when it is unavailable. */
+export function nativeFeatures(): NativeFeatures | null {
+  return loadAddon()?.features() ?? null;
 }
 
 /**
@@ -206,26 +237,41 @@ function knownActivation(activation: unknown): boolean {
   return activation === undefined || ACTIVATIONS.includes(activation as string);
 }
 
-/** Whether t broadcasts against y as a scalar or a vector over y's last dim, without changing y's shape. */
-function channelVector(t: tf.TensorInfo | undefined, y: tf.TensorInfo): boolean {
+/** Whether t broadcasts against a y of `shape` as a scalar or a vector over the last dim, without changing
+ *  y's shape. */
+function channelVector(t: tf.TensorInfo | undefined, shape: number[]): boolean {
   if (!t) return true;
   const size = tf.util.sizeFromShape(t.shape);
-  const channels = y.shape[y.shape.length - 1];
-  return t.shape.length <= y.shape.length && (size === 1 || (size === channels && t.shape[t.shape.length - 1] === channels));
+  const channels = shape[shape.length - 1];
+  return t.shape.length <= shape.length && (size === 1 || (size === channels && t.shape[t.shape.length - 1] === channels));
+}
+
+/** The addon's arguments for the epilogue of a fused kernel whose output has `shape`, or null when the
+ *  bias or prelu weights are not a scalar or a channel vector (then the cpu kernels apply it). */
+function nativeEpilogue(backend: MathBackendCPU, shape: number[], inputs: Inputs,
+  attrs: Record<string, unknown>): EpilogueArgs | null {
+  const bias: tf.TensorInfo | undefined = inputs.bias;
+  const alpha: tf.TensorInfo | undefined = inputs.preluActivationWeights;
+  if (!allFloat32(backend, bias, alpha) || !channelVector(bias, shape) || !channelVector(alpha, shape) || !shape.length) {
+    return null;
+  }
+  const activation = (attrs.activation as string | undefined) ?? 'linear';
+  return [bias ? values(backend, bias) : null, ACTIVATIONS.indexOf(activation),
+    alpha ? values(backend, alpha) : null, (attrs.leakyreluAlpha as number | undefined) ?? 0.2];
 }
 
 /** y = activation(y + bias), like tfjs's fused kernels; y is a fresh result and may be updated in place. */
 function epilogue(backend: MathBackendCPU, native: Addon, y: tf.TensorInfo, inputs: Inputs,
   attrs: Record<string, unknown>): tf.TensorInfo {
+  const args = nativeEpilogue(backend, y.shape, inputs, attrs);
+  if (args) {
+    native.biasActivation(values(backend, y), y.shape[y.shape.length - 1], ...args);
+    return y;
+  }
   const bias: tf.TensorInfo | undefined = inputs.bias;
   const alpha: tf.TensorInfo | undefined = inputs.preluActivationWeights;
   const activation = (attrs.activation as string | undefined) ?? 'linear';
   const leakyAlpha = (attrs.leakyreluAlpha as number | undefined) ?? 0.2;
-  if (allFloat32(backend, bias, alpha) && channelVector(bias, y) && channelVector(alpha, y) && y.shape.length > 0) {
-    native.biasActivation(values(backend, y), y.shape[y.shape.length - 1], bias ? values(backend, bias) : null,
-      ACTIVATIONS.indexOf(activation), alpha ? values(backend, alpha) : null, leakyAlpha);
-    return y;
-  }
   let result = y;
   const step = (kernelName: string, stepInputs: tf.NamedTensorInfoMap, stepAttrs = {}) => {
     const next = cpuKernel(kernelName)({ inputs: stepInputs, backend, attrs: stepAttrs }) as tf.TensorInfo;
@@ -266,16 +312,30 @@ function sameShape(a: number[], b: number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
-function conv2d({ inputs: { x, filter }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
-  const info = allFloat32(backend, x, filter) ? convInfo(x.shape, filter.shape, attrs, false) : null;
-  return info && output(backend, info.outShape, (y) =>
-    native.conv2d(values(backend, x), values(backend, filter), y, geometry(info)));
+/**
+ * A forward convolution (fn: the addon's conv2d or depthwise). With `fused`, the epilogue goes to the addon
+ * with it (oneDNN applies it as it writes y) when it can, and runs afterwards otherwise.
+ */
+function forwardConv({ inputs, backend, attrs }: Args, fn: FusedConvFn, info: ConvInfo | null, native: Addon,
+  fused: boolean): tf.TensorInfo | null {
+  if (!info) return null;
+  const epilogueArgs = fused ? nativeEpilogue(backend, info.outShape, inputs, attrs) : null;
+  const y = output(backend, info.outShape, (out) =>
+    fn(values(backend, inputs.x), values(backend, inputs.filter), out, geometry(info), ...(epilogueArgs ?? [])));
+  return fused && !epilogueArgs ? epilogue(backend, native, y, inputs, attrs) : y;
+}
+
+function conv2dInfo({ inputs: { x, filter }, backend, attrs }: Args): ConvInfo | null {
+  return allFloat32(backend, x, filter) ? convInfo(x.shape, filter.shape, attrs, false) : null;
+}
+
+function conv2d(args: Args, native: Addon): tf.TensorInfo | null {
+  return forwardConv(args, native.conv2d, conv2dInfo(args), native, false);
 }
 
 function fusedConv2d(args: Args, native: Addon): tf.TensorInfo | null {
   if (!knownActivation(args.attrs.activation)) return null;
-  const y = conv2d(args, native);
-  return y && epilogue(args.backend, native, y, args.inputs, args.attrs);
+  return forwardConv(args, native.conv2d, conv2dInfo(args), native, true);
 }
 
 function conv2dBackpropInput({ inputs: { dy, filter }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
@@ -290,18 +350,19 @@ function conv2dBackpropFilter({ inputs: { x, dy }, backend, attrs }: Args, nativ
     native.conv2dBackpropFilter(values(backend, x), values(backend, dy), dw, geometry(info))) : null;
 }
 
-function depthwise({ inputs: { x, filter }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
+function depthwiseInfo({ inputs: { x, filter }, backend, attrs }: Args): ConvInfo | null {
   const dilations = attrs.dilations ?? 1;
   if (!tf.backend_util.eitherStridesOrDilationsAreOne(attrs.strides as number, dilations as number)) return null;
-  const info = allFloat32(backend, x, filter) ? convInfo(x.shape, filter.shape, attrs, true) : null;
-  return info && output(backend, info.outShape, (y) =>
-    native.depthwise(values(backend, x), values(backend, filter), y, geometry(info)));
+  return allFloat32(backend, x, filter) ? convInfo(x.shape, filter.shape, attrs, true) : null;
+}
+
+function depthwise(args: Args, native: Addon): tf.TensorInfo | null {
+  return forwardConv(args, native.depthwise, depthwiseInfo(args), native, false);
 }
 
 function fusedDepthwise(args: Args, native: Addon): tf.TensorInfo | null {
   if (!knownActivation(args.attrs.activation)) return null;
-  const y = depthwise(args, native);
-  return y && epilogue(args.backend, native, y, args.inputs, args.attrs);
+  return forwardConv(args, native.depthwise, depthwiseInfo(args), native, true);
 }
 
 /** The cpu kernels for the depthwise gradients ignore dilations, so only dilation 1 is handled here. */

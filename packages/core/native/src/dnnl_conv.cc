@@ -1,0 +1,382 @@
+// oneDNN convolutions (see dnnl_conv.h). Primitives are built once per shape and kept in a small LRU cache,
+// because building one (choosing and JIT-compiling a kernel) costs far more than a small convolution.
+#include "dnnl_conv.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <oneapi/dnnl/dnnl.hpp>
+
+static_assert(DNNL_CPU_RUNTIME == DNNL_RUNTIME_OMP, "match_threads() sizes an OpenMP team (build-native.js checks)");
+
+namespace wn {
+namespace dnnl_conv {
+namespace {
+
+using dnnl::memory;
+using Tag = memory::format_tag;
+constexpr auto kF32 = memory::data_type::f32;
+
+enum class Pass : int64_t { kForward, kBackwardData, kBackwardWeights };
+
+dnnl::engine& engine() {
+  static dnnl::engine cpu(dnnl::engine::kind::cpu, 0);
+  return cpu;
+}
+
+dnnl::stream& stream() {
+  thread_local dnnl::stream s(engine());
+  return s;
+}
+
+/** oneDNN (OpenMP) runs on as many threads as OpenBLAS and the addon's own loops, so that the three never
+ *  ask for more than the cores the user allowed (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS). The OpenMP
+ *  setting is per calling thread, hence set before every call. */
+void match_threads() { omp_set_num_threads(openblas_get_num_threads()); }
+
+/** The memory descriptors of one convolution over the JS tensors, in oneDNN's terms. */
+struct Shapes {
+  memory::desc src, dst, weights;  // weights: the JS filter layout (HWIO, or depthwise [kh, kw, c, m])
+  memory::dims weight_dims, strides, dilation, pad_l, pad_r;
+  bool valid = false;
+};
+
+/** tfjs gives the top/left padding only. The bottom/right one is what makes oneDNN's output size formula,
+ *  (in - extent + pad_l + pad_r) / stride + 1, give tfjs's output size; tfjs may leave the last input rows
+ *  unread ('valid' with a stride), which a bottom padding of 0 reproduces through the floor division. */
+bool far_padding(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t dilation, int64_t near, int64_t* far) {
+  const int64_t extent = (k - 1) * dilation + 1;
+  *far = std::max<int64_t>(0, (out - 1) * stride + extent - in - near);
+  return (in - extent + near + *far) / stride + 1 == out;
+}
+
+Shapes shapes(const ConvGeom& g, bool depthwise) {
+  Shapes s;
+  int64_t pb = 0, pr = 0;
+  if (!far_padding(g.h, g.oh, g.kh, g.sh, g.dh, g.pt, &pb) || !far_padding(g.w, g.ow, g.kw, g.sw, g.dw, g.pl, &pr)) {
+    return s;
+  }
+  s.src = memory::desc({g.n, g.c, g.h, g.w}, kF32, Tag::nhwc);
+  s.dst = memory::desc({g.n, g.oc, g.oh, g.ow}, kF32, Tag::nhwc);
+  if (depthwise) {
+    // groups = c; logical dims (group, out per group = multiplier, in per group = 1, kh, kw) over the
+    // physical [kh, kw, c, m] filter.
+    const int64_t m = g.oc / g.c;
+    s.weight_dims = {g.c, m, 1, g.kh, g.kw};
+    s.weights = memory::desc(s.weight_dims, kF32, memory::dims{m, 1, 1, g.kw * g.c * m, g.c * m});
+  } else {
+    s.weight_dims = {g.oc, g.c, g.kh, g.kw};
+    s.weights = memory::desc(s.weight_dims, kF32, Tag::hwio);
+  }
+  s.strides = {g.sh, g.sw};
+  s.dilation = {g.dh - 1, g.dw - 1};  // oneDNN counts the extra gap: 0 = no dilation
+  s.pad_l = {g.pt, g.pl};
+  s.pad_r = {pb, pr};
+  s.valid = true;
+  return s;
+}
+
+/** oneDNN's eltwise post-op for a tfjs activation; false for prelu (per-channel weights), which the caller
+ *  applies afterwards. */
+bool eltwise_of(Activation act, float leaky, dnnl::algorithm* alg, float* alpha, float* beta) {
+  *alpha = 0.f;
+  *beta = 0.f;
+  switch (act) {
+    case kRelu: *alg = dnnl::algorithm::eltwise_relu; return true;
+    case kRelu6: *alg = dnnl::algorithm::eltwise_clip, *beta = 6.f; return true;
+    case kElu: *alg = dnnl::algorithm::eltwise_elu, *alpha = 1.f; return true;
+    case kSigmoid: *alg = dnnl::algorithm::eltwise_logistic; return true;
+    case kLeakyRelu: *alg = dnnl::algorithm::eltwise_relu, *alpha = leaky; return true;
+    default: return false;
+  }
+}
+
+/** Which part of an epilogue oneDNN fuses: a per-channel bias, then any activation but prelu. A bias it
+ *  cannot take (a broadcast scalar) must come before the activation, so then nothing is fused. */
+struct Fusion {
+  bool bias = false;
+  Activation act = kLinear;
+};
+
+Fusion fusion_of(const Epilogue& e, int64_t channels) {
+  Fusion f;
+  if (e.bias && e.bias_len != channels) return f;
+  f.bias = e.bias != nullptr;
+  dnnl::algorithm alg;
+  float a, b;
+  if (eltwise_of(e.act, e.leaky_alpha, &alg, &a, &b)) f.act = e.act;
+  return f;
+}
+
+/** A built primitive. `weights` is the filter (gradient) layout it wants; when that differs from the JS
+ *  layout, `to_primitive` / `from_primitive` convert between the two. */
+struct Entry {
+  bool supported = false;
+  dnnl::primitive primitive;
+  memory::desc weights;
+  bool reorder = false;
+  dnnl::reorder to_primitive, from_primitive;
+};
+
+dnnl::convolution_forward::desc forward_desc(const Shapes& s, dnnl::prop_kind prop, bool bias) {
+  const memory::desc any(s.weight_dims, kF32, Tag::any);
+  const auto alg = dnnl::algorithm::convolution_direct;
+  if (bias) {
+    const memory::desc b({s.weight_dims[0] * (s.weight_dims.size() == 5 ? s.weight_dims[1] : 1)}, kF32, Tag::a);
+    return {prop, alg, s.src, any, b, s.dst, s.strides, s.dilation, s.pad_l, s.pad_r};
+  }
+  return {prop, alg, s.src, any, s.dst, s.strides, s.dilation, s.pad_l, s.pad_r};
+}
+
+dnnl::primitive_attr attr_of(const Fusion& f, float leaky) {
+  dnnl::primitive_attr attr;
+  dnnl::algorithm alg;
+  float alpha, beta;
+  if (eltwise_of(f.act, leaky, &alg, &alpha, &beta)) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(1.f, alg, alpha, beta);
+    attr.set_post_ops(ops);
+  }
+  return attr;
+}
+
+void set_weights(Entry& e, const memory::desc& wanted, const Shapes& s, Pass pass) {
+  e.weights = wanted;
+  e.reorder = wanted != s.weights;
+  if (!e.reorder) return;
+  if (pass == Pass::kBackwardWeights) {
+    e.from_primitive = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), wanted, engine(), s.weights));
+  } else {
+    e.to_primitive = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), s.weights, engine(), wanted));
+  }
+}
+
+Entry build(const Shapes& s, Pass pass, const Fusion& f, float leaky) {
+  Entry e;
+  const auto& eng = engine();
+  const auto fwd_pd = dnnl::convolution_forward::primitive_desc(
+      forward_desc(s, pass == Pass::kForward ? dnnl::prop_kind::forward_inference : dnnl::prop_kind::forward_training,
+                   f.bias),
+      attr_of(f, leaky), eng);
+  const memory::desc any(s.weight_dims, kF32, Tag::any);
+  const auto alg = dnnl::algorithm::convolution_direct;
+  if (pass == Pass::kForward) {
+    e.primitive = dnnl::convolution_forward(fwd_pd);
+    set_weights(e, fwd_pd.weights_desc(), s, pass);
+  } else if (pass == Pass::kBackwardData) {
+    const dnnl::convolution_backward_data::primitive_desc pd(
+        {alg, s.src, any, s.dst, s.strides, s.dilation, s.pad_l, s.pad_r}, eng, fwd_pd);
+    e.primitive = dnnl::convolution_backward_data(pd);
+    set_weights(e, pd.weights_desc(), s, pass);
+  } else {
+    const dnnl::convolution_backward_weights::primitive_desc pd(
+        {alg, s.src, any, s.dst, s.strides, s.dilation, s.pad_l, s.pad_r}, eng, fwd_pd);
+    e.primitive = dnnl::convolution_backward_weights(pd);
+    set_weights(e, pd.diff_weights_desc(), s, pass);
+  }
+  e.supported = true;
+  return e;
+}
+
+/** Primitives by (pass, depthwise, geometry, fusion), least recently used evicted first. */
+class Cache {
+ public:
+  using Key = std::array<int64_t, 19>;
+
+  std::shared_ptr<const Entry> get(const Key& key, const Shapes& s, Pass pass, const Fusion& f, float leaky) {
+    std::lock_guard<std::mutex> guard(lock_);
+    const auto found = index_.find(key);
+    if (found != index_.end()) {
+      hits_++;
+      order_.splice(order_.begin(), order_, found->second);
+      return found->second->second;
+    }
+    misses_++;
+    auto entry = std::make_shared<Entry>();
+    try {
+      *entry = build(s, pass, f, leaky);
+    } catch (const dnnl::error&) {
+      entry->supported = false;  // e.g. no implementation for this case: remembered, so not retried
+    }
+    order_.emplace_front(key, entry);
+    index_[key] = order_.begin();
+    if (order_.size() > kCapacity) {
+      index_.erase(order_.back().first);
+      order_.pop_back();
+    }
+    return entry;
+  }
+
+  Stats stats() {
+    std::lock_guard<std::mutex> guard(lock_);
+    return {static_cast<int64_t>(order_.size()), static_cast<int64_t>(kCapacity), hits_, misses_, 0};
+  }
+
+ private:
+  static constexpr size_t kCapacity = 256;  // a Würstchen step uses a few dozen conv shapes
+  std::mutex lock_;
+  std::list<std::pair<Key, std::shared_ptr<const Entry>>> order_;
+  std::map<Key, decltype(order_)::iterator> index_;
+  int64_t hits_ = 0, misses_ = 0;
+};
+
+std::atomic<int64_t> runs{0};
+
+Cache& cache() {
+  static Cache c;
+  return c;
+}
+
+/** Per-thread buffer for a filter in the primitive's layout, reused so its pages are touched only once. */
+void* weights_scratch(size_t bytes) {
+  thread_local std::unique_ptr<void, decltype(&std::free)> buffer(nullptr, &std::free);
+  thread_local size_t size = 0;
+  if (bytes > size) {
+    buffer.reset(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
+    if (!buffer) throw std::bad_alloc();
+    size = bytes;
+  }
+  return buffer.get();
+}
+
+std::shared_ptr<const Entry> lookup(const ConvGeom& g, Pass pass, bool depthwise, const Fusion& f, float leaky,
+                                    Shapes* s) {
+  *s = shapes(g, depthwise);
+  if (!s->valid) return nullptr;
+  float leaky_key = f.act == kLeakyRelu ? leaky : 0.f;
+  int32_t leaky_bits = 0;
+  std::memcpy(&leaky_bits, &leaky_key, sizeof leaky_bits);
+  const Cache::Key key{static_cast<int64_t>(pass), depthwise, g.n, g.h, g.w, g.c, g.oh, g.ow, g.oc, g.kh, g.kw,
+                       g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, f.bias * 16 + f.act, leaky_bits};
+  auto entry = cache().get(key, *s, pass, f, leaky);
+  return entry->supported ? entry : nullptr;
+}
+
+memory wrap(const memory::desc& d, const float* data) {
+  return memory(d, engine(), const_cast<float*>(data));  // oneDNN's memory takes a non-const handle
+}
+
+bool forward(const float* x, const float* w, float* y, const ConvGeom& g, Epilogue& ep, bool depthwise) {
+  if (!routes(depthwise ? kDepthwise : kConv2d)) return false;
+  const Fusion f = fusion_of(ep, g.oc);
+  Shapes s;
+  const auto e = lookup(g, Pass::kForward, depthwise, f, ep.leaky_alpha, &s);
+  if (!e) return false;
+  match_threads();
+  memory weights = wrap(s.weights, w);
+  if (e->reorder) {
+    memory converted(e->weights, engine(), weights_scratch(e->weights.get_size()));
+    e->to_primitive.execute(stream(), weights, converted);
+    weights = converted;
+  }
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC, wrap(s.src, x)}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, wrap(s.dst, y)}};
+  if (f.bias) args.emplace(DNNL_ARG_BIAS, wrap(memory::desc({g.oc}, kF32, Tag::a), ep.bias));
+  e->primitive.execute(stream(), args);
+  stream().wait();
+  runs++;
+  if (f.bias) ep.bias = nullptr;
+  if (f.act != kLinear) ep.act = kLinear;
+  return true;
+}
+
+bool backward_data(const float* dy, const float* w, float* dx, const ConvGeom& g, bool depthwise) {
+  if (!routes(depthwise ? kDepthwiseBackpropInput : kConv2dBackpropInput)) return false;
+  Shapes s;
+  const auto e = lookup(g, Pass::kBackwardData, depthwise, Fusion{}, 0.f, &s);
+  if (!e) return false;
+  match_threads();
+  memory weights = wrap(s.weights, w);
+  if (e->reorder) {
+    memory converted(e->weights, engine(), weights_scratch(e->weights.get_size()));
+    e->to_primitive.execute(stream(), weights, converted);
+    weights = converted;
+  }
+  e->primitive.execute(stream(), {{DNNL_ARG_DIFF_DST, wrap(s.dst, dy)},
+                                  {DNNL_ARG_WEIGHTS, weights},
+                                  {DNNL_ARG_DIFF_SRC, wrap(s.src, dx)}});
+  stream().wait();
+  runs++;
+  return true;
+}
+
+bool backward_weights(const float* x, const float* dy, float* dw, const ConvGeom& g, bool depthwise) {
+  if (!routes(depthwise ? kDepthwiseBackpropFilter : kConv2dBackpropFilter)) return false;
+  Shapes s;
+  const auto e = lookup(g, Pass::kBackwardWeights, depthwise, Fusion{}, 0.f, &s);
+  if (!e) return false;
+  match_threads();
+  memory user = wrap(s.weights, dw);
+  memory grad = e->reorder ? memory(e->weights, engine(), weights_scratch(e->weights.get_size())) : user;
+  e->primitive.execute(stream(), {{DNNL_ARG_SRC, wrap(s.src, x)},
+                                  {DNNL_ARG_DIFF_DST, wrap(s.dst, dy)},
+                                  {DNNL_ARG_DIFF_WEIGHTS, grad}});
+  if (e->reorder) e->from_primitive.execute(stream(), grad, user);
+  stream().wait();
+  runs++;
+  return true;
+}
+
+}  // namespace
+
+const char* const kKernelNames[kKernelCount] = {"conv2d",    "conv2dBackpropInput",    "conv2dBackpropFilter",
+                                                "depthwise", "depthwiseBackpropInput", "depthwiseBackpropFilter"};
+
+bool routes(Kernel k) {
+  static const unsigned mask = [] {
+    const char* v = std::getenv("WUERSTCHEN_DNNL");
+    if (v && std::strcmp(v, "0") == 0) return 0u;
+    if (v && std::strcmp(v, "all") == 0) return (1u << kKernelCount) - 1;
+    // Measured on AVX2 (no AVX-512 in the VM): oneDNN's NHWC filter gradient took ~3x the im2col + sgemm
+    // time on a 3x3x320x320 conv, and its depthwise kernels ~1.5-4x the direct loops on Stage C's shapes.
+    return (1u << kConv2d) | (1u << kConv2dBackpropInput);
+  }();
+  return mask >> k & 1u;
+}
+
+const char* version() {
+  static std::string text = [] {
+    const dnnl_version_t* v = dnnl_version();
+    return std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
+  }();
+  return text.c_str();
+}
+
+Stats stats() {
+  Stats s = cache().stats();
+  s.runs = runs.load();
+  return s;
+}
+
+bool conv2d(const float* x, const float* w, float* y, const ConvGeom& g, Epilogue& e) {
+  return forward(x, w, y, g, e, false);
+}
+bool conv2d_backprop_input(const float* dy, const float* w, float* dx, const ConvGeom& g) {
+  return backward_data(dy, w, dx, g, false);
+}
+bool conv2d_backprop_filter(const float* x, const float* dy, float* dw, const ConvGeom& g) {
+  return backward_weights(x, dy, dw, g, false);
+}
+bool depthwise(const float* x, const float* w, float* y, const ConvGeom& g, Epilogue& e) {
+  return forward(x, w, y, g, e, true);
+}
+bool depthwise_backprop_input(const float* dy, const float* w, float* dx, const ConvGeom& g) {
+  return backward_data(dy, w, dx, g, true);
+}
+bool depthwise_backprop_filter(const float* x, const float* dy, float* dw, const ConvGeom& g) {
+  return backward_weights(x, dy, dw, g, true);
+}
+
+}  // namespace dnnl_conv
+}  // namespace wn
