@@ -44,15 +44,25 @@ async function main() {
     const cfg = { c_in: 16, c: 96, c_cond: 80, c_r: 64, depth: 3, nhead: 4 };
     const model = new WuerstchenPrior(cfg);
     const x = tf.randomNormal([2, 6, 6, 16]);
-    const got = await counted(() => tf.tidy(() => model.forward(x, tf.randomUniform([2]), tf.randomNormal([2, 77, 80]))));
+    const got = await counted(() =>
+      tf.tidy(() => model.forward(x, tf.randomUniform([2]), tf.randomNormal([2, 77, 80]))),
+    );
     cases.push(['prior (c 96, depth 3, 6×6)', F.prior({ H: 6, W: 6, ...cfg }), got]);
   }
   {
-    const config = { c_hidden: [32, 64, 64, 96], nhead: [-1, 2, 4, 4], blocks: [2, 1, 3, 1], c_cond: 48, clip_embd: 40 };
+    const config = {
+      c_hidden: [32, 64, 64, 96],
+      nhead: [-1, 2, 4, 4],
+      blocks: [2, 1, 3, 1],
+      c_cond: 48,
+      clip_embd: 40,
+    };
     const model = new WuerstchenDiffNeXt(config);
     const x = tf.randomNormal([1, 32, 32, 4]);
     const got = await counted(() =>
-      tf.tidy(() => model.forward(x, tf.randomUniform([1]), tf.randomNormal([1, 6, 6, 16]), tf.randomNormal([1, 77, 40]))),
+      tf.tidy(() =>
+        model.forward(x, tf.randomUniform([1]), tf.randomNormal([1, 6, 6, 16]), tf.randomNormal([1, 77, 40])),
+      ),
     );
     cases.push(['decoder (reduced widths, 32×32)', F.diffnext({ H: 32, W: 32, config }), got]);
   }
@@ -61,7 +71,11 @@ async function main() {
     const model = new PaellaVQModel({ embed_dim: 64, bottleneck_blocks: 3 });
     const z = tf.randomNormal([1, 8, 8, 4]);
     const got = await counted(() => tf.tidy(() => model.decode(z)));
-    cases.push(['vqgan decode (embed 64, 3 blocks, 8×8)', F.vqDecode({ h: 8, w: 8, levels: [32, 64], bottleneck: 3 }), got]);
+    cases.push([
+      'vqgan decode (embed 64, 3 blocks, 8×8)',
+      F.vqDecode({ h: 8, w: 8, levels: [32, 64], bottleneck: 3 }),
+      got,
+    ]);
   } catch (e) {
     console.error(`vqgan: ${e.message}`);
   }
@@ -70,8 +84,13 @@ async function main() {
   for (const [what, formula, got] of cases) {
     const rel = Math.abs(formula - got) / got;
     if (rel > 1e-3) bad++;
-    console.log(`${rel > 1e-3 ? 'MISMATCH' : 'ok      '} ${what}: formula ${formula} FLOP, tf.profile ${got} FLOP (${(rel * 100).toFixed(3)}%)`);
-    if (got > formula && rel <= 1e-3) console.log('         (the small excess: tfjs runs the antialiased bicubic effnet resize as matmuls; the formula leaves resizes out)');
+    console.log(
+      `${rel > 1e-3 ? 'MISMATCH' : 'ok      '} ${what}: formula ${formula} FLOP, tf.profile ${got} FLOP (${(rel * 100).toFixed(3)}%)`,
+    );
+    if (got > formula && rel <= 1e-3)
+      console.log(
+        '         (the small excess: tfjs runs the antialiased bicubic effnet resize as matmuls; the formula leaves resizes out)',
+      );
   }
   process.exit(bad ? 1 : 0);
 }

@@ -49,15 +49,26 @@ function stagecBlock({ B = 2, H = 24, W = 24, c = 1536, cR = 64, S = 77 } = {}) 
 function prior({ B = 2, H = 24, W = 24, S = 77, c_in = 16, c = 1536, c_cond = 1280, c_r = 64, depth = 32 } = {}) {
   return (
     conv(B, H, W, c_in, c, 1) + // projection
-    lin(B * S, c_cond, c) + lin(B * S, c, c) + // cond_mapper
+    lin(B * S, c_cond, c) +
+    lin(B * S, c, c) + // cond_mapper
     depth * stagecBlock({ B, H, W, c, cR: c_r, S }) +
     conv(B, H, W, c, 2 * c_in, 1) // out
   );
 }
 
 const DIFFNEXT = {
-  c_in: 4, c_out: 4, c_r: 64, patch_size: 2, c_cond: 1024, c_hidden: [320, 640, 1280, 1280], blocks: [4, 4, 14, 4],
-  level_config: ['CT', 'CTA', 'CTA', 'CTA'], inject_effnet: [false, true, true, true], effnet_embd: 16, clip_embd: 1024, kernel_size: 3,
+  c_in: 4,
+  c_out: 4,
+  c_r: 64,
+  patch_size: 2,
+  c_cond: 1024,
+  c_hidden: [320, 640, 1280, 1280],
+  blocks: [4, 4, 14, 4],
+  level_config: ['CT', 'CTA', 'CTA', 'CTA'],
+  inject_effnet: [false, true, true, true],
+  effnet_embd: 16,
+  clip_embd: 1024,
+  kernel_size: 3,
 };
 
 /** WuerstchenDiffNeXt forward on a latent `[B, H, W, c_in]` with S text tokens. */
@@ -176,4 +187,19 @@ function flopsFromProfile(kernels) {
   return { total, byKernel };
 }
 
-module.exports = { lin, conv, convT, resBlock, resBlockStageB, timestepBlock, attnBlock, stagecBlock, prior, diffnext, mixBlock, vqDecode, flopsFromProfile, DIFFNEXT };
+module.exports = {
+  lin,
+  conv,
+  convT,
+  resBlock,
+  resBlockStageB,
+  timestepBlock,
+  attnBlock,
+  stagecBlock,
+  prior,
+  diffnext,
+  mixBlock,
+  vqDecode,
+  flopsFromProfile,
+  DIFFNEXT,
+};

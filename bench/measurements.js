@@ -133,7 +133,10 @@ function decoderSetup(tf, W, { latent, effnet }) {
 }
 
 function vqSetup(tf, W, { side }) {
-  if (!W.paella) throw new Error('PaellaVQModel is not built (packages/wuerstchen/dist/models/paella_vq.js missing; run npm run build)');
+  if (!W.paella)
+    throw new Error(
+      'PaellaVQModel is not built (packages/wuerstchen/dist/models/paella_vq.js missing; run npm run build)',
+    );
   const model = new W.paella.PaellaVQModel();
   // decode touches only the up/out blocks, so only those are allocated
   allocate([model.upBlocks, model.outBlock]);
@@ -259,7 +262,10 @@ const MEASUREMENTS = [
 
 function blockParams(W) {
   const { ResBlock, TimestepBlock, AttnBlock } = W.common;
-  return [new ResBlock(1536, 0, 3, 0), new TimestepBlock(1536, 64), new AttnBlock(1536, 1536, 24, true, 0)].reduce((a, m) => a + m.numParameters(), 0);
+  return [new ResBlock(1536, 0, 3, 0), new TimestepBlock(1536, 64), new AttnBlock(1536, 1536, 24, true, 0)].reduce(
+    (a, m) => a + m.numParameters(),
+    0,
+  );
 }
 
 module.exports = { MEASUREMENTS, PRIOR_CONFIG, blockSetup };

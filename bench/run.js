@@ -30,13 +30,27 @@ function usage() {
   const lines = require('fs').readFileSync(__filename, 'utf8').split('\n');
   const start = lines.findIndex((l) => l.includes('npm run bench [-- options]'));
   return lines
-    .slice(start, lines.findIndex((l, i) => i > start && l.startsWith(' */')))
+    .slice(
+      start,
+      lines.findIndex((l, i) => i > start && l.startsWith(' */')),
+    )
     .map((l) => l.replace(/^ \* ?/, ''))
     .join('\n');
 }
 
 function parseArgs(argv) {
-  const opts = { filters: [], backend: null, torch: false, torchOnly: false, maxSeconds: 600, repeats: null, list: false, python: null, waitIdle: 0, profile: false };
+  const opts = {
+    filters: [],
+    backend: null,
+    torch: false,
+    torchOnly: false,
+    maxSeconds: 600,
+    repeats: null,
+    list: false,
+    python: null,
+    waitIdle: 0,
+    profile: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => {
@@ -74,15 +88,24 @@ function nativeAvailable() {
 function resolveBackends(spec) {
   const native = nativeAvailable();
   if (!spec) return [native ? 'native' : 'wasm'];
-  const list = spec === 'all' ? ['cpu', 'wasm', ...(native ? ['native'] : [])] : spec.split(',').map((s) => s.trim()).filter(Boolean);
+  const list =
+    spec === 'all'
+      ? ['cpu', 'wasm', ...(native ? ['native'] : [])]
+      : spec
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean);
   for (const b of list) {
-    if (!['cpu', 'wasm', 'native', 'tensorflow'].includes(b)) throw new Error(`unknown backend "${b}" (cpu, wasm, native, all)`);
+    if (!['cpu', 'wasm', 'native', 'tensorflow'].includes(b))
+      throw new Error(`unknown backend "${b}" (cpu, wasm, native, all)`);
   }
   return list;
 }
 
 function findPython(explicit) {
-  const candidates = explicit ? [explicit] : [process.env.PYTHON, 'python3', '/usr/bin/python3', 'python'].filter(Boolean);
+  const candidates = explicit
+    ? [explicit]
+    : [process.env.PYTHON, 'python3', '/usr/bin/python3', 'python'].filter(Boolean);
   for (const py of candidates) {
     const r = spawnSync(py, ['-c', 'import torch'], { stdio: 'ignore' });
     if (r.status === 0) return py;
@@ -121,7 +144,8 @@ async function waitIdle(maxSeconds) {
     if (b0 == null || b1 == null) return null;
     busy = (b1 - b0) / ((Date.now() - t0) / 1000);
     if (busy < 0.15 || Date.now() > deadline) break;
-    if (!announced) process.stderr.write(`bench: waiting for the machine to go idle (${busy.toFixed(2)} cores busy)…\n`);
+    if (!announced)
+      process.stderr.write(`bench: waiting for the machine to go idle (${busy.toFixed(2)} cores busy)…\n`);
     announced = true;
   }
   if (announced) process.stderr.write(`bench: ${busy.toFixed(2)} cores busy, going on\n`);
@@ -158,7 +182,8 @@ function runChild(cmd, argv, timeoutSeconds, fallback) {
       const wall = (Date.now() - t0) / 1000;
       for (const r of records) {
         // CPU the rest of the machine used meanwhile, in cores (0 = quiet; this box has 2)
-        if (busy0 != null && busy1 != null && r.cpu_seconds != null) r.other_load_cores = Number(Math.max(0, (busy1 - busy0 - r.cpu_seconds) / wall).toFixed(2));
+        if (busy0 != null && busy1 != null && r.cpu_seconds != null)
+          r.other_load_cores = Number(Math.max(0, (busy1 - busy0 - r.cpu_seconds) / wall).toFixed(2));
       }
       if (records.length) return resolve(records);
       const why = timedOut
@@ -209,7 +234,9 @@ async function main() {
   if (opts.torch) {
     python = findPython(opts.python);
     if (!python) {
-      process.stderr.write('bench: --torch: no python with torch found (apt-get install -y python3-torch libopenblas0-pthread); skipping torch\n');
+      process.stderr.write(
+        'bench: --torch: no python with torch found (apt-get install -y python3-torch libopenblas0-pthread); skipping torch\n',
+      );
     }
   }
   process.stderr.write(
@@ -217,7 +244,11 @@ async function main() {
       `max ${opts.maxSeconds} s each\n`,
   );
   const timeout = 2 * opts.maxSeconds + 900;
-  const common = ['--max-seconds', String(opts.maxSeconds), ...(opts.repeats ? ['--repeats', String(opts.repeats)] : [])];
+  const common = [
+    '--max-seconds',
+    String(opts.maxSeconds),
+    ...(opts.repeats ? ['--repeats', String(opts.repeats)] : []),
+  ];
   const jsOnly = opts.profile ? ['--profile', '1'] : [];
   const records = [];
   const print = (rs) => {
@@ -230,12 +261,25 @@ async function main() {
     for (const b of backends) {
       if (opts.waitIdle) await waitIdle(opts.waitIdle);
       process.stderr.write(`bench: ${m.name} on ${b}…\n`);
-      print(await runChild(process.execPath, [path.join(__dirname, 'worker.js'), '--name', m.name, '--backend', b, ...common, ...jsOnly], timeout, { name: m.name, backend: b, shape: m.shape }));
+      print(
+        await runChild(
+          process.execPath,
+          [path.join(__dirname, 'worker.js'), '--name', m.name, '--backend', b, ...common, ...jsOnly],
+          timeout,
+          { name: m.name, backend: b, shape: m.shape },
+        ),
+      );
     }
     if (python) {
       if (opts.waitIdle) await waitIdle(opts.waitIdle);
       process.stderr.write(`bench: ${m.name} on torch…\n`);
-      print(await runChild(python, [path.join(__dirname, 'torch_reference.py'), '--only', m.name, ...common], timeout, { name: m.name, backend: 'torch', shape: m.shape }));
+      print(
+        await runChild(python, [path.join(__dirname, 'torch_reference.py'), '--only', m.name, ...common], timeout, {
+          name: m.name,
+          backend: 'torch',
+          shape: m.shape,
+        }),
+      );
     }
   }
   process.stderr.write('\n' + summary(records, backends, !!python) + '\n');

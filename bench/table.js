@@ -27,7 +27,8 @@ const vsTorch = backends.includes('torch') ? backends.filter((b) => b !== 'torch
 const names = [...new Set(records.map((r) => r.name))];
 const get = (n, b) => byKey.get(`${n}|${b}`);
 
-const sec = (x) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x >= 1 ? x.toFixed(2) : x >= 0.01 ? x.toFixed(3) : x.toFixed(4));
+const sec = (x) =>
+  x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x >= 1 ? x.toFixed(2) : x >= 0.01 ? x.toFixed(3) : x.toFixed(4);
 const gf = (x) => (x >= 10 ? x.toFixed(0) : x.toFixed(1));
 
 const notes = [];
@@ -38,7 +39,9 @@ function note(text) {
 }
 
 const out = [];
-out.push(`| measurement | GFLOP | ${[...backends.map((b) => `${b} s (GFLOP/s)`), ...vsTorch.map((b) => `${b}/torch`)].join(' | ')} |`);
+out.push(
+  `| measurement | GFLOP | ${[...backends.map((b) => `${b} s (GFLOP/s)`), ...vsTorch.map((b) => `${b}/torch`)].join(' | ')} |`,
+);
 out.push(`|---|---:|${[...backends, ...vsTorch].map(() => '---:').join('|')}|`);
 for (const n of names) {
   const any = backends.map((b) => get(n, b)).find((r) => r && r.work_gflop != null);
@@ -46,23 +49,33 @@ for (const n of names) {
     const r = get(n, b);
     if (!r) return '';
     if (r.skipped) return `skip ${note(`${n} on ${b}: ${r.skipped}`)}`;
-    const load = r.other_load_cores != null && r.other_load_cores >= 0.3 ? ` ${note(`${n} on ${b}: other processes used ${r.other_load_cores} cores on average while it ran`)}` : '';
+    const load =
+      r.other_load_cores != null && r.other_load_cores >= 0.3
+        ? ` ${note(`${n} on ${b}: other processes used ${r.other_load_cores} cores on average while it ran`)}`
+        : '';
     return `${sec(r.seconds)} (${r.gflops == null ? '–' : gf(r.gflops)}) n=${r.runs}${load}`;
   });
   const t = get(n, 'torch');
   const ratios = vsTorch.map((b) => {
-      const r = get(n, b);
-      if (!(r && t && r.seconds && t.seconds)) return "–";
-      const q = r.seconds / t.seconds;
-      return `${q >= 10 ? q.toFixed(0) : q.toFixed(2)}×`;
-    });
+    const r = get(n, b);
+    if (!(r && t && r.seconds && t.seconds)) return '–';
+    const q = r.seconds / t.seconds;
+    return `${q >= 10 ? q.toFixed(0) : q.toFixed(2)}×`;
+  });
   out.push(`| ${n} | ${any ? any.work_gflop.toPrecision(4) : '–'} | ${[...cells, ...ratios].join(' | ')} |`);
 }
 out.push('');
 out.push(`| measurement | ${backends.map((b) => `${b} peak RSS MB`).join(' | ')} |`);
 out.push(`|---|${backends.map(() => '---:').join('|')}|`);
 for (const n of names) {
-  out.push(`| ${n} | ${backends.map((b) => { const r = get(n, b); return !r ? '' : r.skipped ? 'skipped' : r.peak_rss_mb != null ? String(r.peak_rss_mb) : '–'; }).join(' | ')} |`);
+  out.push(
+    `| ${n} | ${backends
+      .map((b) => {
+        const r = get(n, b);
+        return !r ? '' : r.skipped ? 'skipped' : r.peak_rss_mb != null ? String(r.peak_rss_mb) : '–';
+      })
+      .join(' | ')} |`,
+  );
 }
 if (notes.length) {
   out.push('');

@@ -42,9 +42,21 @@ const log = (msg) => process.stderr.write(`[bench ${name}/${backend}] ${msg}\n`)
 function emit(record) {
   const peak = process.resourceUsage().maxRSS / 1024; // KiB → MiB
   const def = require('./measurements').MEASUREMENTS.find((x) => x.name === name);
-  const base = { name, backend, shape: record.shape ?? (def ? def.shape : null), seconds: null, gflops: null, peak_rss_mb: Math.round(peak) };
+  const base = {
+    name,
+    backend,
+    shape: record.shape ?? (def ? def.shape : null),
+    seconds: null,
+    gflops: null,
+    peak_rss_mb: Math.round(peak),
+  };
   const cpu = process.cpuUsage();
-  const line = JSON.stringify({ ...base, ...record, peak_rss_mb: Math.round(peak), cpu_seconds: Number(((cpu.user + cpu.system) / 1e6).toFixed(2)) });
+  const line = JSON.stringify({
+    ...base,
+    ...record,
+    peak_rss_mb: Math.round(peak),
+    cpu_seconds: Number(((cpu.user + cpu.system) / 1e6).toFixed(2)),
+  });
   require('fs').writeSync(1, line + '\n');
 }
 
@@ -129,7 +141,9 @@ async function profileRun(tf, run) {
   log(`profile: ${wall} ms wall, ${total.toFixed(0)} ms in ${prof.kernels.length} kernel calls`);
   for (const [k, a] of rows.slice(0, 15)) {
     const rate = a.flops ? `  ${(a.flops / 1e6 / a.ms).toFixed(1)} GFLOP/s` : '';
-    log(`  ${k.padEnd(36)} ${a.ms.toFixed(1).padStart(9)} ms  ${((100 * a.ms) / total).toFixed(1).padStart(5)}%  ${String(a.calls).padStart(5)} calls${rate}`);
+    log(
+      `  ${k.padEnd(36)} ${a.ms.toFixed(1).padStart(9)} ms  ${((100 * a.ms) / total).toFixed(1).padStart(5)}%  ${String(a.calls).padStart(5)} calls${rate}`,
+    );
   }
   return Object.fromEntries(rows.slice(0, 12).map(([k, a]) => [k, Number(a.ms.toFixed(1))]));
 }
@@ -232,7 +246,9 @@ main()
   .then(() => process.exit(0))
   .catch((e) => {
     log(e && e.stack ? e.stack : String(e));
-    const msg = String((e && e.message) || e).split('\n')[0].slice(0, 400);
+    const msg = String((e && e.message) || e)
+      .split('\n')[0]
+      .slice(0, 400);
     const rss = Math.round(process.resourceUsage().maxRSS / 1024);
     emit({
       skipped:

@@ -62,12 +62,22 @@ async function accuracy(pipe) {
   for (const seed of seeds) {
     for (let i = 0; i < items.length; i += batch) {
       const chunk = items.slice(i, i + batch);
-      const out = await pipe(chunk.map((it) => w.sceneCaption(it.scene)), { ...callOpts, seed: seed * 1000 + i });
+      const out = await pipe(
+        chunk.map((it) => w.sceneCaption(it.scene)),
+        { ...callOpts, seed: seed * 1000 + i },
+      );
       const raws = await w.tensorToImages(out.images);
       out.images.dispose();
       chunk.forEach((it, k) => {
         const img = raws[k];
-        const j = w.judgeImage(img.data, img.width, img.height, img.channels, 40, it.split === 'new' ? [...w.COLOURS, newColour] : w.COLOURS);
+        const j = w.judgeImage(
+          img.data,
+          img.width,
+          img.height,
+          img.channels,
+          40,
+          it.split === 'new' ? [...w.COLOURS, newColour] : w.COLOURS,
+        );
         let all = true;
         for (const a of ATTRS) {
           const ok = j[a] === it.scene[a];
@@ -77,13 +87,24 @@ async function accuracy(pipe) {
         }
         tally[it.split].all[0] += all ? 1 : 0;
         tally[it.split].all[1] += 1;
-        if (imagesOut) fs.writeFileSync(path.join(imagesOut, `${it.split}-${String(i + k).padStart(3, '0')}-s${seed}.png`), w.encodePng(img));
-        emit({ kind: 'judgement', split: it.split, seed, prompt: w.sceneCaption(it.scene), judged: Object.fromEntries(ATTRS.map((a) => [a, j[a]])) });
+        if (imagesOut)
+          fs.writeFileSync(
+            path.join(imagesOut, `${it.split}-${String(i + k).padStart(3, '0')}-s${seed}.png`),
+            w.encodePng(img),
+          );
+        emit({
+          kind: 'judgement',
+          split: it.split,
+          seed,
+          prompt: w.sceneCaption(it.scene),
+          judged: Object.fromEntries(ATTRS.map((a) => [a, j[a]])),
+        });
       });
     }
   }
   const result = {};
-  for (const [split, t] of Object.entries(tally)) result[split] = Object.fromEntries(Object.entries(t).map(([a, [ok, n]]) => [a, n ? ok / n : null]));
+  for (const [split, t] of Object.entries(tally))
+    result[split] = Object.fromEntries(Object.entries(t).map(([a, [ok, n]]) => [a, n ? ok / n : null]));
   return { result, counts: Object.fromEntries(Object.entries(tally).map(([split, t]) => [split, t.all[1]])) };
 }
 
@@ -95,7 +116,11 @@ function stageAPsnr() {
   const psnrs = [];
   for (let i = 0; i < 64; i += 16) {
     const data = new Float32Array(16 * side * side * 3);
-    for (let k = 0; k < 16; k++) data.set(Float32Array.from(w.renderScene(w.randomScene(rng, 'only'), rng, { side }), (v) => v / 255), k * side * side * 3);
+    for (let k = 0; k < 16; k++)
+      data.set(
+        Float32Array.from(w.renderScene(w.randomScene(rng, 'only'), rng, { side }), (v) => v / 255),
+        k * side * side * 3,
+      );
     const mse = tf.tidy(() => {
       const x = tf.tensor4d(data, [16, side, side, 3]);
       const r = tf.clipByValue(vqgan.decode(vqgan.encode(x)), 0, 1);
@@ -109,7 +134,10 @@ function stageAPsnr() {
 
 /** Median seconds for one image at the defaults (after one warm-up), on the current backend. */
 async function timeOneImage() {
-  const pipe = w.WuerstchenCombinedPipeline.fromPretrained(path.join(model, 'wuerstchen-prior'), path.join(model, 'wuerstchen'));
+  const pipe = w.WuerstchenCombinedPipeline.fromPretrained(
+    path.join(model, 'wuerstchen-prior'),
+    path.join(model, 'wuerstchen'),
+  );
   const times = [];
   for (let i = 0; i < 4; i++) {
     const t0 = Date.now();
@@ -126,7 +154,10 @@ async function timeOneImage() {
   await useBackend(backend, { quiet: true });
   const mainBackend = tf.getBackend();
   const t0 = Date.now();
-  const pipe = w.WuerstchenCombinedPipeline.fromPretrained(path.join(model, 'wuerstchen-prior'), path.join(model, 'wuerstchen'));
+  const pipe = w.WuerstchenCombinedPipeline.fromPretrained(
+    path.join(model, 'wuerstchen-prior'),
+    path.join(model, 'wuerstchen'),
+  );
   for (const one of lora ? lora.split(',') : []) {
     const spec = w.parseLoraSpec(one);
     pipe.loadLora(spec.file, { scale: spec.scale });
@@ -144,7 +175,11 @@ async function timeOneImage() {
     model,
     ...(lora ? { lora } : {}),
     backend: mainBackend,
-    steps: { prior: callOpts.priorNumInferenceSteps, decoder: callOpts.numInferenceSteps, prior_guidance: callOpts.priorGuidanceScale },
+    steps: {
+      prior: callOpts.priorNumInferenceSteps,
+      decoder: callOpts.numInferenceSteps,
+      prior_guidance: callOpts.priorGuidanceScale,
+    },
     images: counts,
     accuracy: result,
     stage_a_psnr_db: +psnr.toFixed(2),
@@ -158,10 +193,14 @@ async function timeOneImage() {
     '',
     `| split | n | ${ATTRS.join(' | ')} | all |`,
     `|---|---|${ATTRS.map(() => '---').join('|')}|---|`,
-    ...Object.keys(counts).map((s) => `| ${s} | ${counts[s]} | ${ATTRS.map((a) => pct(result[s][a])).join(' | ')} | ${pct(result[s].all)} |`),
+    ...Object.keys(counts).map(
+      (s) => `| ${s} | ${counts[s]} | ${ATTRS.map((a) => pct(result[s][a])).join(' | ')} | ${pct(result[s].all)} |`,
+    ),
     '',
     `Stage A PSNR on held-out images: ${psnr.toFixed(2)} dB`,
-    `seconds per image (${callOpts.priorNumInferenceSteps} prior + ${callOpts.numInferenceSteps} decoder steps): ${Object.entries(timing)
+    `seconds per image (${callOpts.priorNumInferenceSteps} prior + ${callOpts.numInferenceSteps} decoder steps): ${Object.entries(
+      timing,
+    )
       .map(([k, v]) => `${k} ${v.toFixed(2)} s`)
       .join(', ')}; peak RSS ${summary.peak_rss_mb} MB`,
   ];

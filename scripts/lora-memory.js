@@ -86,10 +86,9 @@ function widerBase(base, dir, c, d) {
     trainer.init();
     const setupPeak = peakRss();
     const tfBytes = tf.memory().numBytes;
-    const trained = (mode === 'lora' ? trainer.adapters.network.parameters() : trainer.prior.trainableParameters()).reduce(
-      (a, [, p]) => a + p.size,
-      0,
-    );
+    const trained = (
+      mode === 'lora' ? trainer.adapters.network.parameters() : trainer.prior.trainableParameters()
+    ).reduce((a, [, p]) => a + p.size, 0);
     await trainer.run();
     const out = {
       mode,

@@ -28,7 +28,11 @@ function swapAttribute(scene, attr, i) {
 }
 
 function readPictures(dir, n) {
-  const pngs = fs.readdirSync(dir).filter((f) => f.endsWith('.png')).sort().slice(0, n);
+  const pngs = fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.png'))
+    .sort()
+    .slice(0, n);
   if (pngs.length === 0) throw new Error(`${dir}: no .png pictures (make them with wuerstchen-train make-shapes)`);
   return pngs.map((f) => {
     const caption = fs.readFileSync(path.join(dir, f.replace(/\.png$/, '.txt')), 'utf8').trim();
@@ -48,13 +52,29 @@ function readPictures(dir, n) {
   const prior = flag('prior') ? w.loadModel(path.resolve(flag('prior')), 'WuerstchenPrior') : pipe.prior.get();
   const [h, wd] = pipe.latentSize(w.TINY_MODEL.height, w.TINY_MODEL.width);
   const x0 = tf.tidy(() => {
-    const maps = pics.map(({ image }) => vary.encodeImage(tf.div(tf.tensor4d(Float32Array.from(image.data), [1, image.height, image.width, image.channels]).slice([0, 0, 0, 0], [1, -1, -1, 3]), 255), h, wd));
+    const maps = pics.map(({ image }) =>
+      vary.encodeImage(
+        tf.div(
+          tf
+            .tensor4d(Float32Array.from(image.data), [1, image.height, image.width, image.channels])
+            .slice([0, 0, 0, 0], [1, -1, -1, 3]),
+          255,
+        ),
+        h,
+        wd,
+      ),
+    );
     return tf.div(tf.add(tf.concat(maps), pipe.config.latentStd), pipe.config.latentMean);
   });
   const captions = pics.map((p) => p.caption);
   for (const t of flag('t', '0.5,0.9').split(',').map(Number)) {
     const a = pipe.scheduler.alphaCumprod(tf.tensor1d([t])).dataSync()[0];
-    const xt = tf.tidy(() => tf.add(tf.mul(x0, Math.sqrt(a)), tf.mul(tf.tensor(new w.Generator(7).randnArray(x0.size), x0.shape), Math.sqrt(1 - a))));
+    const xt = tf.tidy(() =>
+      tf.add(
+        tf.mul(x0, Math.sqrt(a)),
+        tf.mul(tf.tensor(new w.Generator(7).randnArray(x0.size), x0.shape), Math.sqrt(1 - a)),
+      ),
+    );
     const x0Error = (caps) =>
       tf.tidy(() => {
         const eps = prior.forward(xt, tf.fill([caps.length], t), pipe.encodePrompt(caps, 1, false));
@@ -64,7 +84,8 @@ function readPictures(dir, n) {
     const own = x0Error(captions);
     const growth = (caps) => Number(((x0Error(caps) / own - 1) * 100).toFixed(1));
     const row = { t, n: pics.length, x0_mse_own: Number(own.toFixed(5)) };
-    for (const attr of Object.keys(ATTRIBUTES)) row[`${attr}_swapped_pct`] = growth(pics.map((p, i) => swapAttribute(p.scene, attr, i)));
+    for (const attr of Object.keys(ATTRIBUTES))
+      row[`${attr}_swapped_pct`] = growth(pics.map((p, i) => swapAttribute(p.scene, attr, i)));
     row.empty_pct = growth(captions.map(() => ''));
     process.stdout.write(JSON.stringify(row) + '\n');
     xt.dispose();

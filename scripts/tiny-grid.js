@@ -31,7 +31,10 @@ function sceneList() {
   }
   const rngSeen = new w.Generator(21);
   const rngHeld = new w.Generator(22);
-  return [...Array.from({ length: 12 }, () => w.randomScene(rngSeen, 'exclude')), ...Array.from({ length: 4 }, () => w.randomScene(rngHeld, 'only'))];
+  return [
+    ...Array.from({ length: 12 }, () => w.randomScene(rngSeen, 'exclude')),
+    ...Array.from({ length: 4 }, () => w.randomScene(rngHeld, 'only')),
+  ];
 }
 
 (async () => {
@@ -40,9 +43,18 @@ function sceneList() {
   const base = sceneList();
   const scenes = loras.length ? [...base, ...base] : base;
   const prompts = scenes.map(w.sceneCaption);
-  const pipe = w.WuerstchenCombinedPipeline.fromPretrained(path.join(model, 'wuerstchen-prior'), path.join(model, 'wuerstchen'));
+  const pipe = w.WuerstchenCombinedPipeline.fromPretrained(
+    path.join(model, 'wuerstchen-prior'),
+    path.join(model, 'wuerstchen'),
+  );
   const draw = async () => {
-    const { images } = await pipe(base.map(w.sceneCaption), { width: w.TINY_MODEL.width, height: w.TINY_MODEL.height, priorNumInferenceSteps: w.TINY_MODEL.priorSteps, priorGuidanceScale: w.TINY_MODEL.priorGuidance, seed });
+    const { images } = await pipe(base.map(w.sceneCaption), {
+      width: w.TINY_MODEL.width,
+      height: w.TINY_MODEL.height,
+      priorNumInferenceSteps: w.TINY_MODEL.priorSteps,
+      priorGuidanceScale: w.TINY_MODEL.priorGuidance,
+      seed,
+    });
     const raw = await w.tensorToImages(images);
     images.dispose();
     return raw;
@@ -63,13 +75,27 @@ function sceneList() {
     const oy = pad + Math.floor(i / 4) * (side + pad);
     for (let y = 0; y < side; y++)
       for (let x = 0; x < side; x++)
-        for (let c = 0; c < 3; c++) data[((oy + y) * W + ox + x) * 3 + c] = im.data[((y >> 1) * im.width + (x >> 1)) * im.channels + c];
+        for (let c = 0; c < 3; c++)
+          data[((oy + y) * W + ox + x) * 3 + c] = im.data[((y >> 1) * im.width + (x >> 1)) * im.channels + c];
   });
   fs.mkdirSync(path.dirname(out), { recursive: true });
   fs.writeFileSync(out, w.encodePng({ width: W, height: H, channels: 3, data }));
   const rows = raws.map((im, i) => {
-    const j = w.judgeImage(im.data, im.width, im.height, im.channels, undefined, colour ? [...w.COLOURS, colour] : w.COLOURS);
-    const heldOut = w.isHeldOut(scenes[i].colour, scenes[i].shape) ? ' (held-out pair)' : loras.length ? (i < base.length ? ' (base)' : ' (LoRA)') : '';
+    const j = w.judgeImage(
+      im.data,
+      im.width,
+      im.height,
+      im.channels,
+      undefined,
+      colour ? [...w.COLOURS, colour] : w.COLOURS,
+    );
+    const heldOut = w.isHeldOut(scenes[i].colour, scenes[i].shape)
+      ? ' (held-out pair)'
+      : loras.length
+        ? i < base.length
+          ? ' (base)'
+          : ' (LoRA)'
+        : '';
     return `| ${Math.floor(i / 4) + 1},${(i % 4) + 1} | ${prompts[i]}${heldOut} | ${j.size ?? '-'} ${j.colour ?? '-'} ${j.shape ?? '-'} ${j.position ?? '-'} on ${j.background} |`;
   });
   process.stdout.write(`| row,col | prompt | the judge reads |\n|---|---|---|\n${rows.join('\n')}\n`);

@@ -34,7 +34,11 @@ function step(name, argv, env = ONE_THREAD) {
   process.stderr.write(`\n== train:tiny: ${name} ==\n`);
   const t0 = Date.now();
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [train, ...argv], { stdio: ['ignore', 'inherit', 'inherit'], cwd: root, env });
+    const child = spawn(process.execPath, [train, ...argv], {
+      stdio: ['ignore', 'inherit', 'inherit'],
+      cwd: root,
+      env,
+    });
     child.on('exit', (code, signal) => {
       if (code !== 0) {
         process.stderr.write(`train:tiny: ${name} failed (exit ${code ?? signal}); run again to resume\n`);
@@ -70,26 +74,66 @@ function stage(s, configName, extra, maxSteps) {
     process.stderr.write(`train:tiny: stage ${s} already at step ${st.step} in ${run}\n`);
     return Promise.resolve();
   }
-  const argv = [`stage-${s}`, '--config', path.join(root, 'configs', configName), '--data', data, '--out', run, '--resume', '--backend', backend, '--progress', 'plain', ...extra];
-  return step(maxSteps === undefined ? `stage-${s}` : `stage-${s}-to-${maxSteps}`, maxSteps === undefined ? argv : [...argv, '--max-steps', String(maxSteps)]);
+  const argv = [
+    `stage-${s}`,
+    '--config',
+    path.join(root, 'configs', configName),
+    '--data',
+    data,
+    '--out',
+    run,
+    '--resume',
+    '--backend',
+    backend,
+    '--progress',
+    'plain',
+    ...extra,
+  ];
+  return step(
+    maxSteps === undefined ? `stage-${s}` : `stage-${s}-to-${maxSteps}`,
+    maxSteps === undefined ? argv : [...argv, '--max-steps', String(maxSteps)],
+  );
 }
 
 (async () => {
   const t0 = Date.now();
   const have = fs.existsSync(data) ? fs.readdirSync(data).filter((f) => f.endsWith('.png')).length : 0;
-  if (have !== DATA_N) await step('data', ['make-shapes', '--out', data, '--n', String(DATA_N), '--seed', '1', '--side', '64']);
+  if (have !== DATA_N)
+    await step('data', ['make-shapes', '--out', data, '--n', String(DATA_N), '--seed', '1', '--side', '64']);
   await stage('a', 'tiny-a.json', []);
   const vqgan = ['--vqgan', path.join(runs, 'a')];
   // Stage B's joint phase (decoder + compressor), then its frozen-compressor phase beside Stage C
   const joint = config('tiny-b.json').phases.findIndex((p) => p.freeze_effnet);
   if (joint < 0) throw new Error('configs/tiny-b.json: expected a phase with "freeze_effnet": true');
-  const jointSteps = config('tiny-b.json').phases.slice(0, joint).reduce((a, p) => a + p.steps, 0);
+  const jointSteps = config('tiny-b.json')
+    .phases.slice(0, joint)
+    .reduce((a, p) => a + p.steps, 0);
   await stage('b', 'tiny-b.json', vqgan, jointSteps);
   await Promise.all([stage('b', 'tiny-b.json', vqgan), stage('c', 'tiny-c.json', ['--effnet', path.join(runs, 'b')])]);
-  await step('export', ['export', '--prior', path.join(runs, 'c'), '--decoder', path.join(runs, 'b'), '--out', out, '--dtype', 'fp16']);
-  process.stderr.write(`\ntrain:tiny: ${out} written; this invocation took ${((Date.now() - t0) / 60000).toFixed(1)} min; wall time per step over all invocations (min): ${Object.entries(timings).map(([k, v]) => `${k} ${(v / 60).toFixed(1)}`).join(', ')}\n`);
+  await step('export', [
+    'export',
+    '--prior',
+    path.join(runs, 'c'),
+    '--decoder',
+    path.join(runs, 'b'),
+    '--out',
+    out,
+    '--dtype',
+    'fp16',
+  ]);
+  process.stderr.write(
+    `\ntrain:tiny: ${out} written; this invocation took ${((Date.now() - t0) / 60000).toFixed(1)} min; wall time per step over all invocations (min): ${Object.entries(
+      timings,
+    )
+      .map(([k, v]) => `${k} ${(v / 60).toFixed(1)}`)
+      .join(', ')}\n`,
+  );
   if (!args.includes('--skip-eval')) {
-    const r = spawn(process.execPath, [path.join(root, 'scripts', 'eval-tiny.js'), '--model', out, '--backend', backend], { stdio: 'inherit', cwd: root });
+    const r = spawn(
+      process.execPath,
+      [path.join(root, 'scripts', 'eval-tiny.js'), '--model', out, '--backend', backend],
+      { stdio: 'inherit', cwd: root },
+    );
     r.on('exit', (code) => process.exit(code ?? 1));
   }
 })();

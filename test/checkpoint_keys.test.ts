@@ -20,16 +20,23 @@ describe('checkpoint golden cases', () => {
   test('runGolden with filter "loader_" passes all three loader cases without leaks', async () => {
     const lines: string[] = [];
     const reports = await runGolden(GOLDEN, { filter: 'loader_', log: (l) => lines.push(l) });
-    expect(reports.map((r) => r.name).sort()).toEqual(['loader_prior_bf16', 'loader_prior_fp16', 'loader_prior_sharded']);
+    expect(reports.map((r) => r.name).sort()).toEqual([
+      'loader_prior_bf16',
+      'loader_prior_fp16',
+      'loader_prior_sharded',
+    ]);
     for (const r of reports) if (!r.passed) throw new Error(formatReport(r));
   });
 
-  test.each(['loader_prior_fp16', 'loader_prior_bf16', 'loader_prior_sharded', 'real_checkpoint_keys'])('%s', async (name) => {
-    const before = tf.memory().numTensors;
-    const report = await runCase(GOLDEN, name);
-    if (!report.passed) throw new Error(formatReport(report));
-    expect(tf.memory().numTensors).toBe(before);
-  });
+  test.each(['loader_prior_fp16', 'loader_prior_bf16', 'loader_prior_sharded', 'real_checkpoint_keys'])(
+    '%s',
+    async (name) => {
+      const before = tf.memory().numTensors;
+      const report = await runCase(GOLDEN, name);
+      if (!report.passed) throw new Error(formatReport(report));
+      expect(tf.memory().numTensors).toBe(before);
+    },
+  );
 });
 
 describe('the checkpoint runners detect altered fixtures', () => {
@@ -57,7 +64,9 @@ describe('the checkpoint runners detect altered fixtures', () => {
     writeSafetensors(file, tensors);
     const report = await runCase(root, 'loader_prior_bf16');
     expect(report.passed).toBe(false);
-    expect(report.problems.join('\n')).toMatch(/expected_float32 \(bitwise\).*out\.1\.bias: first difference at element 3/);
+    expect(report.problems.join('\n')).toMatch(
+      /expected_float32 \(bitwise\).*out\.1\.bias: first difference at element 3/,
+    );
   });
 
   test('a renamed key and a wrong shape fail the key-list checks', async () => {

@@ -69,12 +69,9 @@ describe('wuerstchen-train', () => {
     ['make-shapes', '--version'],
     ['export', '--version'],
     ['lora', '--version'],
-  ])(
-    '%s prints the version',
-    async (...argv) => {
-      expect(await runTrain(argv)).toEqual({ code: 0, out: expect.stringMatching(VERSION), err: '' });
-    },
-  );
+  ])('%s prints the version', async (...argv) => {
+    expect(await runTrain(argv)).toEqual({ code: 0, out: expect.stringMatching(VERSION), err: '' });
+  });
 
   test.each([
     [['--help'], /wuerstchen-train stage-a\|stage-b\|stage-c[\s\S]*make-shapes[\s\S]*export/],
@@ -101,17 +98,38 @@ describe('wuerstchen-train', () => {
 
   test('every subcommand reads its options with the same parser and the same messages', async () => {
     const cases: [string[], string][] = [
-      [['stage-c', '--config', 'c', '--data', 'd', '--out', 'o', '--max-steps', '1e3'], '--max-steps must be a positive integer, got "1e3" (decimal digits only)'],
-      [['stage-a', '--config', 'c', '--data', 'd', '--out', 'o', '--progress', 'bar'], '--progress must be one of auto, plain, none, got "bar"'],
-      [['stage-b', '--config', 'c', '--data', 'd', '--out', 'o', '--backend', 'cuda'], '--backend must be one of auto, tensorflow, native, wasm, cpu, got "cuda"'],
+      [
+        ['stage-c', '--config', 'c', '--data', 'd', '--out', 'o', '--max-steps', '1e3'],
+        '--max-steps must be a positive integer, got "1e3" (decimal digits only)',
+      ],
+      [
+        ['stage-a', '--config', 'c', '--data', 'd', '--out', 'o', '--progress', 'bar'],
+        '--progress must be one of auto, plain, none, got "bar"',
+      ],
+      [
+        ['stage-b', '--config', 'c', '--data', 'd', '--out', 'o', '--backend', 'cuda'],
+        '--backend must be one of auto, tensorflow, native, wasm, cpu, got "cuda"',
+      ],
       [['stage-b', '--config', 'c'], '--data, --out are required'],
       // a malformed value is reported before what is missing
       [['stage-c', '--max-steps', 'x'], '--max-steps must be a positive integer, got "x" (decimal digits only)'],
       [['make-shapes', '--n', '-3'], '--n must be a positive integer, got "-3" (decimal digits only)'],
-      [['make-shapes', '--out', 'o', '--n', '0x10'], '--n must be a positive integer, got "0x10" (decimal digits only)'],
-      [['make-shapes', '--out', 'o', '--n', '3', '--held-out', 'some'], '--held-out must be one of exclude, only, any, got "some"'],
-      [['export', '--prior', 'c', '--decoder', 'b', '--out', 'o', '--dtype', 'bf16'], '--dtype must be one of fp32, fp16, got "bf16"'],
-      [['lora', '--base', 'b', '--data', 'd', '--out', 'o', '--lr', '0x1'], '--lr must be a number > 0, got "0x1" (decimal notation, like 0.0001 or 1e-4)'],
+      [
+        ['make-shapes', '--out', 'o', '--n', '0x10'],
+        '--n must be a positive integer, got "0x10" (decimal digits only)',
+      ],
+      [
+        ['make-shapes', '--out', 'o', '--n', '3', '--held-out', 'some'],
+        '--held-out must be one of exclude, only, any, got "some"',
+      ],
+      [
+        ['export', '--prior', 'c', '--decoder', 'b', '--out', 'o', '--dtype', 'bf16'],
+        '--dtype must be one of fp32, fp16, got "bf16"',
+      ],
+      [
+        ['lora', '--base', 'b', '--data', 'd', '--out', 'o', '--lr', '0x1'],
+        '--lr must be a number > 0, got "0x1" (decimal notation, like 0.0001 or 1e-4)',
+      ],
       [['lora', '--base', 'b', '--data', 'd', '--out', 'o', '--stage', 'a'], '--stage must be one of c, b, got "a"'],
       [['export', '--prior', 'c', 'stray'], 'unexpected argument "stray" (options take the form --name value)'],
     ];

@@ -73,7 +73,15 @@ describe('full-size key names and shapes (no weights allocated)', () => {
     const before = tf.memory().numTensors;
     // the config in the key file is a subset of config.json; parsing it with the spec's legacy ids must give the same model
     const fromRef = parseCLIPTextConfig(ref.config);
-    for (const k of ['hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'vocab_size', 'max_position_embeddings', 'hidden_act'] as const) {
+    for (const k of [
+      'hidden_size',
+      'intermediate_size',
+      'num_hidden_layers',
+      'num_attention_heads',
+      'vocab_size',
+      'max_position_embeddings',
+      'hidden_act',
+    ] as const) {
       expect(fromRef[k]).toBe(cfg[k]);
     }
     const m = new CLIPTextModel(cfg);
@@ -103,36 +111,43 @@ describe('hub text encoders', () => {
   test.each([
     ['prior', HUB_PRIOR_TE, 32],
     ['decoder', HUB_DECODER_TE, 24],
-  ] as const)('%s text_encoder loads (config.json + model.safetensors) and reproduces the pipeline prompt embeddings', (which, dir, width) => {
-    const before = tf.memory().numTensors;
-    const m = CLIPTextModel.fromPretrained(dir);
-    try {
-      expect(m.config.hidden_size).toBe(width);
-      expect(m.config.vocab_size).toBe(49408);
-      expect(m.config.eos_token_id).toBe(49407);
-      expect(m.namedParameters().every(([, p]) => p.allocated)).toBe(true);
-      for (const [ids, mask, out] of [
-        ['prompt_input_ids', 'prompt_attention_mask', `${which}_prompt_embeds`],
-        ['negative_input_ids', 'negative_attention_mask', `${which}_negative_prompt_embeds`],
-      ]) {
-        tf.tidy(() => {
-          const r = m.forward(t(ids) as tf.Tensor2D, t(mask) as tf.Tensor2D);
-          expect(r.lastHiddenState.shape).toEqual([1, 77, width]);
-          expect(r.poolerOutput.shape).toEqual([1, width]);
-          expect(maxAbs(r.lastHiddenState, t(out))).toBeLessThanOrEqual(tol[out]);
-        });
+  ] as const)(
+    '%s text_encoder loads (config.json + model.safetensors) and reproduces the pipeline prompt embeddings',
+    (which, dir, width) => {
+      const before = tf.memory().numTensors;
+      const m = CLIPTextModel.fromPretrained(dir);
+      try {
+        expect(m.config.hidden_size).toBe(width);
+        expect(m.config.vocab_size).toBe(49408);
+        expect(m.config.eos_token_id).toBe(49407);
+        expect(m.namedParameters().every(([, p]) => p.allocated)).toBe(true);
+        for (const [ids, mask, out] of [
+          ['prompt_input_ids', 'prompt_attention_mask', `${which}_prompt_embeds`],
+          ['negative_input_ids', 'negative_attention_mask', `${which}_negative_prompt_embeds`],
+        ]) {
+          tf.tidy(() => {
+            const r = m.forward(t(ids) as tf.Tensor2D, t(mask) as tf.Tensor2D);
+            expect(r.lastHiddenState.shape).toEqual([1, 77, width]);
+            expect(r.poolerOutput.shape).toEqual([1, width]);
+            expect(maxAbs(r.lastHiddenState, t(out))).toBeLessThanOrEqual(tol[out]);
+          });
+        }
+      } finally {
+        m.dispose();
       }
-    } finally {
-      m.dispose();
-    }
-    expect(tf.memory().numTensors).toBe(before);
-  });
+      expect(tf.memory().numTensors).toBe(before);
+    },
+  );
 
   const tmp = useTempDir('clip-text-');
   test('an extra int64 text_model.embeddings.position_ids is ignored; a missing key is an error', () => {
     const weights = loadSafetensors(path.join(HUB_DECODER_TE, 'model.safetensors'));
     const withIds = new Map<string, HostTensor>(weights);
-    withIds.set('text_model.embeddings.position_ids', { dtype: 'I64', shape: [1, 77], data: BigInt64Array.from({ length: 77 }, (_, i) => BigInt(i)) });
+    withIds.set('text_model.embeddings.position_ids', {
+      dtype: 'I64',
+      shape: [1, 77],
+      data: BigInt64Array.from({ length: 77 }, (_, i) => BigInt(i)),
+    });
     const dir = tmp();
     fs.copyFileSync(path.join(HUB_DECODER_TE, 'config.json'), path.join(dir, 'config.json'));
     writeSafetensors(path.join(dir, 'model.safetensors'), withIds);
@@ -152,7 +167,9 @@ describe('hub text encoders', () => {
 
     const missing = new Map(weights);
     missing.delete('text_model.final_layer_norm.bias');
-    const m = new CLIPTextModel(parseCLIPTextConfig(JSON.parse(fs.readFileSync(path.join(HUB_DECODER_TE, 'config.json'), 'utf8'))));
+    const m = new CLIPTextModel(
+      parseCLIPTextConfig(JSON.parse(fs.readFileSync(path.join(HUB_DECODER_TE, 'config.json'), 'utf8'))),
+    );
     expect(() => m.loadStateDict(missing)).toThrow(StateDictError);
     expect(() => m.loadStateDict(missing)).toThrow(/final_layer_norm\.bias/);
     m.dispose();
@@ -167,8 +184,24 @@ describe('forward', () => {
   });
   afterAll(() => m.dispose());
 
-  const ids = () => tf.tensor2d([[98, 5, 7, 99, 99, 99], [98, 11, 12, 13, 99, 0]], [2, 6], 'int32');
-  const mask = () => tf.tensor2d([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0]], [2, 6], 'int32');
+  const ids = () =>
+    tf.tensor2d(
+      [
+        [98, 5, 7, 99, 99, 99],
+        [98, 11, 12, 13, 99, 0],
+      ],
+      [2, 6],
+      'int32',
+    );
+  const mask = () =>
+    tf.tensor2d(
+      [
+        [1, 1, 1, 1, 0, 0],
+        [1, 1, 1, 1, 1, 0],
+      ],
+      [2, 6],
+      'int32',
+    );
 
   test('output shapes and hidden states', () => {
     tf.tidy(() => {
@@ -207,11 +240,18 @@ describe('forward', () => {
       const keep = tf.tensor2d([[1, 1, 0, 1, 1, 1]], [1, 6], 'int32');
       const c = m.forward(tf.tensor2d([[98, 5, 7, 99, 3, 4]], [1, 6], 'int32'), keep).lastHiddenState;
       const d = m.forward(tf.tensor2d([[98, 5, 70, 99, 3, 4]], [1, 6], 'int32'), keep).lastHiddenState;
-      const rowsWithout2 = (t: tf.Tensor) => tf.concat([t.slice([0, 0, 0], [1, 2, -1]), t.slice([0, 3, 0], [1, 3, -1])], 1);
+      const rowsWithout2 = (t: tf.Tensor) =>
+        tf.concat([t.slice([0, 0, 0], [1, 2, -1]), t.slice([0, 3, 0], [1, 3, -1])], 1);
       expect(maxAbs(rowsWithout2(c), rowsWithout2(d))).toBeLessThan(1e-6);
       // a bool or float mask means the same as an int32 one
-      const e = m.forward(tf.tensor2d([[98, 5, 7, 99, 3, 4]], [1, 6], 'int32'), keep.cast('bool') as tf.Tensor2D).lastHiddenState;
-      const f = m.forward(tf.tensor2d([[98, 5, 7, 99, 3, 4]], [1, 6], 'int32'), keep.cast('float32') as tf.Tensor2D).lastHiddenState;
+      const e = m.forward(
+        tf.tensor2d([[98, 5, 7, 99, 3, 4]], [1, 6], 'int32'),
+        keep.cast('bool') as tf.Tensor2D,
+      ).lastHiddenState;
+      const f = m.forward(
+        tf.tensor2d([[98, 5, 7, 99, 3, 4]], [1, 6], 'int32'),
+        keep.cast('float32') as tf.Tensor2D,
+      ).lastHiddenState;
       expect(maxAbs(c, e)).toBe(0);
       expect(maxAbs(c, f)).toBe(0);
     });
@@ -219,15 +259,32 @@ describe('forward', () => {
 
   test('pooling: first eos_token_id position (0 when absent); legacy eos_token_id 2 → argmax of the ids', () => {
     tf.tidy(() => {
-      const x = tf.tensor2d([[98, 5, 99, 99, 99, 99], [98, 11, 12, 13, 14, 0], [98, 97, 99, 3, 4, 5]], [3, 6], 'int32');
+      const x = tf.tensor2d(
+        [
+          [98, 5, 99, 99, 99, 99],
+          [98, 11, 12, 13, 14, 0],
+          [98, 97, 99, 3, 4, 5],
+        ],
+        [3, 6],
+        'int32',
+      );
       expect(Array.from(m.eosPositions(x).dataSync())).toEqual([2, 0, 2]);
       const r = m.forward(x);
-      const expected = tf.stack([0, 1, 2].map((b, i) => r.lastHiddenState.slice([b, [2, 0, 2][i], 0], [1, 1, -1]).reshape([16])));
+      const expected = tf.stack(
+        [0, 1, 2].map((b, i) => r.lastHiddenState.slice([b, [2, 0, 2][i], 0], [1, 1, -1]).reshape([16])),
+      );
       expect(maxAbs(r.poolerOutput, expected)).toBe(0);
     });
     const legacy = tinyModel({ eos_token_id: 2 });
     tf.tidy(() => {
-      const x = tf.tensor2d([[49, 5, 60, 2, 2, 2], [3, 77, 12, 77, 2, 0]], [2, 6], 'int32');
+      const x = tf.tensor2d(
+        [
+          [49, 5, 60, 2, 2, 2],
+          [3, 77, 12, 77, 2, 0],
+        ],
+        [2, 6],
+        'int32',
+      );
       expect(Array.from(legacy.eosPositions(x).dataSync())).toEqual([2, 1]);
     });
     legacy.dispose();
@@ -245,13 +302,19 @@ describe('forward', () => {
     const badMask = tf.ones([1, 4], 'int32');
     const stringMask = tf.tensor([['a', 'b', 'c']]);
     const n = tf.memory().numTensors;
-    expect(() => m.forward(f32 as tf.Tensor2D)).toThrow(/inputIds must be an int32 tensor of shape \[batch, seq\]; got float32 \[1, 3\]/);
-    expect(() => m.forward(rank1 as unknown as tf.Tensor2D)).toThrow(/int32 tensor of shape \[batch, seq\]; got int32 \[3\]/);
+    expect(() => m.forward(f32 as tf.Tensor2D)).toThrow(
+      /inputIds must be an int32 tensor of shape \[batch, seq\]; got float32 \[1, 3\]/,
+    );
+    expect(() => m.forward(rank1 as unknown as tf.Tensor2D)).toThrow(
+      /int32 tensor of shape \[batch, seq\]; got int32 \[3\]/,
+    );
     expect(() => m.forward(rank3 as unknown as tf.Tensor2D)).toThrow(/got int32 \[1, 3, 1\]/);
     expect(() => m.forward(tooLong as tf.Tensor2D)).toThrow(/sequence length 13 exceeds max_position_embeddings 12/);
     expect(() => m.forward(outOfRange)).toThrow(/token ids must be in \[0, 100\); got values in \[98, 100\]/);
     expect(() => m.forward(negative)).toThrow(/token ids must be in \[0, 100\)/);
-    expect(() => m.forward(ok, badMask as tf.Tensor2D)).toThrow(/attentionMask must have the shape of inputIds \[1, 3\]; got int32 \[1, 4\]/);
+    expect(() => m.forward(ok, badMask as tf.Tensor2D)).toThrow(
+      /attentionMask must have the shape of inputIds \[1, 3\]; got int32 \[1, 4\]/,
+    );
     expect(() => m.forward(ok, stringMask as tf.Tensor2D)).toThrow(/attentionMask must be int32, bool or float32/);
     expect(tf.memory().numTensors).toBe(n);
     tf.dispose([f32, rank1, rank3, tooLong, outOfRange, negative, ok, badMask, stringMask]);
@@ -263,10 +326,21 @@ describe('config', () => {
   test('parses transformers config.json (and a CLIPConfig text_config); rejects bad values', () => {
     const hub = JSON.parse(fs.readFileSync(path.join(HUB_PRIOR_TE, 'config.json'), 'utf8')) as Record<string, unknown>;
     const cfg = parseCLIPTextConfig(hub);
-    expect(cfg).toMatchObject({ hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, hidden_act: 'gelu', eos_token_id: 49407, layer_norm_eps: 1e-5 });
+    expect(cfg).toMatchObject({
+      hidden_size: 32,
+      num_hidden_layers: 2,
+      num_attention_heads: 4,
+      hidden_act: 'gelu',
+      eos_token_id: 49407,
+      layer_norm_eps: 1e-5,
+    });
     expect(parseCLIPTextConfig({ model_type: 'clip', text_config: hub })).toEqual(cfg);
-    expect(() => parseCLIPTextConfig({ ...hub, hidden_act: 'relu' })).toThrow(/"hidden_act" must be one of "gelu", "quick_gelu", got "relu"/);
+    expect(() => parseCLIPTextConfig({ ...hub, hidden_act: 'relu' })).toThrow(
+      /"hidden_act" must be one of "gelu", "quick_gelu", got "relu"/,
+    );
     expect(() => parseCLIPTextConfig({ ...hub, num_attention_heads: 5 })).toThrow(/not divisible/);
-    expect(() => parseCLIPTextConfig({ ...hub, num_hidden_layers: 0 })).toThrow(/"num_hidden_layers" must be an integer from 1 to 256, got 0/);
+    expect(() => parseCLIPTextConfig({ ...hub, num_hidden_layers: 0 })).toThrow(
+      /"num_hidden_layers" must be an integer from 1 to 256, got 0/,
+    );
   });
 });

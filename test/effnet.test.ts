@@ -5,10 +5,18 @@ import * as tf from '@tensorflow/tfjs';
 import '../packages/golden/src/runners/effnet';
 import { formatReport, runGolden } from '../packages/golden/src/harness';
 import { BatchNorm2d, Sequential } from '@wuerstchen/core';
-import { EfficientNetEncoder, FusedMBConv, InvertedResidualConfig, MBConv, StochasticDepth, toPriorLatents } from '../packages/wuerstchen/src/models/effnet';
+import {
+  EfficientNetEncoder,
+  FusedMBConv,
+  InvertedResidualConfig,
+  MBConv,
+  StochasticDepth,
+  toPriorLatents,
+} from '../packages/wuerstchen/src/models/effnet';
 import { GOLDEN } from './helpers/shared';
 
-const REDUCED = JSON.parse(fs.readFileSync(path.join(GOLDEN, 'effnet_reduced', 'case.json'), 'utf8')).reduced_config as {
+const REDUCED = JSON.parse(fs.readFileSync(path.join(GOLDEN, 'effnet_reduced', 'case.json'), 'utf8'))
+  .reduced_config as {
   inverted_residual_setting: InvertedResidualConfig[];
   last_channel: number;
   stem_channels: number;
@@ -30,7 +38,11 @@ test('efficientnet_v2_s encoder has exactly the 786 keys, shapes and dtypes of k
   const ref = JSON.parse(fs.readFileSync(path.join(GOLDEN, 'effnet_v2_s_keys', 'keys.json'), 'utf8'));
   const model = new EfficientNetEncoder();
   const params = model.namedParameters();
-  const keys = params.map(([name, p]) => ({ name, shape: p.torchShape, dtype: p.dtype === 'I64' ? 'int64' : 'float32' }));
+  const keys = params.map(([name, p]) => ({
+    name,
+    shape: p.torchShape,
+    dtype: p.dtype === 'I64' ? 'int64' : 'float32',
+  }));
   expect(keys).toEqual(ref);
   expect(keys).toHaveLength(786);
   expect(params.some(([, p]) => p.allocated)).toBe(false);
@@ -39,7 +51,9 @@ test('efficientnet_v2_s encoder has exactly the 786 keys, shapes and dtypes of k
 test('efficientnet_v2_l builds (dome272 v1 backbone)', () => {
   const model = new EfficientNetEncoder({ effnet: 'efficientnet_v2_l' });
   expect(model.backbone.length).toBe(9);
-  expect(model.namedParameters().find(([k]) => k === 'backbone.6.0.block.1.0.weight')?.[1].torchShape).toEqual([1344, 1, 5, 5]);
+  expect(model.namedParameters().find(([k]) => k === 'backbone.6.0.block.1.0.weight')?.[1].torchShape).toEqual([
+    1344, 1, 5, 5,
+  ]);
 });
 
 describe('reduced encoder (random weights)', () => {
@@ -82,7 +96,9 @@ describe('reduced encoder (random weights)', () => {
       expect(bn.numBatchesTracked.value.dataSync()[0]).toBe(1);
       expect(Number.isFinite(value.dataSync()[0])).toBe(true);
       expect(Object.keys(grads)).toHaveLength(vars.length);
-      const zero = m.trainableParameters().filter(([, p]) => !tf.any(tf.notEqual(grads[p.value.name], 0)).dataSync()[0]);
+      const zero = m
+        .trainableParameters()
+        .filter(([, p]) => !tf.any(tf.notEqual(grads[p.value.name], 0)).dataSync()[0]);
       expect(zero.map(([k]) => k)).toEqual([]);
       tf.dispose([value, probe, ...Object.values(grads)]);
     } finally {
@@ -106,11 +122,15 @@ describe('reduced encoder (random weights)', () => {
 
   test('bad input shapes and configs give a clear error', () => {
     tf.tidy(() => {
-      expect(() => model.forward(tf.zeros([1, 64, 64, 4]))).toThrow(/EfficientNetEncoder: expected an NHWC image \[B, H, W, 3\], got \[1,64,64,4\]/);
+      expect(() => model.forward(tf.zeros([1, 64, 64, 4]))).toThrow(
+        /EfficientNetEncoder: expected an NHWC image \[B, H, W, 3\], got \[1,64,64,4\]/,
+      );
       expect(() => model.forward(tf.zeros([64, 64, 3]))).toThrow(/expected an NHWC image/);
     });
     expect(() => new EfficientNetEncoder({ c_cond: 64 })).toThrow(/last_channel \(1280\) must equal c_cond \(64\)/);
-    expect(() => new EfficientNetEncoder({ effnet: 'efficientnet_b0' as never })).toThrow(/unknown effnet "efficientnet_b0"/);
+    expect(() => new EfficientNetEncoder({ effnet: 'efficientnet_b0' as never })).toThrow(
+      /unknown effnet "efficientnet_b0"/,
+    );
     expect(() => new EfficientNetEncoder({ c_cond: 64, ...REDUCED, stem_channels: 16 })).toThrow(/stem_channels 16/);
   });
 });

@@ -8,7 +8,14 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { WuerstchenCombinedPipeline, readModelIndex } from 'wuerstchen';
-import { ExportError, StageBTrainer, StageCTrainer, exportPipelines, loadConfig, makeToyDataset } from '@wuerstchen/train';
+import {
+  ExportError,
+  StageBTrainer,
+  StageCTrainer,
+  exportPipelines,
+  loadConfig,
+  makeToyDataset,
+} from '@wuerstchen/train';
 import { useTempDir } from './helpers/tmp';
 
 const tmp = useTempDir('export-');
@@ -20,7 +27,20 @@ beforeAll(async () => {
 
 function textSpec(dir: string, hidden: number): string {
   const file = path.join(dir, `text-${hidden}.json`);
-  const config = { vocab_size: 49408, hidden_size: hidden, intermediate_size: 2 * hidden, projection_dim: hidden, num_hidden_layers: 1, num_attention_heads: 2, max_position_embeddings: 77, hidden_act: 'gelu', layer_norm_eps: 1e-5, bos_token_id: 49406, eos_token_id: 49407, pad_token_id: 1 };
+  const config = {
+    vocab_size: 49408,
+    hidden_size: hidden,
+    intermediate_size: 2 * hidden,
+    projection_dim: hidden,
+    num_hidden_layers: 1,
+    num_attention_heads: 2,
+    max_position_embeddings: 77,
+    hidden_act: 'gelu',
+    layer_norm_eps: 1e-5,
+    bos_token_id: 49406,
+    eos_token_id: 49407,
+    pad_token_id: 1,
+  };
   fs.writeFileSync(file, JSON.stringify({ seed: 3, config }));
   return file;
 }
@@ -37,13 +57,31 @@ test('tiny B and C runs export to pipeline folders that generate at their native
   ];
   b.sample_every = 0;
   const bRun = path.join(dir, 'b');
-  const effnetFile = () => fs.readFileSync(path.join(bRun, fs.readFileSync(path.join(bRun, 'latest'), 'utf8').trim(), 'effnet', 'diffusion_pytorch_model.safetensors'));
+  const effnetFile = () =>
+    fs.readFileSync(
+      path.join(
+        bRun,
+        fs.readFileSync(path.join(bRun, 'latest'), 'utf8').trim(),
+        'effnet',
+        'diffusion_pytorch_model.safetensors',
+      ),
+    );
   for (const maxSteps of [2, undefined]) {
-    const tb = new StageBTrainer({ config: b, data, out: bRun, progress: 'none', log: () => undefined, resume: maxSteps === undefined, maxSteps });
+    const tb = new StageBTrainer({
+      config: b,
+      data,
+      out: bRun,
+      progress: 'none',
+      log: () => undefined,
+      resume: maxSteps === undefined,
+      maxSteps,
+    });
     await tb.run();
     tb.dispose();
   }
-  const jointEffnet = fs.readFileSync(path.join(bRun, 'checkpoints', 'step-00000002', 'effnet', 'diffusion_pytorch_model.safetensors'));
+  const jointEffnet = fs.readFileSync(
+    path.join(bRun, 'checkpoints', 'step-00000002', 'effnet', 'diffusion_pytorch_model.safetensors'),
+  );
   // the frozen phase left the compressor (weights and BatchNorm statistics) as the joint phase made it
   expect(effnetFile().equals(jointEffnet)).toBe(true);
 
@@ -74,7 +112,13 @@ test('tiny B and C runs export to pipeline folders that generate at their native
 
   const pipe = WuerstchenCombinedPipeline.fromPretrained(out);
   const before = tf.memory().numTensors;
-  const { images } = await pipe(['a red square', 'a blue circle'], { width: 64, height: 64, priorNumInferenceSteps: 2, numInferenceSteps: 2, seed: 1 });
+  const { images } = await pipe(['a red square', 'a blue circle'], {
+    width: 64,
+    height: 64,
+    priorNumInferenceSteps: 2,
+    numInferenceSteps: 2,
+    seed: 1,
+  });
   expect(images!.shape).toEqual([2, 64, 64, 3]);
   expect(Array.from(images!.dataSync()).every(Number.isFinite)).toBe(true);
   images!.dispose();
@@ -83,6 +127,8 @@ test('tiny B and C runs export to pipeline folders that generate at their native
 
   // runs that cannot be exported say why
   expect(() => exportPipelines({ prior: bRun, decoder: bRun, out })).toThrow(ExportError);
-  expect(() => exportPipelines({ prior: bRun, decoder: bRun, out })).toThrow(/a stage-b run where a stage-c run was expected/);
+  expect(() => exportPipelines({ prior: bRun, decoder: bRun, out })).toThrow(
+    /a stage-b run where a stage-c run was expected/,
+  );
   expect(() => exportPipelines({ prior: path.join(dir, 'none'), decoder: bRun, out })).toThrow(/no train_config\.json/);
 });

@@ -66,7 +66,10 @@ describe('layers do not leak tensors over repeated forward calls', () => {
   cases.push(['Embedding', () => emb.forward(ids)]);
   cases.push(['gelu', () => gelu(x)]);
   cases.push(['quickGelu', () => quickGelu(x)]);
-  cases.push(['pixelShuffle', () => tf.tidy(() => pixelShuffle(pixelUnshuffle(rand([1, 4, 6, 3]) as tf.Tensor4D, 2), 2))]);
+  cases.push([
+    'pixelShuffle',
+    () => tf.tidy(() => pixelShuffle(pixelUnshuffle(rand([1, 4, 6, 3]) as tf.Tensor4D, 2), 2)),
+  ]);
   cases.push(['resizeBicubicAA', () => resizeBicubicAA(x as tf.Tensor4D, [9, 3])]);
   test.each(cases)('%s', (_, fn) => expectNoLeak(fn));
 
@@ -99,7 +102,7 @@ describe('PyTorch semantics', () => {
     m.dispose();
   });
 
-  test('GlobalResponseNorm has torch.norm\'s gradient: x/‖x‖, and 0 (not NaN) for a channel that is zero everywhere', () => {
+  test("GlobalResponseNorm has torch.norm's gradient: x/‖x‖, and 0 (not NaN) for a channel that is zero everywhere", () => {
     const grn = new GlobalResponseNorm(3);
     grn.gamma.value.assign(tf.ones([1, 1, 1, 3]));
     const x = tf.tensor4d([1, 0, 2, -1, 0, 3, 0.5, 0, 1, 2, 0, -2], [1, 2, 2, 3]);
@@ -118,7 +121,8 @@ describe('PyTorch semantics', () => {
       const dn = xv.slice();
       up[i] += eps;
       dn[i] -= eps;
-      const fd = (f(tf.tensor4d(up, [1, 2, 2, 3])).dataSync()[0] - f(tf.tensor4d(dn, [1, 2, 2, 3])).dataSync()[0]) / (2 * eps);
+      const fd =
+        (f(tf.tensor4d(up, [1, 2, 2, 3])).dataSync()[0] - f(tf.tensor4d(dn, [1, 2, 2, 3])).dataSync()[0]) / (2 * eps);
       expect(gx.dataSync()[i]).toBeCloseTo(fd, 2);
     }
   });
@@ -164,11 +168,18 @@ describe('loadStateDict errors', () => {
     for (let i = 0; i < 10; i++) src.set(`extra.${i}`, { dtype: 'F32', shape: [1], data: new Float32Array(1) });
     const two = new Two();
     for (const [k, t] of two.stateDict()) src.set(k, t);
-    expect(() => two.checkStateDict(src, { source: 'w.safetensors', against: 'config.json', preface: 'a first line' })).toThrow(
+    expect(() =>
+      two.checkStateDict(src, { source: 'w.safetensors', against: 'config.json', preface: 'a first line' }),
+    ).toThrow(
       'w.safetensors: the weights do not match config.json (a Two with 4 tensors):\n' +
         '  a first line\n  unexpected keys (10): extra.0, extra.1, extra.2, extra.3, extra.4, extra.5, extra.6, extra.7, ... (2 more)',
     );
-    expect(two.checkStateDict(src, { ignore: (k) => k.startsWith('extra.') })).toEqual(['a.weight', 'a.bias', 'b.weight', 'b.bias']);
+    expect(two.checkStateDict(src, { ignore: (k) => k.startsWith('extra.') })).toEqual([
+      'a.weight',
+      'a.bias',
+      'b.weight',
+      'b.bias',
+    ]);
   });
 
   test('wrong input width names the layer and shape', () => {

@@ -8,7 +8,12 @@
 import { spawnSync } from 'child_process';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { nativeAvailable, nativeFeatures, nativeInfo, registerNativeBackend } from '../packages/core/src/backends/native';
+import {
+  nativeAvailable,
+  nativeFeatures,
+  nativeInfo,
+  registerNativeBackend,
+} from '../packages/core/src/backends/native';
 
 const required = Boolean(process.env.CI) || process.env.WUERSTCHEN_REQUIRE_NATIVE === '1';
 const available = registerNativeBackend();
@@ -16,7 +21,8 @@ const ADDON = path.join(__dirname, '../packages/core/native/build/Release/wuerst
 
 if (!available) {
   test('native backend is unavailable (addon not built)', () => {
-    const message = 'native backend unavailable: packages/core/native/build/Release/wuerstchen_native.node is ' +
+    const message =
+      'native backend unavailable: packages/core/native/build/Release/wuerstchen_native.node is ' +
       'missing; apt-get install libopenblas-dev, then npm run build:native';
     if (required) throw new Error(`${message} (required because CI or WUERSTCHEN_REQUIRE_NATIVE=1 is set)`);
     console.log(message);
@@ -45,7 +51,10 @@ function nativeSuite(): void {
   }
   const T = (r: { shape: number[]; data: Float32Array }) => tf.tensor(r.data, r.shape);
 
-  async function runOn(backend: string, f: () => tf.Tensor | tf.Tensor[]): Promise<{ shape: number[]; data: Float32Array }[]> {
+  async function runOn(
+    backend: string,
+    f: () => tf.Tensor | tf.Tensor[],
+  ): Promise<{ shape: number[]; data: Float32Array }[]> {
     await tf.setBackend(backend);
     const out = tf.tidy(() => [f()].flat());
     const result = out.map((t) => ({ shape: t.shape, data: t.dataSync() as Float32Array }));
@@ -65,7 +74,8 @@ function nativeSuite(): void {
       expect(actual.length).toBe(expected.length);
       actual.forEach((a, i) => {
         expect(a.shape).toEqual(expected[i].shape);
-        let scale = 1e-6, err = 0;
+        let scale = 1e-6,
+          err = 0;
         expected[i].data.forEach((e, j) => {
           scale = Math.max(scale, Math.abs(e));
           err = Math.max(err, Math.abs(e - a.data[j]));
@@ -134,7 +144,12 @@ function nativeSuite(): void {
     });
 
     test('gradients', async () => {
-      for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]]) {
+      for (const [ta, tb] of [
+        [false, false],
+        [true, false],
+        [false, true],
+        [true, true],
+      ]) {
         const [x, y] = [rand(ta ? [3, 8, 6] : [3, 6, 8]), rand(tb ? [3, 5, 8] : [3, 8, 5])];
         const dy = rand([3, 6, 5]);
         const f = (p: tf.Tensor, q: tf.Tensor) => tf.matMul(p, q, ta, tb).mul(T(dy)).sum();
@@ -147,9 +162,15 @@ function nativeSuite(): void {
     const activations = ['linear', 'relu', 'relu6', 'elu', 'sigmoid', 'leakyrelu', 'prelu'] as const;
     test.each(activations)('bias + %s', async (activation) => {
       const [x, y, bias, alpha] = [rand([2, 7, 5]), rand([5, 9]), rand([9]), rand([9])];
-      const f = () => tf.fused.matMul({
-        a: T(x), b: T(y), bias: T(bias), activation, preluActivationWeights: T(alpha), leakyreluAlpha: 0.3,
-      });
+      const f = () =>
+        tf.fused.matMul({
+          a: T(x),
+          b: T(y),
+          bias: T(bias),
+          activation,
+          preluActivationWeights: T(alpha),
+          leakyreluAlpha: 0.3,
+        });
       expect(await compare(f, 'biasActivation')).toBe(1);
     });
 
@@ -161,9 +182,14 @@ function nativeSuite(): void {
 
     test('a bias that is not per-channel uses the generic epilogue', async () => {
       const [x, y, bias, alpha] = [rand([7, 5]), rand([5, 9]), rand([7, 9]), rand([7, 1])];
-      const f = () => tf.fused.matMul({
-        a: T(x), b: T(y), bias: T(bias), activation: 'prelu', preluActivationWeights: T(alpha),
-      });
+      const f = () =>
+        tf.fused.matMul({
+          a: T(x),
+          b: T(y),
+          bias: T(bias),
+          activation: 'prelu',
+          preluActivationWeights: T(alpha),
+        });
       expect(await compare(f, 'biasActivation')).toBe(0);
       expect(await compare(f, 'matmul')).toBe(1);
     });
@@ -178,18 +204,31 @@ function nativeSuite(): void {
 
   type Shape4 = [number, number, number, number];
   type Pad = 'same' | 'valid' | number | [[number, number], [number, number], [number, number], [number, number]];
-  const explicit: Pad = [[0, 0], [1, 2], [0, 1], [0, 0]];
+  const explicit: Pad = [
+    [0, 0],
+    [1, 2],
+    [0, 1],
+    [0, 0],
+  ];
 
   /** Compares the x and w gradients of sum(conv(x, w) · g), g random, between backends; returns how often
    *  the two native backprop `kernels` ran, and checks that oneDNN ran those of them and of the `forward`
    *  call (the addon's forward function) that it is routed. */
-  async function compareGrads(conv: (x: tf.Tensor4D, w: tf.Tensor4D) => tf.Tensor, xs: number[], fs: number[],
-    kernels: [string, string], forward: string): Promise<number[]> {
+  async function compareGrads(
+    conv: (x: tf.Tensor4D, w: tf.Tensor4D) => tf.Tensor,
+    xs: number[],
+    fs: number[],
+    kernels: [string, string],
+    forward: string,
+  ): Promise<number[]> {
     const [x, w] = [rand(xs), rand(fs)];
     const dy = tf.tidy(() => conv(tf.zeros(xs as Shape4) as tf.Tensor4D, tf.zeros(fs as Shape4) as tf.Tensor4D));
     const g = rand(dy.shape);
     dy.dispose();
-    const f = (p: tf.Tensor, q: tf.Tensor) => conv(p as tf.Tensor4D, q as tf.Tensor4D).mul(T(g)).sum();
+    const f = (p: tf.Tensor, q: tf.Tensor) =>
+      conv(p as tf.Tensor4D, q as tf.Tensor4D)
+        .mul(T(g))
+        .sum();
     return viaDnnl([forward, ...kernels], () => compare(() => tf.grads(f)([T(x), T(w)]), kernels));
   }
 
@@ -213,14 +252,20 @@ function nativeSuite(): void {
     ];
     test.each(cases)('x %j filter %j strides %j pad %j dilation %d', async (xs, fs, strides, pad, dilation) => {
       const [x, w] = [rand(xs), rand(fs)];
-      expect(await viaDnnl(['conv2d'], () => compare(
-        () => tf.conv2d(T(x) as tf.Tensor4D, T(w) as tf.Tensor4D, strides, pad, 'NHWC', dilation), 'conv2d'))).toBe(1);
+      expect(
+        await viaDnnl(['conv2d'], () =>
+          compare(() => tf.conv2d(T(x) as tf.Tensor4D, T(w) as tf.Tensor4D, strides, pad, 'NHWC', dilation), 'conv2d'),
+        ),
+      ).toBe(1);
     });
 
     test('NCHW falls back to cpu', async () => {
       const [x, w] = [rand([1, 3, 6, 7]), rand([3, 3, 3, 2])];
-      expect(await viaDnnl([], () => compare(
-        () => tf.conv2d(T(x) as tf.Tensor4D, T(w) as tf.Tensor4D, 1, 'same', 'NCHW'), 'conv2d'))).toBe(0);
+      expect(
+        await viaDnnl([], () =>
+          compare(() => tf.conv2d(T(x) as tf.Tensor4D, T(w) as tf.Tensor4D, 1, 'same', 'NCHW'), 'conv2d'),
+        ),
+      ).toBe(0);
     });
 
     const gradCases: [number[], number[], number, Pad][] = [
@@ -237,39 +282,61 @@ function nativeSuite(): void {
     ];
     test.each(gradCases)('gradients: x %j filter %j strides %d pad %j', async (xs, fs, strides, pad) => {
       const conv = (x: tf.Tensor4D, w: tf.Tensor4D) => tf.conv2d(x, w, strides, pad);
-      expect(await compareGrads(conv, xs, fs, ['conv2dBackpropInput', 'conv2dBackpropFilter'], 'conv2d')).toEqual([1, 1]);
+      expect(await compareGrads(conv, xs, fs, ['conv2dBackpropInput', 'conv2dBackpropFilter'], 'conv2d')).toEqual([
+        1, 1,
+      ]);
     });
 
-    test.each([[1, 'same'], [2, 'same'], [2, 'valid']] as [number, 'same' | 'valid'][])(
-      'conv2dTranspose and its gradients, strides %d pad %s', async (strides, pad) => {
-        const [x, w] = [rand([2, 5, 4, 6]), rand([3, 3, 4, 6])];
-        const outShape: [number, number, number, number] =
-          pad === 'same' ? [2, 5 * strides, 4 * strides, 4] : [2, (5 - 1) * strides + 3, (4 - 1) * strides + 3, 4];
-        const g = rand(outShape);
-        const f = (p: tf.Tensor, q: tf.Tensor) =>
-          tf.conv2dTranspose(p as tf.Tensor4D, q as tf.Tensor4D, outShape, strides, pad).mul(T(g)).sum();
-        expect(await compare(() => tf.conv2dTranspose(T(x) as tf.Tensor4D, T(w) as tf.Tensor4D, outShape, strides, pad),
-          'conv2dBackpropInput')).toBe(1);
-        expect(await compare(() => tf.grads(f)([T(x), T(w)]), 'conv2dBackpropFilter')).toBe(1);
-      });
+    test.each([
+      [1, 'same'],
+      [2, 'same'],
+      [2, 'valid'],
+    ] as [number, 'same' | 'valid'][])('conv2dTranspose and its gradients, strides %d pad %s', async (strides, pad) => {
+      const [x, w] = [rand([2, 5, 4, 6]), rand([3, 3, 4, 6])];
+      const outShape: [number, number, number, number] =
+        pad === 'same' ? [2, 5 * strides, 4 * strides, 4] : [2, (5 - 1) * strides + 3, (4 - 1) * strides + 3, 4];
+      const g = rand(outShape);
+      const f = (p: tf.Tensor, q: tf.Tensor) =>
+        tf
+          .conv2dTranspose(p as tf.Tensor4D, q as tf.Tensor4D, outShape, strides, pad)
+          .mul(T(g))
+          .sum();
+      expect(
+        await compare(
+          () => tf.conv2dTranspose(T(x) as tf.Tensor4D, T(w) as tf.Tensor4D, outShape, strides, pad),
+          'conv2dBackpropInput',
+        ),
+      ).toBe(1);
+      expect(await compare(() => tf.grads(f)([T(x), T(w)]), 'conv2dBackpropFilter')).toBe(1);
+    });
   });
 
   describe('FusedConv2D', () => {
     // oneDNN fuses a per-channel bias and every activation but prelu; the addon applies the rest.
-    test.each(['linear', 'relu', 'relu6', 'elu', 'sigmoid', 'leakyrelu', 'prelu'] as const)('bias + %s', async (activation) => {
-      const [x, w, bias, alpha] = [rand([2, 7, 9, 3]), rand([3, 3, 3, 5]), rand([5]), rand([5])];
-      const f = () => tf.fused.conv2d({
-        x: T(x) as tf.Tensor4D, filter: T(w) as tf.Tensor4D, strides: 2, pad: 'same', bias: T(bias), activation,
-        preluActivationWeights: T(alpha), leakyreluAlpha: 0.3,
-      });
-      const biasActivation = jest.spyOn(addon, 'biasActivation');
-      try {
-        expect(await viaDnnl(['conv2d'], () => compare(f, 'conv2d'))).toBe(1);
-        expect(biasActivation).not.toHaveBeenCalled();
-      } finally {
-        biasActivation.mockRestore();
-      }
-    });
+    test.each(['linear', 'relu', 'relu6', 'elu', 'sigmoid', 'leakyrelu', 'prelu'] as const)(
+      'bias + %s',
+      async (activation) => {
+        const [x, w, bias, alpha] = [rand([2, 7, 9, 3]), rand([3, 3, 3, 5]), rand([5]), rand([5])];
+        const f = () =>
+          tf.fused.conv2d({
+            x: T(x) as tf.Tensor4D,
+            filter: T(w) as tf.Tensor4D,
+            strides: 2,
+            pad: 'same',
+            bias: T(bias),
+            activation,
+            preluActivationWeights: T(alpha),
+            leakyreluAlpha: 0.3,
+          });
+        const biasActivation = jest.spyOn(addon, 'biasActivation');
+        try {
+          expect(await viaDnnl(['conv2d'], () => compare(f, 'conv2d'))).toBe(1);
+          expect(biasActivation).not.toHaveBeenCalled();
+        } finally {
+          biasActivation.mockRestore();
+        }
+      },
+    );
 
     test.each([
       ['a scalar bias', [1], undefined],
@@ -278,26 +345,47 @@ function nativeSuite(): void {
     ] as [string, number[] | undefined, number[] | undefined][])('%s', async (_name, biasShape, alphaShape) => {
       const [x, w] = [rand([3, 6, 5, 4]), rand([3, 3, 4, 5])];
       const [bias, alpha] = [biasShape && rand(biasShape), alphaShape && rand(alphaShape)];
-      const f = () => tf.fused.conv2d({
-        x: T(x).mul(4) as tf.Tensor4D, filter: T(w) as tf.Tensor4D, strides: 1, pad: 'valid',
-        bias: bias && T(bias), activation: alpha ? 'prelu' : 'relu6', preluActivationWeights: alpha && T(alpha),
-      });
+      const f = () =>
+        tf.fused.conv2d({
+          x: T(x).mul(4) as tf.Tensor4D,
+          filter: T(w) as tf.Tensor4D,
+          strides: 1,
+          pad: 'valid',
+          bias: bias && T(bias),
+          activation: alpha ? 'prelu' : 'relu6',
+          preluActivationWeights: alpha && T(alpha),
+        });
       expect(await viaDnnl(['conv2d'], () => compare(f, 'conv2d'))).toBe(1);
     });
 
     test('a bias that is not per-channel uses the generic epilogue', async () => {
       const [x, w, bias] = [rand([2, 5, 5, 3]), rand([3, 3, 3, 4]), rand([2, 1, 1, 4])];
-      const f = () => tf.fused.conv2d({
-        x: T(x) as tf.Tensor4D, filter: T(w) as tf.Tensor4D, strides: 1, pad: 'same', bias: T(bias), activation: 'elu',
-      });
+      const f = () =>
+        tf.fused.conv2d({
+          x: T(x) as tf.Tensor4D,
+          filter: T(w) as tf.Tensor4D,
+          strides: 1,
+          pad: 'same',
+          bias: T(bias),
+          activation: 'elu',
+        });
       expect(await viaDnnl(['conv2d'], () => compare(f, 'conv2d'))).toBe(1);
     });
 
     test('gradients through bias and relu', async () => {
       const [x, w, bias, g] = [rand([2, 7, 9, 3]), rand([3, 3, 3, 5]), rand([5]), rand([2, 7, 9, 5])];
-      const f = (p: tf.Tensor, q: tf.Tensor, r: tf.Tensor) => tf.fused.conv2d({
-        x: p as tf.Tensor4D, filter: q as tf.Tensor4D, strides: 1, pad: 'same', bias: r, activation: 'relu',
-      }).mul(T(g)).sum();
+      const f = (p: tf.Tensor, q: tf.Tensor, r: tf.Tensor) =>
+        tf.fused
+          .conv2d({
+            x: p as tf.Tensor4D,
+            filter: q as tf.Tensor4D,
+            strides: 1,
+            pad: 'same',
+            bias: r,
+            activation: 'relu',
+          })
+          .mul(T(g))
+          .sum();
       expect(await compare(() => tf.grads(f)([T(x), T(w), T(bias)]), 'conv2dBackpropFilter')).toBe(1);
     });
   });
@@ -320,35 +408,61 @@ function nativeSuite(): void {
       expect(await viaDnnl(['depthwise'], () => compare(f, 'depthwise'))).toBe(1);
     });
 
-    test.each(cases.filter((c) => c[4] === 1))('gradients: x %j filter %j strides %d pad %j', async (xs, fs, strides, pad) => {
-      const conv = (x: tf.Tensor4D, w: tf.Tensor4D) => tf.depthwiseConv2d(x, w, strides, pad);
-      expect(await compareGrads(conv, xs, fs, ['depthwiseBackpropInput', 'depthwiseBackpropFilter'], 'depthwise'))
-        .toEqual([1, 1]);
-    });
+    test.each(cases.filter((c) => c[4] === 1))(
+      'gradients: x %j filter %j strides %d pad %j',
+      async (xs, fs, strides, pad) => {
+        const conv = (x: tf.Tensor4D, w: tf.Tensor4D) => tf.depthwiseConv2d(x, w, strides, pad);
+        expect(
+          await compareGrads(conv, xs, fs, ['depthwiseBackpropInput', 'depthwiseBackpropFilter'], 'depthwise'),
+        ).toEqual([1, 1]);
+      },
+    );
 
     test.each(['relu6', 'sigmoid', 'leakyrelu'] as const)('fused with bias + %s', async (activation) => {
       const [x, w, bias] = [rand([2, 9, 10, 4]), rand([3, 3, 4, 2]), rand([8])];
-      const f = () => tf.fused.depthwiseConv2d({
-        x: T(x) as tf.Tensor4D, filter: T(w) as tf.Tensor4D, strides: 1, pad: 'same', bias: T(bias), activation,
-        leakyreluAlpha: 0.1,
-      });
+      const f = () =>
+        tf.fused.depthwiseConv2d({
+          x: T(x) as tf.Tensor4D,
+          filter: T(w) as tf.Tensor4D,
+          strides: 1,
+          pad: 'same',
+          bias: T(bias),
+          activation,
+          leakyreluAlpha: 0.1,
+        });
       expect(await viaDnnl(['depthwise'], () => compare(f, 'depthwise'))).toBe(1);
     });
   });
 
   describe('elementwise', () => {
     const shapes: [number[], number[]][] = [
-      [[3, 4, 5], [3, 4, 5]],
+      [
+        [3, 4, 5],
+        [3, 4, 5],
+      ],
       [[3, 4, 5], [5]], // per-channel
-      [[3, 4, 5], [4, 1]], // per-row
-      [[3, 1, 5], [1, 4, 1]], // both sides broadcast
-      [[2, 3, 4, 5], [2, 1, 4, 1]],
+      [
+        [3, 4, 5],
+        [4, 1],
+      ], // per-row
+      [
+        [3, 1, 5],
+        [1, 4, 1],
+      ], // both sides broadcast
+      [
+        [2, 3, 4, 5],
+        [2, 1, 4, 1],
+      ],
       [[], [3, 4]], // scalar
       [[1], [1]],
       [[3, 40000], [40000]], // rows longer than one task block
     ];
-    const ops: [string, (a: tf.Tensor, b: tf.Tensor) => tf.Tensor][] =
-      [['add', tf.add], ['sub', tf.sub], ['mul', tf.mul], ['div', tf.div]];
+    const ops: [string, (a: tf.Tensor, b: tf.Tensor) => tf.Tensor][] = [
+      ['add', tf.add],
+      ['sub', tf.sub],
+      ['mul', tf.mul],
+      ['div', tf.div],
+    ];
     test.each(ops)('%s with broadcasting, and its gradients', async (_name, op) => {
       for (const [as, bs] of shapes) {
         const [x, y, g] = [rand(as), rand(bs), rand(tf.backend_util.assertAndGetBroadcastShape(as, bs))];
@@ -368,8 +482,12 @@ function nativeSuite(): void {
     });
 
     const unaryOps: [string, (x: tf.Tensor) => tf.Tensor][] = [
-      ['erf', tf.erf], ['exp', tf.exp], ['neg', tf.neg], ['square', tf.square],
-      ['sqrt', (x) => tf.sqrt(x.abs())], ['rsqrt', (x) => tf.rsqrt(x.abs().add(0.1))],
+      ['erf', tf.erf],
+      ['exp', tf.exp],
+      ['neg', tf.neg],
+      ['square', tf.square],
+      ['sqrt', (x) => tf.sqrt(x.abs())],
+      ['rsqrt', (x) => tf.rsqrt(x.abs().add(0.1))],
     ];
     test.each(unaryOps)('%s and its gradient', async (_name, op) => {
       const x = rand([3, 17, 5]);
@@ -388,11 +506,27 @@ function nativeSuite(): void {
   });
 
   describe('layout and reductions', () => {
-    test.each([[[2, 3, 4, 5], [0, 2, 1, 3]], [[2, 3, 4, 5], [3, 2, 1, 0]], [[6, 7], [1, 0]], [[2, 1, 5], [1, 2, 0]]])(
-      'transpose %j by %j', async (shape, perm) => {
-        const x = rand(shape);
-        expect(await compare(() => tf.transpose(T(x), perm), 'stridedCopy')).toBe(1);
-      });
+    test.each([
+      [
+        [2, 3, 4, 5],
+        [0, 2, 1, 3],
+      ],
+      [
+        [2, 3, 4, 5],
+        [3, 2, 1, 0],
+      ],
+      [
+        [6, 7],
+        [1, 0],
+      ],
+      [
+        [2, 1, 5],
+        [1, 2, 0],
+      ],
+    ])('transpose %j by %j', async (shape, perm) => {
+      const x = rand(shape);
+      expect(await compare(() => tf.transpose(T(x), perm), 'stridedCopy')).toBe(1);
+    });
 
     test('slice and split', async () => {
       const x = rand([4, 6, 10]);
@@ -423,26 +557,34 @@ function nativeSuite(): void {
   });
 
   describe('oneDNN', () => {
-    const run = () => tf.tidy(() => tf.conv2d(T(rand([1, 5, 5, 3])) as tf.Tensor4D, T(rand([3, 3, 3, 2])) as tf.Tensor4D, 1, 'same'));
+    const run = () =>
+      tf.tidy(() => tf.conv2d(T(rand([1, 5, 5, 3])) as tf.Tensor4D, T(rand([3, 3, 3, 2])) as tf.Tensor4D, 1, 'same'));
     const stats = () => nativeFeatures()?.dnnlStats;
 
-    (dnnlKernels.includes('conv2d') ? test : test.skip)('a shape builds its primitive once, and the cache is bounded', async () => {
-      await tf.setBackend('native');
-      const before = stats()!;
-      tf.dispose(run());
-      tf.dispose(run());
-      expect(stats()!.misses - before.misses).toBeLessThanOrEqual(1); // built here, or by an earlier test
-      expect(stats()!.hits - before.hits).toBeGreaterThanOrEqual(1);
-      // capacity + 8 new shapes evict the least recently used, which is then built again
-      const capacity = stats()!.capacity;
-      for (let h = 1; h <= capacity + 8; h++) {
-        tf.dispose(tf.tidy(() => tf.conv2d(tf.ones([1, h, 1, 1]) as tf.Tensor4D, tf.ones([1, 1, 1, 1]) as tf.Tensor4D, 1, 'valid')));
-      }
-      expect(stats()!.cached).toBe(capacity);
-      const misses = stats()!.misses;
-      tf.dispose(run());
-      expect(stats()!.misses).toBe(misses + 1);
-    });
+    (dnnlKernels.includes('conv2d') ? test : test.skip)(
+      'a shape builds its primitive once, and the cache is bounded',
+      async () => {
+        await tf.setBackend('native');
+        const before = stats()!;
+        tf.dispose(run());
+        tf.dispose(run());
+        expect(stats()!.misses - before.misses).toBeLessThanOrEqual(1); // built here, or by an earlier test
+        expect(stats()!.hits - before.hits).toBeGreaterThanOrEqual(1);
+        // capacity + 8 new shapes evict the least recently used, which is then built again
+        const capacity = stats()!.capacity;
+        for (let h = 1; h <= capacity + 8; h++) {
+          tf.dispose(
+            tf.tidy(() =>
+              tf.conv2d(tf.ones([1, h, 1, 1]) as tf.Tensor4D, tf.ones([1, 1, 1, 1]) as tf.Tensor4D, 1, 'valid'),
+            ),
+          );
+        }
+        expect(stats()!.cached).toBe(capacity);
+        const misses = stats()!.misses;
+        tf.dispose(run());
+        expect(stats()!.misses).toBe(misses + 1);
+      },
+    );
 
     test('WUERSTCHEN_DNNL=0 switches oneDNN off at run time and the OpenBLAS kernels agree', () => {
       const script = `const a = require(${JSON.stringify(ADDON)}); const f = a.features();
@@ -471,18 +613,29 @@ function nativeSuite(): void {
   test('no tensors leak over repeated forward and backward passes', async () => {
     await tf.setBackend('native');
     const [x, w, dw, a, b, bias] = [
-      T(rand([2, 8, 8, 6])), T(rand([3, 3, 6, 4])), T(rand([3, 3, 6, 1])), T(rand([2, 6, 5])), T(rand([5, 7])),
+      T(rand([2, 8, 8, 6])),
+      T(rand([3, 3, 6, 4])),
+      T(rand([3, 3, 6, 1])),
+      T(rand([2, 6, 5])),
+      T(rand([5, 7])),
       T(rand([6, 1])),
     ];
-    const step = () => tf.tidy(() => {
-      const f = (p: tf.Tensor, q: tf.Tensor, r: tf.Tensor, s: tf.Tensor) => {
-        const c = tf.fused.conv2d({ x: p as tf.Tensor4D, filter: q as tf.Tensor4D, strides: 1, pad: 'same', activation: 'relu' });
-        const d = tf.depthwiseConv2d(p as tf.Tensor4D, r as tf.Tensor4D, 2, 'same');
-        const m = tf.fused.matMul({ a: s, b, bias, activation: 'elu' }); // generic epilogue path
-        return c.sum().add(d.sum()).add(m.sum());
-      };
-      return tf.grads(f)([x, w, dw, a]);
-    });
+    const step = () =>
+      tf.tidy(() => {
+        const f = (p: tf.Tensor, q: tf.Tensor, r: tf.Tensor, s: tf.Tensor) => {
+          const c = tf.fused.conv2d({
+            x: p as tf.Tensor4D,
+            filter: q as tf.Tensor4D,
+            strides: 1,
+            pad: 'same',
+            activation: 'relu',
+          });
+          const d = tf.depthwiseConv2d(p as tf.Tensor4D, r as tf.Tensor4D, 2, 'same');
+          const m = tf.fused.matMul({ a: s, b, bias, activation: 'elu' }); // generic epilogue path
+          return c.sum().add(d.sum()).add(m.sum());
+        };
+        return tf.grads(f)([x, w, dw, a]);
+      });
     tf.dispose(step());
     const before = tf.memory().numTensors;
     for (let i = 0; i < 3; i++) tf.dispose(step());

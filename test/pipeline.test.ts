@@ -87,7 +87,8 @@ describe('loader', () => {
         const expected = loadSafetensors(path.join(dir, 'expected_float32.safetensors'));
         const got = model.stateDict();
         expect([...got.keys()].sort()).toEqual([...expected.keys()].sort());
-        for (const [k, t] of expected) expect(Array.from(got.get(k)!.data as Float32Array)).toEqual(Array.from(t.data as Float32Array));
+        for (const [k, t] of expected)
+          expect(Array.from(got.get(k)!.data as Float32Array)).toEqual(Array.from(t.data as Float32Array));
       } finally {
         model.dispose();
       }
@@ -112,7 +113,11 @@ describe('loader', () => {
     const dir = copyTree(path.join(HUB_PRIOR, 'text_encoder'), path.join(tmp(), 'text_encoder'));
     const file = path.join(dir, 'model.safetensors');
     const tensors = loadSafetensors(file);
-    const ids: HostTensor = { dtype: 'I64', shape: [1, 77], data: BigInt64Array.from({ length: 77 }, (_, i) => BigInt(i)) };
+    const ids: HostTensor = {
+      dtype: 'I64',
+      shape: [1, 77],
+      data: BigInt64Array.from({ length: 77 }, (_, i) => BigInt(i)),
+    };
     tensors.set('text_model.embeddings.position_ids', ids);
     writeSafetensors(file, tensors);
     const model = loadModel(dir, 'CLIPTextModel');
@@ -143,8 +148,12 @@ describe('loader', () => {
   });
 
   test('a prior folder passed as decoder (and vice versa) is rejected', () => {
-    expect(() => WuerstchenDecoderPipeline.fromPretrained(HUB_PRIOR)).toThrow(/holds a WuerstchenPriorPipeline; expected WuerstchenDecoderPipeline/);
-    expect(() => WuerstchenPriorPipeline.fromPretrained(HUB_DECODER)).toThrow(/holds a WuerstchenDecoderPipeline; expected WuerstchenPriorPipeline/);
+    expect(() => WuerstchenDecoderPipeline.fromPretrained(HUB_PRIOR)).toThrow(
+      /holds a WuerstchenPriorPipeline; expected WuerstchenDecoderPipeline/,
+    );
+    expect(() => WuerstchenPriorPipeline.fromPretrained(HUB_DECODER)).toThrow(
+      /holds a WuerstchenDecoderPipeline; expected WuerstchenPriorPipeline/,
+    );
   });
 
   test('an unknown _class_name is rejected, with a hint for old hub names', () => {
@@ -154,9 +163,13 @@ describe('loader', () => {
     expect(e.message).toContain(path.join(dir, 'vqgan', 'config.json'));
     expect(e.message).toMatch(/unknown class "VQModelPaella".*old hub revision.*PaellaVQModel.*expected PaellaVQModel/);
     editJson(path.join(dir, 'model_index.json'), (j) => (j.decoder = ['wuerstchen', 'DiffNeXt']));
-    expect(() => WuerstchenDecoderPipeline.fromPretrained(dir)).toThrow(/model_index\.json: component "decoder" has unknown class "DiffNeXt"/);
+    expect(() => WuerstchenDecoderPipeline.fromPretrained(dir)).toThrow(
+      /model_index\.json: component "decoder" has unknown class "DiffNeXt"/,
+    );
     editJson(path.join(dir, 'model_index.json'), (j) => (j._class_name = 'StableDiffusionPipeline'));
-    expect(() => WuerstchenDecoderPipeline.fromPretrained(dir)).toThrow(/unknown pipeline class "StableDiffusionPipeline"; expected WuerstchenDecoderPipeline/);
+    expect(() => WuerstchenDecoderPipeline.fromPretrained(dir)).toThrow(
+      /unknown pipeline class "StableDiffusionPipeline"; expected WuerstchenDecoderPipeline/,
+    );
   });
 
   test('a corrupt config or weights file is named', () => {
@@ -165,7 +178,10 @@ describe('loader', () => {
     let e = errorOf(() => WuerstchenPriorPipeline.fromPretrained(dir));
     expect(e.message).toContain(path.join(dir, 'scheduler', 'scheduler_config.json'));
     expect(e.message).toMatch(/not valid JSON/);
-    fs.copyFileSync(path.join(HUB_PRIOR, 'scheduler', 'scheduler_config.json'), path.join(dir, 'scheduler', 'scheduler_config.json'));
+    fs.copyFileSync(
+      path.join(HUB_PRIOR, 'scheduler', 'scheduler_config.json'),
+      path.join(dir, 'scheduler', 'scheduler_config.json'),
+    );
     const weights = path.join(dir, 'prior', 'diffusion_pytorch_model.safetensors');
     const bytes = fs.readFileSync(weights);
     fs.writeFileSync(weights, bytes.subarray(0, bytes.length - 1000)); // truncated download
@@ -185,7 +201,9 @@ describe('loader', () => {
     expect(e.message).toContain(path.join(dir, 'prior', 'diffusion_pytorch_model.safetensors'));
     expect(e.message).toContain(path.join(dir, 'prior', 'config.json'));
     expect(e.message).toMatch(/missing keys \(\d+\): blocks\.6\./);
-    expect(e.message).toMatch(/blocks\.0\.depthwise\.weight: shape \[64, 1, 3, 3\], but the config needs \[32, 1, 3, 3\]/);
+    expect(e.message).toMatch(
+      /blocks\.0\.depthwise\.weight: shape \[64, 1, 3, 3\], but the config needs \[32, 1, 3, 3\]/,
+    );
     expect(e.message).toMatch(/\.\.\. \d+ more shape mismatches/);
   });
 
@@ -193,7 +211,9 @@ describe('loader', () => {
     const dir = copyTree(HUB_PRIOR, path.join(tmp(), 'prior'));
     fs.rmSync(path.join(dir, 'text_encoder'), { recursive: true });
     copyTree(path.join(HUB_DECODER, 'text_encoder'), path.join(dir, 'text_encoder'));
-    expect(() => WuerstchenPriorPipeline.fromPretrained(dir)).toThrow(/hidden_size 24 does not match the prior's c_cond 32/);
+    expect(() => WuerstchenPriorPipeline.fromPretrained(dir)).toThrow(
+      /hidden_size 24 does not match the prior's c_cond 32/,
+    );
   });
 });
 
@@ -206,7 +226,10 @@ describe('pipelines', () => {
   afterAll(() => combined.release());
 
   test('guidance is torch.lerp(uncond, cond, w) with cond first', () => {
-    const eps = tf.tensor([[1, 2], [3, 5]]);
+    const eps = tf.tensor([
+      [1, 2],
+      [3, 5],
+    ]);
     for (const w of [4, 0.25]) {
       const got = guidance(eps, w).arraySync();
       expect(got).toEqual([[3 + w * (1 - 3), 5 + w * (2 - 5)]]);
@@ -216,7 +239,13 @@ describe('pipelines', () => {
 
   test('prior: latent size ceil(side/42.67), batch = prompts × images, x·42 − 1, no leaks, offloaded', async () => {
     const before = tf.memory().numTensors;
-    const { imageEmbeddings } = await prior(['a cat', 'a dog'], { width: 300, height: 200, numInferenceSteps: 2, numImagesPerPrompt: 2, seed: 3 });
+    const { imageEmbeddings } = await prior(['a cat', 'a dog'], {
+      width: 300,
+      height: 200,
+      numInferenceSteps: 2,
+      numImagesPerPrompt: 2,
+      seed: 3,
+    });
     expect(imageEmbeddings.shape).toEqual([4, 5, 8, 16]); // ceil(200/42.67) = 5, ceil(300/42.67) = 8
     imageEmbeddings.dispose();
     expect(tf.memory().numTensors).toBe(before);
@@ -226,7 +255,12 @@ describe('pipelines', () => {
 
   test('prior: given latents and step noise replace the generator; one seed gives the same result', async () => {
     const run = async (opts: object) => {
-      const { imageEmbeddings } = await prior('a tiny photo', { width: 128, height: 128, numInferenceSteps: 3, ...opts });
+      const { imageEmbeddings } = await prior('a tiny photo', {
+        width: 128,
+        height: 128,
+        numInferenceSteps: 3,
+        ...opts,
+      });
       const v = imageEmbeddings.dataSync().slice();
       imageEmbeddings.dispose();
       return v;
@@ -245,7 +279,13 @@ describe('pipelines', () => {
 
   test('prior: negative prompt and guidance change the result; list length is checked', async () => {
     const run = async (opts: object) => {
-      const { imageEmbeddings } = await prior('a cat', { width: 128, height: 128, numInferenceSteps: 2, seed: 1, ...opts });
+      const { imageEmbeddings } = await prior('a cat', {
+        width: 128,
+        height: 128,
+        numInferenceSteps: 2,
+        seed: 1,
+        ...opts,
+      });
       const v = imageEmbeddings.dataSync().slice();
       imageEmbeddings.dispose();
       return v;
@@ -253,7 +293,9 @@ describe('pipelines', () => {
     const base = await run({});
     expect(await run({ negativePrompt: 'blurry' })).not.toEqual(base);
     expect(await run({ guidanceScale: 1 })).not.toEqual(base);
-    await expect(prior(['a', 'b'], { negativePrompt: ['x'], numInferenceSteps: 1 })).rejects.toThrow(/negativePrompt has 1 entries but there are 2 prompts/);
+    await expect(prior(['a', 'b'], { negativePrompt: ['x'], numInferenceSteps: 1 })).rejects.toThrow(
+      /negativePrompt has 1 entries but there are 2 prompts/,
+    );
     await expect(prior('a', { timesteps: [1] })).rejects.toThrow(/timesteps needs at least 2 values/);
   });
 
@@ -269,7 +311,17 @@ describe('pipelines', () => {
     });
     images!.dispose();
     const stages = events.map((e) => `${e.stage}:${e.step}/${e.total}`);
-    expect(stages).toEqual(['prior:0/3', 'prior:1/3', 'prior:2/3', 'prior:3/3', 'decoder:0/2', 'decoder:1/2', 'decoder:2/2', 'vqgan:0/1', 'vqgan:1/1']);
+    expect(stages).toEqual([
+      'prior:0/3',
+      'prior:1/3',
+      'prior:2/3',
+      'prior:3/3',
+      'decoder:0/2',
+      'decoder:1/2',
+      'decoder:2/2',
+      'vqgan:0/1',
+      'vqgan:1/1',
+    ]);
     const last = events[3];
     expect(last.itPerSec).toBeGreaterThan(0);
     expect(last.etaSeconds).toBe(0);
@@ -328,7 +380,13 @@ describe('pipelines', () => {
   });
 
   test('combined: several prompts', async () => {
-    const { images } = await combined(['a cat', 'a dog'], { width: 128, height: 128, priorNumInferenceSteps: 1, numInferenceSteps: 1, seed: 2 });
+    const { images } = await combined(['a cat', 'a dog'], {
+      width: 128,
+      height: 128,
+      priorNumInferenceSteps: 1,
+      numInferenceSteps: 1,
+      seed: 2,
+    });
     expect(images!.shape).toEqual([2, 128, 128, 3]);
     images!.dispose();
   });
@@ -339,16 +397,25 @@ describe('pipelines', () => {
     await expect(combined('a cat', { width: 500, height: 512 })).rejects.toThrow(
       /width 500 is not supported: the pipeline would make 512 px instead; valid sizes are multiples of 128 \(nearest: 384 or 512\)/,
     );
-    await expect(combined('a cat', { width: 512, height: 320 })).rejects.toThrow(/height 320 is not supported: the decoder cannot take it .*multiple of 16.*nearest: 256 or 384/);
+    await expect(combined('a cat', { width: 512, height: 320 })).rejects.toThrow(
+      /height 320 is not supported: the decoder cannot take it .*multiple of 16.*nearest: 256 or 384/,
+    );
     expect(prior.prior.loaded || prior.textEncoder.loaded).toBe(false);
     const emb = tf.zeros([1, 4, 3, 16]);
-    await expect(decoder(emb, 'a cat')).rejects.toThrow(/height 4 gives a decoder latent of 42 .* multiple of 16; valid embedding sides: 3, 6, 9/);
+    await expect(decoder(emb, 'a cat')).rejects.toThrow(
+      /height 4 gives a decoder latent of 42 .* multiple of 16; valid embedding sides: 3, 6, 9/,
+    );
     emb.dispose();
   });
 
   test('decoder: latent output and guidance with zero effnet for the unconditional half', async () => {
     const emb = tf.randomNormal([1, 3, 3, 16], 0, 1, 'float32', 1);
-    const { latents } = await decoder(emb, 'a cat', { numInferenceSteps: 2, seed: 1, outputType: 'latent', guidanceScale: 3 });
+    const { latents } = await decoder(emb, 'a cat', {
+      numInferenceSteps: 2,
+      seed: 1,
+      outputType: 'latent',
+      guidanceScale: 3,
+    });
     expect(latents!.shape).toEqual([1, 32, 32, 4]);
     tf.dispose([latents!, emb]);
   });

@@ -20,10 +20,15 @@ const tmp = useTempDir('wuerstchen-safetensors-');
 // Helpers
 
 /** Raw safetensors bytes: length prefix (the true one unless given), header text or bytes, data. */
-function rawFile(header: string | object | Uint8Array, data: Uint8Array = new Uint8Array(0), declaredLength?: bigint): Buffer {
-  const headerBytes = header instanceof Uint8Array
-    ? Buffer.from(header)
-    : Buffer.from(typeof header === 'string' ? header : JSON.stringify(header), 'utf8');
+function rawFile(
+  header: string | object | Uint8Array,
+  data: Uint8Array = new Uint8Array(0),
+  declaredLength?: bigint,
+): Buffer {
+  const headerBytes =
+    header instanceof Uint8Array
+      ? Buffer.from(header)
+      : Buffer.from(typeof header === 'string' ? header : JSON.stringify(header), 'utf8');
   const prefix = Buffer.alloc(8);
   prefix.writeBigUInt64LE(declaredLength ?? BigInt(headerBytes.length));
   return Buffer.concat([prefix, headerBytes, data]);
@@ -110,7 +115,11 @@ interface HostileCase {
 }
 
 const hostileCases: HostileCase[] = [
-  { what: 'file shorter than 8 bytes', files: [Buffer.alloc(0), Buffer.from([1, 2, 3, 4, 5, 6, 7])], message: /shorter than the 8-byte/ },
+  {
+    what: 'file shorter than 8 bytes',
+    files: [Buffer.alloc(0), Buffer.from([1, 2, 3, 4, 5, 6, 7])],
+    message: /shorter than the 8-byte/,
+  },
   {
     what: 'header length beyond the file',
     files: [rawFile('{}', EIGHT_BYTES, 1000n), rawFile('{}', new Uint8Array(0), 3n)],
@@ -123,7 +132,10 @@ const hostileCases: HostileCase[] = [
   },
   {
     what: 'header not valid UTF-8',
-    files: [rawFile(Uint8Array.from([0x7b, 0xff, 0xfe, 0x7d])), rawFile(Uint8Array.from([0x7b, 0x22, 0xc3, 0x22, 0x7d]))],
+    files: [
+      rawFile(Uint8Array.from([0x7b, 0xff, 0xfe, 0x7d])),
+      rawFile(Uint8Array.from([0x7b, 0x22, 0xc3, 0x22, 0x7d])),
+    ],
     message: /not valid UTF-8/,
   },
   { what: 'header not JSON', files: [rawFile('{"w": '), rawFile(''), rawFile('{} x')], message: /not valid JSON/ },
@@ -157,13 +169,17 @@ const hostileCases: HostileCase[] = [
   {
     what: 'data_offsets not two non-negative integers with begin <= end',
     files: [[0], [0, 4, 8], [-8, 0], [8, 0], ['0', '8'], null, [0.5, 8]].map((offsets) =>
-      rawFile({ w: { ...F32_TWO, data_offsets: offsets } }, EIGHT_BYTES)),
+      rawFile({ w: { ...F32_TWO, data_offsets: offsets } }, EIGHT_BYTES),
+    ),
     message: /data_offsets .* is not \[begin, end\]/,
     key: 'w',
   },
   {
     what: 'end beyond the data section',
-    files: [rawFile({ w: F32_TWO }, new Uint8Array(4)), rawFile({ w: { ...F32_TWO, data_offsets: [8, 16] } }, EIGHT_BYTES)],
+    files: [
+      rawFile({ w: F32_TWO }, new Uint8Array(4)),
+      rawFile({ w: { ...F32_TWO, data_offsets: [8, 16] } }, EIGHT_BYTES),
+    ],
     message: /end \d+ is beyond the data section/,
     key: 'w',
   },
@@ -189,7 +205,9 @@ const hostileCases: HostileCase[] = [
   },
   {
     what: '__metadata__ not an object of strings',
-    files: [{ n: 1 }, 'pt', null, ['pt'], { format: { x: 'pt' } }].map((metadata) => rawFile({ __metadata__: metadata })),
+    files: [{ n: 1 }, 'pt', null, ['pt'], { format: { x: 'pt' } }].map((metadata) =>
+      rawFile({ __metadata__: metadata }),
+    ),
     message: /"__metadata__" must be an object of strings/,
   },
 ];
@@ -256,7 +274,10 @@ describe('openSafetensors', () => {
 
   test('F16 upcast is exact for all 65536 bit patterns', () => {
     const patterns = allPatterns();
-    const file = put('all.f16.safetensors', rawFile({ h: { dtype: 'F16', shape: [65536], data_offsets: [0, 131072] } }, bytesOf(patterns)));
+    const file = put(
+      'all.f16.safetensors',
+      rawFile({ h: { dtype: 'F16', shape: [65536], data_offsets: [0, 131072] } }, bytesOf(patterns)),
+    );
     const { dtype, data } = loadSafetensors(file).get('h')!;
     expect(dtype).toBe('F16');
     const floats = data as Float32Array;
@@ -273,7 +294,10 @@ describe('openSafetensors', () => {
 
   test('BF16 upcast is the top 16 bits of float32 for all 65536 bit patterns', () => {
     const patterns = allPatterns();
-    const file = put('all.bf16.safetensors', rawFile({ b: { dtype: 'BF16', shape: [65536], data_offsets: [0, 131072] } }, bytesOf(patterns)));
+    const file = put(
+      'all.bf16.safetensors',
+      rawFile({ b: { dtype: 'BF16', shape: [65536], data_offsets: [0, 131072] } }, bytesOf(patterns)),
+    );
     const bits = float32Bits(loadSafetensors(file).get('b')!.data as Float32Array);
     expect(bits).toEqual(Uint32Array.from(patterns, (p) => p << 16));
   });
@@ -293,12 +317,30 @@ describe('writeSafetensors round trips', () => {
 
   test('F16: representable values exactly, others rounded to nearest even', () => {
     const cases: [number, number][] = [
-      [0, 0], [-0, -0], [1, 1], [-2, -2], [65504, 65504], [-65504, -65504],
-      [2 ** -24, 2 ** -24], [-(2 ** -24), -(2 ** -24)], [1023 * 2 ** -24, 1023 * 2 ** -24], [2 ** -14, 2 ** -14],
-      [Infinity, Infinity], [-Infinity, -Infinity],
-      [0.1, 0.0999755859375], [65519, 65504], [65520, Infinity], [1e6, Infinity], [-1e6, -Infinity],
-      [1 + 2 ** -11, 1], [1 + 3 * 2 ** -11, 1 + 2 ** -9], [2 ** -25, 0], [3 * 2 ** -25, 2 ** -23],
-      [2 ** -25 * (1 + 2 ** -10), 2 ** -24], [-1e-10, -0], [2 ** -14 - 2 ** -26, 2 ** -14],
+      [0, 0],
+      [-0, -0],
+      [1, 1],
+      [-2, -2],
+      [65504, 65504],
+      [-65504, -65504],
+      [2 ** -24, 2 ** -24],
+      [-(2 ** -24), -(2 ** -24)],
+      [1023 * 2 ** -24, 1023 * 2 ** -24],
+      [2 ** -14, 2 ** -14],
+      [Infinity, Infinity],
+      [-Infinity, -Infinity],
+      [0.1, 0.0999755859375],
+      [65519, 65504],
+      [65520, Infinity],
+      [1e6, Infinity],
+      [-1e6, -Infinity],
+      [1 + 2 ** -11, 1],
+      [1 + 3 * 2 ** -11, 1 + 2 ** -9],
+      [2 ** -25, 0],
+      [3 * 2 ** -25, 2 ** -23],
+      [2 ** -25 * (1 + 2 ** -10), 2 ** -24],
+      [-1e-10, -0],
+      [2 ** -14 - 2 ** -26, 2 ** -14],
     ];
     const input = f32([...cases.map(([x]) => x), NaN]);
     const back = roundTrip({ h: { dtype: 'F16', shape: [input.length], data: input } }).get('h')!;
@@ -320,10 +362,20 @@ describe('writeSafetensors round trips', () => {
 
   test('BF16: representable values exactly, others rounded to nearest even', () => {
     const cases: [number, number][] = [
-      [0, 0], [-0, -0], [1, 1], [-3, -3], [Infinity, Infinity], [-Infinity, -Infinity],
-      [2 ** -133, 2 ** -133], [2 ** -126, 2 ** -126], [3.3895313892515355e38, 3.3895313892515355e38],
-      [1 + 2 ** -8, 1], [1 + 3 * 2 ** -8, 1 + 2 ** -6], [1 + 2 ** -8 + 2 ** -20, 1 + 2 ** -7],
-      [3.4028234663852886e38, Infinity], [0.1, 0.10009765625],
+      [0, 0],
+      [-0, -0],
+      [1, 1],
+      [-3, -3],
+      [Infinity, Infinity],
+      [-Infinity, -Infinity],
+      [2 ** -133, 2 ** -133],
+      [2 ** -126, 2 ** -126],
+      [3.3895313892515355e38, 3.3895313892515355e38],
+      [1 + 2 ** -8, 1],
+      [1 + 3 * 2 ** -8, 1 + 2 ** -6],
+      [1 + 2 ** -8 + 2 ** -20, 1 + 2 ** -7],
+      [3.4028234663852886e38, Infinity],
+      [0.1, 0.10009765625],
     ];
     const input = f32([...cases.map(([x]) => x), NaN, -NaN]);
     const back = roundTrip({ b: { dtype: 'BF16', shape: [input.length], data: input } }).get('b')!;
@@ -372,7 +424,9 @@ describe('writeSafetensors round trips', () => {
       expect(err.message).toMatch(message);
       expect(err.message).toContain(`${file}: tensor "w"`);
     }
-    expect(() => writeSafetensors(file, { __metadata__: { dtype: 'U8', shape: [], data: Uint8Array.of(1) } })).toThrow(/reserved/);
+    expect(() => writeSafetensors(file, { __metadata__: { dtype: 'U8', shape: [], data: Uint8Array.of(1) } })).toThrow(
+      /reserved/,
+    );
     expect(fs.readdirSync(tmp())).toEqual([]);
   });
 });
@@ -403,7 +457,10 @@ describe('writeSafetensors layout', () => {
       expect(positions).toEqual([...positions].sort((p, q) => p - q));
       let offset = 0;
       for (const key of sorted) {
-        expect(header[key].data_offsets).toEqual([offset, offset + header[key].data_offsets[1] - header[key].data_offsets[0]]);
+        expect(header[key].data_offsets).toEqual([
+          offset,
+          offset + header[key].data_offsets[1] - header[key].data_offsets[0],
+        ]);
         offset = header[key].data_offsets[1];
       }
       expect(offset).toBe(data.length);
@@ -457,7 +514,9 @@ describe('writeSafetensors is atomic', () => {
     const file = path.join(tmp(), 'model.safetensors');
     writeSafetensors(file, first);
     const before = fs.readFileSync(file);
-    expect(() => writeSafetensors(file, { ...second, z: { dtype: 'F32', shape: [2], data: f32([1]) } })).toThrow(SafetensorsError);
+    expect(() => writeSafetensors(file, { ...second, z: { dtype: 'F32', shape: [2], data: f32([1]) } })).toThrow(
+      SafetensorsError,
+    );
     expect(fs.readdirSync(tmp())).toEqual(['model.safetensors']);
     expect(fs.readFileSync(file).equals(before)).toBe(true);
   });
@@ -474,7 +533,9 @@ describe('writeSafetensors is atomic', () => {
 // Checkpoints
 
 describe('findWeightsFile and openCheckpoint resolution', () => {
-  const tensor = (value: number): Record<string, HostTensor> => ({ w: { dtype: 'F32', shape: [1], data: f32([value]) } });
+  const tensor = (value: number): Record<string, HostTensor> => ({
+    w: { dtype: 'F32', shape: [1], data: f32([value]) },
+  });
 
   test('prefers <base>.safetensors over its index and honours variants', () => {
     const dir = tmp();
@@ -495,9 +556,13 @@ describe('findWeightsFile and openCheckpoint resolution', () => {
   test('finds variant shard indexes under both naming schemes', () => {
     const dir = tmp();
     fs.writeFileSync(path.join(dir, 'diffusion_pytorch_model.bf16.safetensors.index.json'), '{}');
-    expect(findWeightsFile(dir, 'diffusion_pytorch_model', 'bf16')).toBe(path.join(dir, 'diffusion_pytorch_model.bf16.safetensors.index.json'));
+    expect(findWeightsFile(dir, 'diffusion_pytorch_model', 'bf16')).toBe(
+      path.join(dir, 'diffusion_pytorch_model.bf16.safetensors.index.json'),
+    );
     fs.writeFileSync(path.join(dir, 'diffusion_pytorch_model.safetensors.index.bf16.json'), '{}');
-    expect(findWeightsFile(dir, 'diffusion_pytorch_model', 'bf16')).toBe(path.join(dir, 'diffusion_pytorch_model.safetensors.index.bf16.json'));
+    expect(findWeightsFile(dir, 'diffusion_pytorch_model', 'bf16')).toBe(
+      path.join(dir, 'diffusion_pytorch_model.safetensors.index.bf16.json'),
+    );
   });
 
   test('nothing found is an error naming the directory and the names tried', () => {
@@ -529,12 +594,16 @@ describe('findWeightsFile and openCheckpoint resolution', () => {
 });
 
 describe('sharded checkpoints', () => {
-  const index = (weightMap: Record<string, string>): string => JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap });
+  const index = (weightMap: Record<string, string>): string =>
+    JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap });
 
   test('a missing shard is an error naming the index file and the shard', () => {
     const source = path.join(GOLDEN, 'loader_prior_sharded');
     const dir = tmp();
-    for (const name of ['diffusion_pytorch_model.safetensors.index.json', 'diffusion_pytorch_model-00001-of-00002.safetensors']) {
+    for (const name of [
+      'diffusion_pytorch_model.safetensors.index.json',
+      'diffusion_pytorch_model-00001-of-00002.safetensors',
+    ]) {
       fs.copyFileSync(path.join(source, name), path.join(dir, name));
     }
     const indexFile = path.join(dir, 'diffusion_pytorch_model.safetensors.index.json');
@@ -553,7 +622,9 @@ describe('sharded checkpoints', () => {
     });
     const indexFile = path.join(dir, 'model.safetensors.index.json');
     fs.writeFileSync(indexFile, index({ w: 'a.safetensors', v: 'b.safetensors' }));
-    expect(() => openCheckpoint(indexFile)).toThrow(new RegExp(`${indexFile}: tensor "w": stored in both .*a\\.safetensors and .*b\\.safetensors`));
+    expect(() => openCheckpoint(indexFile)).toThrow(
+      new RegExp(`${indexFile}: tensor "w": stored in both .*a\\.safetensors and .*b\\.safetensors`),
+    );
   });
 
   test('index entries must be found in the shard they name, and the index must be well formed', () => {

@@ -28,13 +28,16 @@ function noLeaks<T>(fn: () => T): T {
 }
 
 describe('golden scheduler cases', () => {
-  test.each(['scheduler_ddpm_wuerstchen', 'scheduler_ddpm_wuerstchen_scaler', 'scheduler_ddpm_wuerstchen_scaler2'])('%s', async (name) => {
-    const before = tf.memory().numTensors;
-    const report = await runCase(GOLDEN, name);
-    if (!report.passed) throw new Error(formatReport(report));
-    expect(report.maxAbsErr).toBeLessThanOrEqual(report.tolerance!);
-    expect(tf.memory().numTensors).toBe(before);
-  });
+  test.each(['scheduler_ddpm_wuerstchen', 'scheduler_ddpm_wuerstchen_scaler', 'scheduler_ddpm_wuerstchen_scaler2'])(
+    '%s',
+    async (name) => {
+      const before = tf.memory().numTensors;
+      const report = await runCase(GOLDEN, name);
+      if (!report.passed) throw new Error(formatReport(report));
+      expect(report.maxAbsErr).toBeLessThanOrEqual(report.tolerance!);
+      expect(tf.memory().numTensors).toBe(before);
+    },
+  );
 });
 
 test('the scheduler runner fails on an altered step output and on foreign timesteps', async () => {
@@ -72,7 +75,10 @@ describe('the scheduler runner reads every schedule setTimesteps accepts', () =>
   test.each([
     ['num_inference_steps=60 (prior pipeline default)', { kind: 'count', steps: 60 }],
     ['12 steps', { kind: 'count', steps: 12 }],
-    ['DEFAULT_STAGE_C_TIMESTEPS (timesteps=list(np.linspace(1.0, 2/3, 20)) + list(np.linspace(2/3, 0.0, 11))[1:])', { kind: 'default' }],
+    [
+      'DEFAULT_STAGE_C_TIMESTEPS (timesteps=list(np.linspace(1.0, 2/3, 20)) + list(np.linspace(2/3, 0.0, 11))[1:])',
+      { kind: 'default' },
+    ],
     ['custom timesteps [1.0, 0.5, 0.0]', { kind: 'list', values: ['1.0', '0.5', '0.0'], truncated: false }],
     ['custom timesteps [1.0, 0.93, …]', { kind: 'list', values: ['1.0', '0.93'], truncated: true }],
     ['custom timesteps [1e0, .25, ...]', { kind: 'list', values: ['1e0', '.25'], truncated: true }],
@@ -107,7 +113,9 @@ describe('the scheduler runner reads every schedule setTimesteps accepts', () =>
     if (!prefix.passed) throw new Error(formatReport(prefix));
     const wrong = await runWithDescription('custom timesteps [1.0, 0.93, …]');
     expect(wrong.passed).toBe(false);
-    expect(wrong.problems.join('\n')).toMatch(/s0_timesteps = the 2 listed leading timesteps: differs at \[1\] 0\.98\d+ vs 0\.93/);
+    expect(wrong.problems.join('\n')).toMatch(
+      /s0_timesteps = the 2 listed leading timesteps: differs at \[1\] 0\.98\d+ vs 0\.93/,
+    );
     const short = await runWithDescription('custom timesteps [1.0, 0.5, 0.0]');
     expect(short.problems.join('\n')).toMatch(/s0_timesteps = listed timesteps: 3 listed, 30 stored/);
   });
@@ -116,22 +124,27 @@ describe('the scheduler runner reads every schedule setTimesteps accepts', () =>
 describe('timesteps', () => {
   test('DEFAULT_STAGE_C_TIMESTEPS are the 30 float32 values of diffusers pipeline_wuerstchen_prior.py', () => {
     const spec = [
-      1.0, 0.98245615, 0.9649123, 0.94736844, 0.9298246, 0.9122807, 0.8947368, 0.877193, 0.8596491, 0.84210527, 0.8245614,
-      0.80701756, 0.7894737, 0.7719298, 0.75438595, 0.7368421, 0.71929824, 0.7017544, 0.68421054, 0.6666667, 0.6, 0.53333336,
-      0.46666667, 0.4, 0.33333334, 0.26666668, 0.2, 0.13333334, 0.06666667, 0.0,
+      1.0, 0.98245615, 0.9649123, 0.94736844, 0.9298246, 0.9122807, 0.8947368, 0.877193, 0.8596491, 0.84210527,
+      0.8245614, 0.80701756, 0.7894737, 0.7719298, 0.75438595, 0.7368421, 0.71929824, 0.7017544, 0.68421054, 0.6666667,
+      0.6, 0.53333336, 0.46666667, 0.4, 0.33333334, 0.26666668, 0.2, 0.13333334, 0.06666667, 0.0,
     ];
     expect(DEFAULT_STAGE_C_TIMESTEPS.length).toBe(30);
     expect([...DEFAULT_STAGE_C_TIMESTEPS]).toEqual(spec.map(f32));
     expect(Object.isFrozen(DEFAULT_STAGE_C_TIMESTEPS)).toBe(true);
     const s = new DDPMWuerstchenScheduler();
-    expect(Array.from(s.setTimesteps({ timesteps: DEFAULT_STAGE_C_TIMESTEPS }))).toEqual([...DEFAULT_STAGE_C_TIMESTEPS]);
+    expect(Array.from(s.setTimesteps({ timesteps: DEFAULT_STAGE_C_TIMESTEPS }))).toEqual([
+      ...DEFAULT_STAGE_C_TIMESTEPS,
+    ]);
     expect(s.numInferenceSteps).toBe(29);
   });
 
   test('setTimesteps(12) is linspace(1, 0, 13) as in the spec table', () => {
     const s = new DDPMWuerstchenScheduler();
     const ts = s.setTimesteps(12);
-    const table = [1, 0.916666687, 0.833333313, 0.75, 0.666666627, 0.583333313, 0.5, 0.416666687, 0.333333343, 0.25, 0.166666672, 0.0833333358, 0];
+    const table = [
+      1, 0.916666687, 0.833333313, 0.75, 0.666666627, 0.583333313, 0.5, 0.416666687, 0.333333343, 0.25, 0.166666672,
+      0.0833333358, 0,
+    ];
     expect(Array.from(ts)).toEqual(table.map(f32));
     expect(s.numInferenceSteps).toBe(12);
     // a copy: mutating it does not change the schedule
@@ -193,14 +206,18 @@ describe('alphaCumprod', () => {
   });
 
   test('works on any shape and applies the scaler', () => {
-    const t = tf.tensor2d([[0.3, 0.6], [0.9, 0.1]]);
+    const t = tf.tensor2d([
+      [0.3, 0.6],
+      [0.9, 0.1],
+    ]);
     for (const scaler of [0.5, 1, 2, 3]) {
       const s = new DDPMWuerstchenScheduler({ scaler });
       const ac = noLeaks(() => s.alphaCumprod(t));
       expect(ac.shape).toEqual([2, 2]);
       const warp = (x: number) => (scaler > 1 ? 1 - (1 - x) ** scaler : scaler < 1 ? x ** scaler : x);
       const ref = [0.3, 0.6, 0.9, 0.1].map((x) => {
-        const v = Math.cos(((warp(x) + 0.008) / 1.008) * Math.PI * 0.5) ** 2 / Math.cos((0.008 / 1.008) * Math.PI * 0.5) ** 2;
+        const v =
+          Math.cos(((warp(x) + 0.008) / 1.008) * Math.PI * 0.5) ** 2 / Math.cos((0.008 / 1.008) * Math.PI * 0.5) ** 2;
         return Math.min(0.9999, Math.max(1e-4, v));
       });
       Array.from(ac.dataSync()).forEach((v, i) => expect(Math.abs(v - ref[i])).toBeLessThan(1e-6));
@@ -213,7 +230,7 @@ describe('alphaCumprod', () => {
 describe('step', () => {
   const shape = [2, 3, 4, 5];
 
-  test('with a generator equals the same step with that generator\'s noise injected; no leaks', () => {
+  test("with a generator equals the same step with that generator's noise injected; no leaks", () => {
     const s = new DDPMWuerstchenScheduler();
     s.setTimesteps(12);
     const g = new Generator(7);
@@ -333,18 +350,27 @@ describe('config', () => {
     try {
       const file = path.join(dir, 'scheduler_config.json');
       fs.writeFileSync(file, JSON.stringify({ _class_name: 'DDPMScheduler', beta_start: 0.0001 }));
-      expect(() => DDPMWuerstchenScheduler.fromPretrained(dir)).toThrow(new RegExp(`${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}.*_class_name is "DDPMScheduler", expected "DDPMWuerstchenScheduler"`));
+      expect(() => DDPMWuerstchenScheduler.fromPretrained(dir)).toThrow(
+        new RegExp(
+          `${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}.*_class_name is "DDPMScheduler", expected "DDPMWuerstchenScheduler"`,
+        ),
+      );
       fs.writeFileSync(file, '{not json');
       expect(() => DDPMWuerstchenScheduler.fromPretrained(dir)).toThrow(/not valid JSON/);
       fs.writeFileSync(file, JSON.stringify({ _class_name: 'DDPMWuerstchenScheduler', s: 'x' }));
       expect(() => DDPMWuerstchenScheduler.fromPretrained(dir)).toThrow(/s must be a finite number/);
       new DDPMWuerstchenScheduler({ scaler: 2 }).saveConfig(dir);
       expect(DDPMWuerstchenScheduler.fromPretrained(dir).config).toEqual({ s: 0.008, scaler: 2 });
-      expect(() => DDPMWuerstchenScheduler.fromPretrained(path.join(dir, 'nope'))).toThrow(/no scheduler_config.json found/);
+      expect(() => DDPMWuerstchenScheduler.fromPretrained(path.join(dir, 'nope'))).toThrow(
+        /no scheduler_config.json found/,
+      );
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
-    expect(DDPMWuerstchenScheduler.fromConfig({ _diffusers_version: '0.21.0', s: 0.01 }).config).toEqual({ s: 0.01, scaler: 1 });
+    expect(DDPMWuerstchenScheduler.fromConfig({ _diffusers_version: '0.21.0', s: 0.01 }).config).toEqual({
+      s: 0.01,
+      scaler: 1,
+    });
   });
 });
 
@@ -352,7 +378,9 @@ describe('Generator', () => {
   test('is xoshiro128** seeded by SplitMix64 (reference C outputs for seed 42)', () => {
     const g = new Generator(42);
     expect(g.state().s).toEqual([803958421, 3184996902, 2993090819, 686809907]);
-    expect(Array.from({ length: 6 }, () => g.nextUint32())).toEqual([1776835114, 4165204688, 17111135, 2317295270, 2792088233, 2554630222]);
+    expect(Array.from({ length: 6 }, () => g.nextUint32())).toEqual([
+      1776835114, 4165204688, 17111135, 2317295270, 2792088233, 2554630222,
+    ]);
     expect(new Generator(42n).state()).toEqual(new Generator(42).state());
   });
 
@@ -402,7 +430,9 @@ describe('Generator', () => {
     expect(() => new Generator(1.5)).toThrow(/seed must be a safe integer or a bigint/);
     expect(() => new Generator(0).setState({ algorithm: 'mt19937' } as never)).toThrow(/xoshiro128/);
     expect(() => new Generator(0).setState({ algorithm: 'xoshiro128**', s: [0, 0, 0, 0] })).toThrow(/all-zero/);
-    expect(() => new Generator(0).setState({ algorithm: 'xoshiro128**', s: [1, 2, 3] as never })).toThrow(/four unsigned 32-bit integers/);
+    expect(() => new Generator(0).setState({ algorithm: 'xoshiro128**', s: [1, 2, 3] as never })).toThrow(
+      /four unsigned 32-bit integers/,
+    );
     expect(() => new Generator(0).randn([2, -1])).toThrow(/non-negative integers/);
   });
 });

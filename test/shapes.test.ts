@@ -29,7 +29,9 @@ test('captions follow the grammar exactly and parse back', () => {
   for (let i = 0; i < 500; i++) {
     const s = randomScene(rng, 'any');
     const caption = sceneCaption(s);
-    expect(caption).toMatch(/^a (small|large) \w+ (circle|square|triangle) (on the left|on the right|at the top|at the bottom|in the middle) on a \w+ background$/);
+    expect(caption).toMatch(
+      /^a (small|large) \w+ (circle|square|triangle) (on the left|on the right|at the top|at the bottom|in the middle) on a \w+ background$/,
+    );
     expect(parseCaption(caption)).toEqual(s);
     expect(s.background).not.toBe(s.colour);
   }
@@ -88,9 +90,25 @@ test('make-shapes writes reproducible PNG + caption pairs and shards, and reject
   const caption = fs.readFileSync(path.join(a, png.replace('.png', '.txt')), 'utf8').trim();
   const scene = parseCaption(caption)!;
   const bytes = Uint8Array.from(img.data, (v) => Math.round(v * 255));
-  expect(judgeImage(bytes, 64, 64, 3)).toMatchObject({ background: scene.background, colour: scene.colour, shape: scene.shape });
+  expect(judgeImage(bytes, 64, 64, 3)).toMatchObject({
+    background: scene.background,
+    colour: scene.colour,
+    shape: scene.shape,
+  });
 
-  expect(await trainMain(['make-shapes', '--out', path.join(dir, 'shards'), '--n', '10', '--shards', '2', '--held-out', 'only'])).toBe(0);
+  expect(
+    await trainMain([
+      'make-shapes',
+      '--out',
+      path.join(dir, 'shards'),
+      '--n',
+      '10',
+      '--shards',
+      '2',
+      '--held-out',
+      'only',
+    ]),
+  ).toBe(0);
   expect(fs.readdirSync(path.join(dir, 'shards')).sort()).toEqual(['shapes-0000.tar', 'shapes-0001.tar']);
   expect(await trainMain(['make-shapes', '--out', path.join(dir, 'x'), '--n', 'ten'])).toBe(2);
   expect(await trainMain(['make-shapes', '--out', path.join(dir, 'x'), '--n', '4', '--held-out', 'some'])).toBe(2);

@@ -17,7 +17,13 @@ beforeAll(async () => {
 test('fromPretrained() loads the bundled model and generates at its native size without leaking', async () => {
   const pipe = WuerstchenCombinedPipeline.fromPretrained();
   const before = tf.memory().numTensors;
-  const out = await pipe([TINY_MODEL.examplePrompt, 'a small white square at the top on a black background'], { width: TINY_MODEL.width, height: TINY_MODEL.height, priorNumInferenceSteps: 6, numInferenceSteps: 4, seed: 7 });
+  const out = await pipe([TINY_MODEL.examplePrompt, 'a small white square at the top on a black background'], {
+    width: TINY_MODEL.width,
+    height: TINY_MODEL.height,
+    priorNumInferenceSteps: 6,
+    numInferenceSteps: 4,
+    seed: 7,
+  });
   expect(out.images!.shape).toEqual([2, 64, 64, 3]);
   expect(Array.from(out.images!.dataSync()).every((v) => v >= 0 && v <= 1)).toBe(true);
   out.images!.dispose();
@@ -41,5 +47,8 @@ test('a prompt gives a picture with its background and shape colour', async () =
   images!.dispose();
   const judged = judgeImage(img.data, img.width, img.height, img.channels);
   const wanted = parseCaption(prompt)!;
-  expect({ background: judged.background, colour: judged.colour }).toEqual({ background: wanted.background, colour: wanted.colour });
+  expect({ background: judged.background, colour: judged.colour }).toEqual({
+    background: wanted.background,
+    colour: wanted.colour,
+  });
 });

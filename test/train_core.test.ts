@@ -72,7 +72,11 @@ describe('optimisation', () => {
     let w = [0.5, -1];
     const m = [0, 0];
     const v = [0, 0];
-    const gs = [[0.2, -0.4], [0.1, 0.3], [-0.5, 0.05]];
+    const gs = [
+      [0.2, -0.4],
+      [0.1, 0.3],
+      [-0.5, 0.05],
+    ];
     gs.forEach((g, k) => {
       const grads = new Map([['weight', tf.tensor2d(g, [2, 1])]]);
       opt.apply(grads, 0.1);
@@ -93,7 +97,9 @@ describe('optimisation', () => {
     const saved = opt.stateTensors('p.');
     const opt2 = new AdamW(params, { lr: 0.1, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.01 });
     opt2.loadStateTensors({ get: (k) => saved.get(k)! }, opt.step, 'p.');
-    expect(Array.from(opt2.stateTensors('p.').get('p.exp_avg_sq.weight')!.data as Float32Array)).toEqual(Array.from(saved.get('p.exp_avg_sq.weight')!.data as Float32Array));
+    expect(Array.from(opt2.stateTensors('p.').get('p.exp_avg_sq.weight')!.data as Float32Array)).toEqual(
+      Array.from(saved.get('p.exp_avg_sq.weight')!.data as Float32Array),
+    );
     opt.dispose();
     opt2.dispose();
     lin.dispose();
@@ -181,7 +187,10 @@ describe('checkpoints', () => {
     expect(fs.existsSync(stale)).toBe(false);
     writeCheckpoint(out, 4, (d) => writeFileSynced(path.join(d, 'x.txt'), 'four'), 2);
     writeCheckpoint(out, 6, (d) => writeFileSynced(path.join(d, 'x.txt'), 'six'), 2);
-    expect(fs.readdirSync(path.join(out, 'checkpoints')).filter((f) => f.startsWith('step-'))).toEqual(['step-00000004', 'step-00000006']);
+    expect(fs.readdirSync(path.join(out, 'checkpoints')).filter((f) => f.startsWith('step-'))).toEqual([
+      'step-00000004',
+      'step-00000006',
+    ]);
     expect(fs.readFileSync(path.join(out, 'latest'), 'utf8')).toBe('checkpoints/step-00000006\n');
   });
 });
@@ -192,9 +201,15 @@ describe('schedule configs', () => {
       expect(() => loadConfig(path.join(CONFIGS, f))).not.toThrow();
     }
     const base = { stage: 'a', phases: [{ steps: 1, batch_size: 1, image_size: 8 }] };
-    expect(() => parseConfig({ ...base, checkpoint_evry: 5 }, 'x.json')).toThrow(/x\.json: unknown key "checkpoint_evry"; did you mean "checkpoint_every"\?/);
-    expect(() => parseConfig({ ...base, phases: [{ ...base.phases[0], batch_sise: 4 }] }, 'x.json')).toThrow(/unknown key "phases\[0\]\.batch_sise"; did you mean "batch_size"\?/);
-    expect(() => parseConfig({ ...base, objective: { weighting: 'x0', zzz: 1 } }, 'x.json')).toThrow(/unknown key "objective\.zzz" \(known: /);
+    expect(() => parseConfig({ ...base, checkpoint_evry: 5 }, 'x.json')).toThrow(
+      /x\.json: unknown key "checkpoint_evry"; did you mean "checkpoint_every"\?/,
+    );
+    expect(() => parseConfig({ ...base, phases: [{ ...base.phases[0], batch_sise: 4 }] }, 'x.json')).toThrow(
+      /unknown key "phases\[0\]\.batch_sise"; did you mean "batch_size"\?/,
+    );
+    expect(() => parseConfig({ ...base, objective: { weighting: 'x0', zzz: 1 } }, 'x.json')).toThrow(
+      /unknown key "objective\.zzz" \(known: /,
+    );
     expect(() => parseConfig({ ...base, _comment: 'notes are fine' }, 'x.json')).not.toThrow();
   });
 
@@ -205,7 +220,14 @@ describe('schedule configs', () => {
     expect(c.phases.map((p) => p.effnet_size)).toEqual([384, 768, 768, 768]);
     expect(c.phases[3].batch_size).toBe(384);
     expect(c.phases[2].aspect_ratios!.length).toBeGreaterThan(3);
-    expect(c.optimizer).toEqual({ lr: 1e-4, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.01, warmup: 10000, grad_clip: 1.0 });
+    expect(c.optimizer).toEqual({
+      lr: 1e-4,
+      betas: [0.9, 0.999],
+      eps: 1e-8,
+      weight_decay: 0.01,
+      warmup: 10000,
+      grad_clip: 1.0,
+    });
     expect(c.ema).toEqual({ every: 100, start: 5000, beta: 0.9 });
     const b = loadConfig(path.join(CONFIGS, 'stage-b.json'), 'b');
     expect(b.phases.map((p) => [p.steps, p.image_size, p.batch_size, p.effnet_size])).toEqual([
@@ -226,7 +248,10 @@ describe('schedule configs', () => {
       const tiny = loadConfig(path.join(CONFIGS, `stage-${s}-tiny.json`), s);
       expect(tiny.phases.length).toBe(full.phases.length);
       expect(totalSteps(tiny)).toBeLessThanOrEqual(32);
-      if (s !== 'a') expect(tiny.phases[1].effnet_size! / tiny.phases[0].effnet_size!).toBe(full.phases[1].effnet_size! / full.phases[0].effnet_size!);
+      if (s !== 'a')
+        expect(tiny.phases[1].effnet_size! / tiny.phases[0].effnet_size!).toBe(
+          full.phases[1].effnet_size! / full.phases[0].effnet_size!,
+        );
     }
     expect(() => loadConfig(path.join(CONFIGS, 'stage-c-tiny.json'), 'b')).toThrow(/stage-c configuration/);
   });

@@ -172,7 +172,10 @@ describe('datasets', () => {
     expect(() => new ImageTextDataset(path.join(tmp, 'nope'), { seed: 0 })).toThrow(/nope does not exist/);
     const tarDir = path.join(tmp, 'tars');
     fs.mkdirSync(tarDir);
-    writeTar(path.join(tarDir, 'x.tar'), [['a.png', Buffer.from('bad')], ['a.txt', Buffer.from('c')]]);
+    writeTar(path.join(tarDir, 'x.tar'), [
+      ['a.png', Buffer.from('bad')],
+      ['a.txt', Buffer.from('c')],
+    ]);
     const wds = new ImageTextDataset(tarDir, { seed: 0, log: quiet });
     expect(() => wds.next()).toThrow(/WebDataset.*tars.*nothing usable/);
   });

@@ -18,12 +18,29 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'train-resume-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 beforeAll(() => {
-  execFileSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-b', 'packages/core', 'packages/wuerstchen', 'packages/train'], { cwd: ROOT, stdio: 'pipe' });
+  execFileSync(
+    process.execPath,
+    [
+      path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'),
+      '-b',
+      'packages/core',
+      'packages/wuerstchen',
+      'packages/train',
+    ],
+    { cwd: ROOT, stdio: 'pipe' },
+  );
 }, 280000);
 
-function start(args: string[], env: Record<string, string> = {}): { child: ChildProcess; done: Promise<number | null>; stderr: () => string } {
+function start(
+  args: string[],
+  env: Record<string, string> = {},
+): { child: ChildProcess; done: Promise<number | null>; stderr: () => string } {
   let err = '';
-  const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, WUERSTCHEN_BACKEND: 'cpu', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, WUERSTCHEN_BACKEND: 'cpu', ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   const done = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
   return { child, done, stderr: () => err };
@@ -49,7 +66,11 @@ function checkReadable(out: string): void {
   const dir = readLatest(out)!;
   expect(dir).toBeTruthy();
   JSON.parse(fs.readFileSync(path.join(dir, 'training_state.json'), 'utf8'));
-  for (const f of ['prior/diffusion_pytorch_model.safetensors', 'prior_ema/diffusion_pytorch_model.safetensors', 'optimizer.safetensors']) {
+  for (const f of [
+    'prior/diffusion_pytorch_model.safetensors',
+    'prior_ema/diffusion_pytorch_model.safetensors',
+    'optimizer.safetensors',
+  ]) {
     const r = openSafetensors(path.join(dir, f));
     r.keys().forEach((k) => r.get(k));
     r.close();
@@ -60,11 +81,24 @@ function checkReadable(out: string): void {
 test('SIGKILL at arbitrary moments + --resume reproduces the uninterrupted run bit for bit', async () => {
   const shards = path.join(tmp, 'shards');
   makeToyShards(shards, 3, 6, { jpegEvery: 4 });
-  const cfg = JSON.parse(fs.readFileSync(path.join(ROOT, 'configs', 'stage-c-tiny.json'), 'utf8')) as Record<string, unknown>;
+  const cfg = JSON.parse(fs.readFileSync(path.join(ROOT, 'configs', 'stage-c-tiny.json'), 'utf8')) as Record<
+    string,
+    unknown
+  >;
   Object.assign(cfg, { checkpoint_every: 2, keep_checkpoints: 2, sample_every: 8 });
   const cfgFile = path.join(tmp, 'stage-c-resume.json');
   fs.writeFileSync(cfgFile, JSON.stringify(cfg, null, 2));
-  const common = (out: string) => ['stage-c', '--config', cfgFile, '--data', shards, '--out', out, '--progress', 'plain'];
+  const common = (out: string) => [
+    'stage-c',
+    '--config',
+    cfgFile,
+    '--data',
+    shards,
+    '--out',
+    out,
+    '--progress',
+    'plain',
+  ];
 
   const refOut = path.join(tmp, 'ref');
   const killOut = path.join(tmp, 'killed');
@@ -108,7 +142,10 @@ test('SIGKILL at arbitrary moments + --resume reproduces the uninterrupted run b
     'optimizer.safetensors',
     'training_state.json',
   ]) {
-    expect({ f, same: Buffer.compare(fs.readFileSync(path.join(a, f)), fs.readFileSync(path.join(b, f))) === 0 }).toEqual({ f, same: true });
+    expect({
+      f,
+      same: Buffer.compare(fs.readFileSync(path.join(a, f)), fs.readFileSync(path.join(b, f))) === 0,
+    }).toEqual({ f, same: true });
   }
   // the metrics of the resumed run cover every step exactly once
   const steps = fs

@@ -25,7 +25,14 @@ test('tiny Stage A: reconstruction loss decreases, GAN terms present, no leaks',
   const out = path.join(tmp, 'run');
   const metrics: StepMetrics[] = [];
   const tensors: number[] = [];
-  const trainer = new StageATrainer({ config: cfg, data, out, progress: 'none', log: () => undefined, onStep: (m) => (metrics.push(m), tensors.push(tf.memory().numTensors)) });
+  const trainer = new StageATrainer({
+    config: cfg,
+    data,
+    out,
+    progress: 'none',
+    log: () => undefined,
+    onStep: (m) => (metrics.push(m), tensors.push(tf.memory().numTensors)),
+  });
   trainer.init();
   const before = trainer.evalLoss(8);
   await trainer.run();

@@ -26,10 +26,22 @@ test('tiny Stage B: loss decreases, compressor trains, no leaks, checkpoint fold
   const out = path.join(tmp, 'run');
   const metrics: StepMetrics[] = [];
   const tensors: number[] = [];
-  const trainer = new StageBTrainer({ config: cfg, data, out, progress: 'none', log: () => undefined, onStep: (m) => (metrics.push(m), tensors.push(tf.memory().numTensors)) });
+  const trainer = new StageBTrainer({
+    config: cfg,
+    data,
+    out,
+    progress: 'none',
+    log: () => undefined,
+    onStep: (m) => (metrics.push(m), tensors.push(tf.memory().numTensors)),
+  });
   trainer.init();
   const effBefore = trainer.effnet.backbone.namedParameters()[0][1].toHost().data as Float32Array;
-  const bnBefore = Array.from(trainer.effnet.mapper.namedParameters().find(([k]) => k.endsWith('running_mean'))![1].value.dataSync());
+  const bnBefore = Array.from(
+    trainer.effnet.mapper
+      .namedParameters()
+      .find(([k]) => k.endsWith('running_mean'))![1]
+      .value.dataSync(),
+  );
   const before = trainer.evalLoss(8);
   await trainer.run();
   const after = trainer.evalLoss(8);
@@ -39,13 +51,20 @@ test('tiny Stage B: loss decreases, compressor trains, no leaks, checkpoint fold
   // the compressor is trained jointly: weights moved, BatchNorm running statistics updated
   const effAfter = trainer.effnet.backbone.namedParameters()[0][1].toHost().data as Float32Array;
   expect(Array.from(effAfter)).not.toEqual(Array.from(effBefore));
-  const bnAfter = Array.from(trainer.effnet.mapper.namedParameters().find(([k]) => k.endsWith('running_mean'))![1].value.dataSync());
+  const bnAfter = Array.from(
+    trainer.effnet.mapper
+      .namedParameters()
+      .find(([k]) => k.endsWith('running_mean'))![1]
+      .value.dataSync(),
+  );
   expect(bnAfter).not.toEqual(bnBefore);
   trainer.dispose();
   const latest = readLatest(out)!;
   const dec = loadModel(path.join(latest, 'decoder'), 'WuerstchenDiffNeXt');
   expect(dec.config.c_hidden).toEqual([16, 32]);
   dec.dispose();
-  expect(JSON.parse(fs.readFileSync(path.join(latest, 'effnet', 'config.json'), 'utf8'))._class_name).toBe('EfficientNetEncoder');
+  expect(JSON.parse(fs.readFileSync(path.join(latest, 'effnet', 'config.json'), 'utf8'))._class_name).toBe(
+    'EfficientNetEncoder',
+  );
   expect(fs.existsSync(path.join(out, 'samples', 'step-00000012.png'))).toBe(true);
 });

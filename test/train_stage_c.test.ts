@@ -56,7 +56,7 @@ test('tiny Stage C: loss decreases, no leaks, phases recorded, checkpoint loads 
   expect(metrics[15].latent_h).toBe(8);
   const ar = metrics.filter((m) => m.phase === 'C3-aspect-mixing');
   expect(ar.every((m) => m.latent_h !== m.latent_w)).toBe(true);
-  expect(metrics.every((m) => Number.isFinite(m.loss) && m.lr > 0 || m.step === 1)).toBe(true);
+  expect(metrics.every((m) => (Number.isFinite(m.loss) && m.lr > 0) || m.step === 1)).toBe(true);
   expect(metrics[0].lr).toBe(0); // GradualWarmupScheduler: the first update runs at lr 0
 
   const latest = readLatest(out)!;
@@ -78,12 +78,19 @@ test('tiny Stage C: loss decreases, no leaks, phases recorded, checkpoint loads 
   const hub = path.join(tmp, 'hub');
   const src = path.join(GOLDEN, 'hub', 'wuerstchen-prior');
   fs.mkdirSync(hub);
-  for (const d of ['text_encoder', 'tokenizer', 'scheduler']) fs.cpSync(path.join(src, d), path.join(hub, d), { recursive: true });
+  for (const d of ['text_encoder', 'tokenizer', 'scheduler'])
+    fs.cpSync(path.join(src, d), path.join(hub, d), { recursive: true });
   fs.copyFileSync(path.join(src, 'model_index.json'), path.join(hub, 'model_index.json'));
   fs.cpSync(path.join(latest, 'prior'), path.join(hub, 'prior'), { recursive: true });
   for (const f of fs.readdirSync(hub, { recursive: true }) as string[]) fs.chmodSync(path.join(hub, f), 0o755);
   const pipe = WuerstchenPriorPipeline.fromPretrained(hub);
-  const { imageEmbeddings } = await pipe('a red square', { width: 170, height: 170, numInferenceSteps: 4, guidanceScale: 4, seed: 0 });
+  const { imageEmbeddings } = await pipe('a red square', {
+    width: 170,
+    height: 170,
+    numInferenceSteps: 4,
+    guidanceScale: 4,
+    seed: 0,
+  });
   expect(imageEmbeddings.shape).toEqual([1, 4, 4, 16]);
   expect(Array.from(imageEmbeddings.dataSync()).every(Number.isFinite)).toBe(true);
   imageEmbeddings.dispose();

@@ -10,7 +10,17 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '@wuerstchen/core';
-import { Generator, TINY_MODEL, WuerstchenVariationPipeline, encodePng, judgeImage, randomScene, renderScene, sceneCaption, tensorToImages } from 'wuerstchen';
+import {
+  Generator,
+  TINY_MODEL,
+  WuerstchenVariationPipeline,
+  encodePng,
+  judgeImage,
+  randomScene,
+  renderScene,
+  sceneCaption,
+  tensorToImages,
+} from 'wuerstchen';
 import { CliIO, main } from '../packages/wuerstchen/src/cli';
 import { GOLDEN } from './helpers/shared';
 import { useTempDir } from './helpers/tmp';
@@ -22,7 +32,10 @@ beforeAll(async () => {
 const side = TINY_MODEL.width;
 const scenePicture = (seed: number) => {
   const scene = randomScene(new Generator(seed), 'exclude');
-  return { scene, image: { width: side, height: side, channels: 3, data: renderScene(scene, new Generator(seed), { side }) } };
+  return {
+    scene,
+    image: { width: side, height: side, channels: 3, data: renderScene(scene, new Generator(seed), { side }) },
+  };
 };
 
 test('strength 0 keeps the background, colour and position of rendered scenes; no tensors leak', async () => {
@@ -58,7 +71,9 @@ test('strength > 0 resamples the latent with the prior; several variations per c
 });
 
 test('a model folder without the compressor is a clear error', () => {
-  expect(() => WuerstchenVariationPipeline.fromPretrained(path.join(GOLDEN, 'hub'))).toThrow(/effnet.*\n.*compressor the prior was trained on/s);
+  expect(() => WuerstchenVariationPipeline.fromPretrained(path.join(GOLDEN, 'hub'))).toThrow(
+    /effnet.*\n.*compressor the prior was trained on/s,
+  );
 });
 
 describe('wuerstchen vary', () => {
@@ -66,7 +81,12 @@ describe('wuerstchen vary', () => {
   const io = (): CliIO & { out: () => string; err: () => string } => {
     let out = '';
     let err = '';
-    return { stdout: { write: (s: string) => (out += s) }, stderr: { write: (s: string) => (err += s) }, out: () => out, err: () => err };
+    return {
+      stdout: { write: (s: string) => (out += s) },
+      stderr: { write: (s: string) => (err += s) },
+      out: () => out,
+      err: () => err,
+    };
   };
 
   test('writes variations of a PNG; arguments are checked first', async () => {
@@ -74,7 +94,9 @@ describe('wuerstchen vary', () => {
     fs.writeFileSync(input, encodePng(scenePicture(3).image));
     const out = path.join(tmp(), 'v.png');
     const ok = io();
-    expect(await main(['vary', '--image', input, '--out', out, '--images', '2', '--decoder-steps', '3', '--seed', '1'], ok)).toBe(0);
+    expect(
+      await main(['vary', '--image', input, '--out', out, '--images', '2', '--decoder-steps', '3', '--seed', '1'], ok),
+    ).toBe(0);
     expect(ok.out()).toBe(`${path.join(tmp(), 'v-1.png')}\n${path.join(tmp(), 'v-2.png')}\n`);
     const manifest = JSON.parse(fs.readFileSync(path.join(tmp(), 'v.json'), 'utf8'));
     expect(manifest.command).toBe('vary');

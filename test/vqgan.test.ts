@@ -25,7 +25,11 @@ test('default config has exactly the keys, shapes and dtypes of the real checkpo
   };
   const model = new PaellaVQModel();
   const params = model.namedParameters();
-  const keys = params.map(([name, p]) => ({ name, shape: p.torchShape, dtype: p.dtype === 'I64' ? 'int64' : 'float32' }));
+  const keys = params.map(([name, p]) => ({
+    name,
+    shape: p.torchShape,
+    dtype: p.dtype === 'I64' ? 'int64' : 'float32',
+  }));
   expect(keys).toEqual(ref.keys);
   expect(keys).toHaveLength(122);
   expect(params.some(([, p]) => p.allocated)).toBe(false);
@@ -51,7 +55,11 @@ describe('tiny model (random weights)', () => {
   });
 
   test('tf.memory().numTensors stays flat over repeated calls', () => {
-    const run = () => [model.forward(image), model.decode(latents, false), ...Object.values(model.vquantizer.forwardWithLoss(latents))];
+    const run = () => [
+      model.forward(image),
+      model.decode(latents, false),
+      ...Object.values(model.vquantizer.forwardWithLoss(latents)),
+    ];
     run().forEach((t) => t.dispose()); // first call allocates the lazily-initialised parameters
     const before = tf.memory().numTensors;
     for (let i = 0; i < 3; i++) run().forEach((t) => t.dispose());
@@ -84,11 +92,17 @@ describe('tiny model (random weights)', () => {
 
   test('bad input shapes give a clear error', () => {
     tf.tidy(() => {
-      expect(() => model.encode(tf.zeros([1, 16, 16, 4]))).toThrow(/PaellaVQModel.encode: expected an NHWC image \[B, H, W, 3\], got \[1,16,16,4\]/);
+      expect(() => model.encode(tf.zeros([1, 16, 16, 4]))).toThrow(
+        /PaellaVQModel.encode: expected an NHWC image \[B, H, W, 3\], got \[1,16,16,4\]/,
+      );
       expect(() => model.encode(tf.zeros([16, 16, 3]))).toThrow(/expected an NHWC image/);
       expect(() => model.encode(tf.zeros([1, 15, 16, 3]))).toThrow(/PixelUnshuffle\(2\): height 15/);
-      expect(() => model.decode(tf.zeros([1, 4, 4, 3]))).toThrow(/PaellaVQModel.decode: expected NHWC latents \[B, h, w, 4\], got \[1,4,4,3\]/);
-      expect(() => model.vquantizer.forward(tf.zeros([1, 4, 4, 2]))).toThrow(/VectorQuantizer: expected NHWC latents with 4 channels/);
+      expect(() => model.decode(tf.zeros([1, 4, 4, 3]))).toThrow(
+        /PaellaVQModel.decode: expected NHWC latents \[B, h, w, 4\], got \[1,4,4,3\]/,
+      );
+      expect(() => model.vquantizer.forward(tf.zeros([1, 4, 4, 2]))).toThrow(
+        /VectorQuantizer: expected NHWC latents with 4 channels/,
+      );
     });
   });
 });

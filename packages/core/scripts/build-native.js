@@ -107,7 +107,9 @@ function main() {
   ];
   const run = spawnSync(process.execPath, args, { cwd: NATIVE_DIR, encoding: 'utf8' });
   if (run.status === 0) {
-    const convs = dnnl.libdir ? `, convolutions through ${dnnl.libdir}/libdnnl.so` : ` (without oneDNN: ${dnnl.reason})`;
+    const convs = dnnl.libdir
+      ? `, convolutions through ${dnnl.libdir}/libdnnl.so`
+      : ` (without oneDNN: ${dnnl.reason})`;
     console.log(`@wuerstchen/core: native backend built against ${blas.libdir}/libopenblas.so${convs}`);
     return;
   }

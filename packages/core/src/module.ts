@@ -37,9 +37,18 @@ export type Init = (tfShape: number[]) => tf.Tensor;
 export const init = {
   zeros: (): Init => (s) => tf.zeros(s),
   ones: (): Init => (s) => tf.ones(s),
-  constant: (v: number): Init => (s) => tf.fill(s, v),
-  normal: (std: number, seed?: number): Init => (s) => tf.randomNormal(s, 0, std, 'float32', seed),
-  uniform: (bound: number, seed?: number): Init => (s) => tf.randomUniform(s, -bound, bound, 'float32', seed),
+  constant:
+    (v: number): Init =>
+    (s) =>
+      tf.fill(s, v),
+  normal:
+    (std: number, seed?: number): Init =>
+    (s) =>
+      tf.randomNormal(s, 0, std, 'float32', seed),
+  uniform:
+    (bound: number, seed?: number): Init =>
+    (s) =>
+      tf.randomUniform(s, -bound, bound, 'float32', seed),
 };
 
 export interface ParameterOptions {
@@ -109,7 +118,10 @@ export class Parameter {
       const perm = TO_TF_PERM[this.layout];
       if (this.dtype === 'I64') {
         const src = host.data;
-        const ints = src instanceof BigInt64Array ? Int32Array.from(src, (v) => Number(v)) : Int32Array.from(src as ArrayLike<number>);
+        const ints =
+          src instanceof BigInt64Array
+            ? Int32Array.from(src, (v) => Number(v))
+            : Int32Array.from(src as ArrayLike<number>);
         return tf.tensor(ints, this.torchShape, 'int32');
       }
       const data = host.data instanceof Float32Array ? host.data : Float32Array.from(host.data as ArrayLike<number>);
@@ -248,7 +260,8 @@ const fmt = (s: number[]) => `[${s.join(', ')}]`;
 
 /** At most this many keys of each kind are listed in a StateDictError's message (the error holds them all). */
 const LISTED = 8;
-const list = (keys: string[]) => (keys.length > LISTED ? `${keys.slice(0, LISTED).join(', ')}, ... (${keys.length - LISTED} more)` : keys.join(', '));
+const list = (keys: string[]) =>
+  keys.length > LISTED ? `${keys.slice(0, LISTED).join(', ')}, ... (${keys.length - LISTED} more)` : keys.join(', ');
 
 export class Module {
   /** true while training: Dropout active, BatchNorm uses batch statistics. */
@@ -329,13 +342,17 @@ export class Module {
     if (strict && missing.length) problems.push(`missing keys (${missing.length}): ${list(missing)}`);
     if (strict && unexpected.length) problems.push(`unexpected keys (${unexpected.length}): ${list(unexpected)}`);
     const needs = check.against === undefined ? 'the model needs' : 'the config needs';
-    for (const m of mismatched.slice(0, LISTED)) problems.push(`${m.key}: shape ${fmt(m.found)}, but ${needs} ${fmt(m.expected)}`);
+    for (const m of mismatched.slice(0, LISTED))
+      problems.push(`${m.key}: shape ${fmt(m.found)}, but ${needs} ${fmt(m.expected)}`);
     if (mismatched.length > LISTED) problems.push(`... ${mismatched.length - LISTED} more shape mismatches`);
     if (!problems.length) return available;
     if (check.preface !== undefined) problems.unshift(check.preface);
     const cls = this.constructor.name;
     const tensorCount = this.namedParameters().length;
-    const what = check.against === undefined ? `a ${cls} with ${tensorCount} tensors` : `${check.against} (a ${cls} with ${tensorCount} tensors)`;
+    const what =
+      check.against === undefined
+        ? `a ${cls} with ${tensorCount} tensors`
+        : `${check.against} (a ${cls} with ${tensorCount} tensors)`;
     throw new StateDictError(
       `${check.source === undefined ? '' : `${check.source}: `}the weights do not match ${what}:\n  ${problems.join('\n  ')}`,
       missing,
@@ -348,7 +365,10 @@ export class Module {
    * Compare this module's keys and PyTorch shapes with a source's (shapes from its headers when it
    * can give them, so no data is read). `available` is the source's keys minus the ignored ones.
    */
-  compareStateDict(tensors: TensorSource | Map<string, HostTensor>, ignore?: (key: string) => boolean): StateDictComparison {
+  compareStateDict(
+    tensors: TensorSource | Map<string, HostTensor>,
+    ignore?: (key: string) => boolean,
+  ): StateDictComparison {
     const src = sourceOf(tensors);
     const own = new Map(this.namedParameters());
     const available = src.keys().filter((k) => !ignore?.(k));

@@ -116,7 +116,8 @@ function checkWritable(file: string, key: string, { dtype, shape, data }: HostTe
   if (!ArrayBuffer.isView(data) || !WRITE_ARRAY_TYPES[dtype].includes(arrayType)) {
     fail(`${dtype} data must be a ${WRITE_ARRAY_TYPES[dtype].join(' or ')}, got ${arrayType}`);
   }
-  if (data.length !== numel(shape)) fail(`data has ${data.length} elements but shape [${shape.join(', ')}] needs ${numel(shape)}`);
+  if (data.length !== numel(shape))
+    fail(`data has ${data.length} elements but shape [${shape.join(', ')}] needs ${numel(shape)}`);
 }
 
 /** Class name of a typed array, robust across realms (Node Buffers in jest are from another realm). */
@@ -130,8 +131,10 @@ function encodeHeader(file: string, plan: Planned[], metadata: Record<string, st
     throw new SafetensorsError(file, `"${METADATA_KEY}" must be an object of strings`);
   }
   // Built by hand: a JS object would move integer-like keys ahead of the others.
-  const fields = plan.map(({ key, tensor, begin, end }) =>
-    `${JSON.stringify(key)}:{"dtype":"${tensor.dtype}","shape":${JSON.stringify(tensor.shape)},"data_offsets":[${begin},${end}]}`);
+  const fields = plan.map(
+    ({ key, tensor, begin, end }) =>
+      `${JSON.stringify(key)}:{"dtype":"${tensor.dtype}","shape":${JSON.stringify(tensor.shape)},"data_offsets":[${begin},${end}]}`,
+  );
   const json = Buffer.from(`{${[`"${METADATA_KEY}":${JSON.stringify(metadata)}`, ...fields].join(',')}}`, 'utf8');
   const paddedLength = Math.ceil(json.length / 8) * 8;
   const out = Buffer.alloc(8 + paddedLength, 0x20);
@@ -157,7 +160,8 @@ function* tensorChunks({ dtype, data }: HostTensor): Generator<Uint8Array> {
     });
   } else {
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    for (let start = 0; start < bytes.length; start += IO_CHUNK_BYTES) yield bytes.subarray(start, start + IO_CHUNK_BYTES);
+    for (let start = 0; start < bytes.length; start += IO_CHUNK_BYTES)
+      yield bytes.subarray(start, start + IO_CHUNK_BYTES);
   }
 }
 

@@ -18,13 +18,23 @@ export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 
 /** Bytes per element of each dtype. */
 export const DTYPE_SIZE: Readonly<Record<SafetensorsDtype, number>> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
 };
 
 export const METADATA_KEY = '__metadata__';
 
 // Tensors are read and written through typed-array views, which use host byte order.
-if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) throw new Error('safetensors: a little-endian host is required');
+if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1)
+  throw new Error('safetensors: a little-endian host is required');
 
 /** A malformed or inconsistent safetensors file, index or tensor. Names the file and, where known, the key. */
 export class SafetensorsError extends Error {
@@ -129,7 +139,12 @@ class SafetensorsFileReader implements SafetensorsFile {
   private readonly order: string[];
   private raw: RandomAccessFile | undefined;
 
-  constructor(readonly path: string, raw: RandomAccessFile, private readonly header: Header, private readonly dataStart: number) {
+  constructor(
+    readonly path: string,
+    raw: RandomAccessFile,
+    private readonly header: Header,
+    private readonly dataStart: number,
+  ) {
     this.raw = raw;
     this.metadata = header.metadata;
     this.order = [...header.entries.keys()].sort((a, b) => this.entry(a).begin - this.entry(b).begin);
@@ -168,13 +183,17 @@ class SafetensorsFileReader implements SafetensorsFile {
 /** Reads and validates the length prefix and the JSON header. */
 function readHeader(raw: RandomAccessFile, file: string): { header: Header; dataStart: number } {
   const fileSize = raw.size;
-  if (fileSize < 8) throw new SafetensorsError(file, `file is ${fileSize} bytes, shorter than the 8-byte header length`);
+  if (fileSize < 8)
+    throw new SafetensorsError(file, `file is ${fileSize} bytes, shorter than the 8-byte header length`);
   const prefix = new Uint8Array(8);
   asSafetensorsError(file, () => raw.read(prefix, 0));
   const headerLength = new DataView(prefix.buffer).getBigUint64(0, true);
   // The length itself is not quoted: for a file that is not safetensors it is that file's first 8 bytes.
   if (headerLength > BigInt(MAX_HEADER_BYTES)) {
-    throw new SafetensorsError(file, `the header length prefix exceeds the limit of ${MAX_HEADER_BYTES} bytes (not a safetensors file?)`);
+    throw new SafetensorsError(
+      file,
+      `the header length prefix exceeds the limit of ${MAX_HEADER_BYTES} bytes (not a safetensors file?)`,
+    );
   }
   if (headerLength > BigInt(fileSize - 8)) {
     throw new SafetensorsError(file, `the header length prefix runs beyond the end of the file (${fileSize} bytes)`);
@@ -254,15 +273,23 @@ function checkCoverage(file: string, entries: Map<string, Entry>, dataLength: nu
   let covered = 0;
   let previous: string | undefined;
   for (const [key, entry] of ranges) {
-    if (entry.begin < covered) throw new SafetensorsError(file, `data overlaps tensor ${JSON.stringify(previous)}`, key);
+    if (entry.begin < covered)
+      throw new SafetensorsError(file, `data overlaps tensor ${JSON.stringify(previous)}`, key);
     if (entry.begin > covered) {
-      throw new SafetensorsError(file, `data starts at ${entry.begin}, leaving bytes ${covered}..${entry.begin} of the data section unused`, key);
+      throw new SafetensorsError(
+        file,
+        `data starts at ${entry.begin}, leaving bytes ${covered}..${entry.begin} of the data section unused`,
+        key,
+      );
     }
     covered = entry.end;
     previous = key;
   }
   if (covered !== dataLength) {
-    throw new SafetensorsError(file, `the tensors cover ${covered} of the ${dataLength} bytes of the data section (${dataLength - covered} trailing bytes)`);
+    throw new SafetensorsError(
+      file,
+      `the tensors cover ${covered} of the ${dataLength} bytes of the data section (${dataLength - covered} trailing bytes)`,
+    );
   }
 }
 
@@ -282,16 +309,25 @@ export function isIndexArray(value: unknown): value is number[] {
 function decodeTensor(dtype: SafetensorsDtype, bytes: Uint8Array, count: number): HostData {
   const { buffer } = bytes;
   switch (dtype) {
-    case 'F32': return new Float32Array(buffer, 0, count);
-    case 'F64': return Float32Array.from(new Float64Array(buffer, 0, count));
-    case 'F16': return halfToFloat32(new Uint16Array(buffer, 0, count));
-    case 'BF16': return bfloat16ToFloat32(new Uint16Array(buffer, 0, count));
-    case 'I64': return new BigInt64Array(buffer, 0, count);
-    case 'I32': return new Int32Array(buffer, 0, count);
-    case 'I16': return new Int16Array(buffer, 0, count);
-    case 'I8': return new Int8Array(buffer, 0, count);
+    case 'F32':
+      return new Float32Array(buffer, 0, count);
+    case 'F64':
+      return Float32Array.from(new Float64Array(buffer, 0, count));
+    case 'F16':
+      return halfToFloat32(new Uint16Array(buffer, 0, count));
+    case 'BF16':
+      return bfloat16ToFloat32(new Uint16Array(buffer, 0, count));
+    case 'I64':
+      return new BigInt64Array(buffer, 0, count);
+    case 'I32':
+      return new Int32Array(buffer, 0, count);
+    case 'I16':
+      return new Int16Array(buffer, 0, count);
+    case 'I8':
+      return new Int8Array(buffer, 0, count);
     case 'U8':
-    case 'BOOL': return bytes;
+    case 'BOOL':
+      return bytes;
   }
 }
 
@@ -351,9 +387,10 @@ const DEFAULT_BASES = ['diffusion_pytorch_model', 'model'];
 export function openCheckpoint(pathOrDir: string, opts: CheckpointOptions = {}): Checkpoint {
   const kind = asSafetensorsError(pathOrDir, () => fileStore(pathOrDir).kind(pathOrDir));
   if (kind === undefined) throw new SafetensorsError(pathOrDir, 'no such file or directory');
-  const file = kind === 'folder'
-    ? locateWeights(pathOrDir, opts.base === undefined ? DEFAULT_BASES : [opts.base], opts.variant)
-    : pathOrDir;
+  const file =
+    kind === 'folder'
+      ? locateWeights(pathOrDir, opts.base === undefined ? DEFAULT_BASES : [opts.base], opts.variant)
+      : pathOrDir;
   return file.endsWith('.json') ? openShardIndex(file) : mergeShards(file, [openSafetensors(file)]);
 }
 
@@ -366,7 +403,11 @@ export function findWeightsFile(dir: string, base: string, variant?: string): st
 function weightFileNames(base: string, variant: string | undefined): string[] {
   return variant === undefined
     ? [`${base}.safetensors`, `${base}.safetensors.index.json`]
-    : [`${base}.${variant}.safetensors`, `${base}.safetensors.index.${variant}.json`, `${base}.${variant}.safetensors.index.json`];
+    : [
+        `${base}.${variant}.safetensors`,
+        `${base}.safetensors.index.${variant}.json`,
+        `${base}.${variant}.safetensors.index.json`,
+      ];
 }
 
 function locateWeights(dir: string, bases: string[], variant: string | undefined): string {
@@ -402,12 +443,18 @@ function openShardIndex(indexFile: string): Checkpoint {
   const weightMap = readWeightMap(indexFile);
   for (const [key, name] of weightMap) {
     const why = unsafeRelativeName(name);
-    if (why !== undefined) throw new SafetensorsError(indexFile, `shard name ${quoteValue(name)} ${why}; an index may only name files in its own folder`, key);
+    if (why !== undefined)
+      throw new SafetensorsError(
+        indexFile,
+        `shard name ${quoteValue(name)} ${why}; an index may only name files in its own folder`,
+        key,
+      );
   }
   const shardNames = [...new Set(weightMap.values())];
   const shardPaths = shardNames.map((name) => joinPath(parentPath(indexFile), name));
   shardPaths.forEach((shardPath, i) => {
-    if (fileStore(shardPath).kind(shardPath) === undefined) throw new SafetensorsError(indexFile, `shard "${shardNames[i]}" is missing (${shardPath})`);
+    if (fileStore(shardPath).kind(shardPath) === undefined)
+      throw new SafetensorsError(indexFile, `shard "${shardNames[i]}" is missing (${shardPath})`);
   });
   const shards: SafetensorsFile[] = [];
   try {
@@ -443,7 +490,8 @@ function mergeShards(source: string, shards: SafetensorsFile[]): Checkpoint {
   for (const shard of shards) {
     for (const key of shard.keys()) {
       const other = owners.get(key);
-      if (other !== undefined) throw new SafetensorsError(source, `stored in both ${other.path} and ${shard.path}`, key);
+      if (other !== undefined)
+        throw new SafetensorsError(source, `stored in both ${other.path} and ${shard.path}`, key);
       owners.set(key, shard);
     }
   }

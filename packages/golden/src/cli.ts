@@ -14,7 +14,9 @@ async function main(argv: string[]): Promise<number> {
     else positional.push(a);
   }
   if (positional.length !== 1) {
-    process.stderr.write('usage: npm run golden -- <golden folder> [--filter <substring>] [--backend auto|native|wasm|cpu]\n');
+    process.stderr.write(
+      'usage: npm run golden -- <golden folder> [--filter <substring>] [--backend auto|native|wasm|cpu]\n',
+    );
     return 2;
   }
   await useBackend(backend);

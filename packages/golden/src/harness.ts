@@ -33,7 +33,11 @@ export interface CaseSpec {
 /** What a runner sees of a case. */
 export class CaseContext {
   private ioCache: Map<string, HostTensor> | null = null;
-  constructor(readonly dir: string, readonly spec: CaseSpec, readonly goldenRoot: string) {}
+  constructor(
+    readonly dir: string,
+    readonly spec: CaseSpec,
+    readonly goldenRoot: string,
+  ) {}
 
   get name(): string {
     return this.spec.case;
@@ -66,7 +70,12 @@ export class CaseContext {
 export function toTf(t: HostTensor): tf.Tensor {
   const d = t.data;
   if (d instanceof Float32Array) return tf.tensor(d, t.shape, 'float32');
-  if (d instanceof BigInt64Array) return tf.tensor(Int32Array.from(d, (v) => Number(v)), t.shape, 'int32');
+  if (d instanceof BigInt64Array)
+    return tf.tensor(
+      Int32Array.from(d, (v) => Number(v)),
+      t.shape,
+      'int32',
+    );
   return tf.tensor(Int32Array.from(d as ArrayLike<number>), t.shape, 'int32');
 }
 
@@ -119,7 +128,9 @@ function maxAbsDiff(a: Float32Array | Int32Array | Uint8Array, b: ArrayLike<numb
 
 function rowMaxAbsDiff(a: Float32Array | Int32Array | Uint8Array, b: ArrayLike<number>, rows: number): number[] {
   const per = a.length / rows;
-  return Array.from({ length: rows }, (_, r) => maxAbsDiff(a.subarray(r * per, (r + 1) * per), Array.prototype.slice.call(b, r * per, (r + 1) * per)));
+  return Array.from({ length: rows }, (_, r) =>
+    maxAbsDiff(a.subarray(r * per, (r + 1) * per), Array.prototype.slice.call(b, r * per, (r + 1) * per)),
+  );
 }
 
 function compare(ctx: CaseContext, result: RunResult): CaseReport {
@@ -143,12 +154,16 @@ function compare(ctx: CaseContext, result: RunResult): CaseReport {
       continue;
     }
     const isInt = !(ref.data instanceof Float32Array);
-    const tol = isInt ? 0 : spec.tolerance_per_output?.[e.name] ?? spec.tolerance ?? 0;
+    const tol = isInt ? 0 : (spec.tolerance_per_output?.[e.name] ?? spec.tolerance ?? 0);
     const err = maxAbsDiff(got.dataSync() as Float32Array, ref.data as ArrayLike<number>);
     if (!isInt) worst = Math.max(worst, err);
     if (!(err <= tol)) problems.push(`${e.name}: max abs err ${err.toExponential(3)} > ${tol}`);
     if (e.name === 'output' && spec.tolerance_per_batch_row) {
-      const rows = rowMaxAbsDiff(got.dataSync() as Float32Array, ref.data as ArrayLike<number>, spec.tolerance_per_batch_row.length);
+      const rows = rowMaxAbsDiff(
+        got.dataSync() as Float32Array,
+        ref.data as ArrayLike<number>,
+        spec.tolerance_per_batch_row.length,
+      );
       rows.forEach((r, i) => {
         const t = spec.tolerance_per_batch_row![i];
         if (!(r <= t)) problems.push(`output[${i}]: max abs err ${r.toExponential(3)} > per-row ${t}`);
@@ -158,7 +173,13 @@ function compare(ctx: CaseContext, result: RunResult): CaseReport {
   for (const c of result.checks ?? []) if (!c.ok) problems.push(`${c.name}: ${c.detail ?? 'failed'}`);
   if (!expected.length && !(result.checks ?? []).length) problems.push('runner produced nothing to check');
   for (const t of Object.values(result.tensors)) t.dispose();
-  return { name: spec.case, passed: problems.length === 0, maxAbsErr: worst, tolerance: spec.tolerance ?? null, problems };
+  return {
+    name: spec.case,
+    passed: problems.length === 0,
+    maxAbsErr: worst,
+    tolerance: spec.tolerance ?? null,
+    problems,
+  };
 }
 
 export interface IndexEntry {
@@ -199,7 +220,10 @@ export function formatReport(r: CaseReport): string {
 }
 
 /** Run every case in `folder` (optionally those whose name contains `filter`). */
-export async function runGolden(folder: string, opts: { filter?: string; log?: (line: string) => void } = {}): Promise<CaseReport[]> {
+export async function runGolden(
+  folder: string,
+  opts: { filter?: string; log?: (line: string) => void } = {},
+): Promise<CaseReport[]> {
   const log = opts.log ?? ((l: string) => console.log(l));
   const reports: CaseReport[] = [];
   for (const entry of readIndex(folder)) {

@@ -32,14 +32,21 @@ export const DIFFUSERS_VERSION = '0.21.0.dev0';
 function sortKeys(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(sortKeys);
   if (v && typeof v === 'object') {
-    return Object.fromEntries(Object.keys(v as object).sort().map((k) => [k, sortKeys((v as Record<string, unknown>)[k])]));
+    return Object.fromEntries(
+      Object.keys(v as object)
+        .sort()
+        .map((k) => [k, sortKeys((v as Record<string, unknown>)[k])]),
+    );
   }
   return v;
 }
 
 /** `ConfigMixin.to_json_string`: sorted keys, indent 2, newline. */
 export function configJson(className: string, config: Record<string, unknown>): string {
-  return JSON.stringify(sortKeys({ ...config, _class_name: className, _diffusers_version: DIFFUSERS_VERSION }), null, 2) + '\n';
+  return (
+    JSON.stringify(sortKeys({ ...config, _class_name: className, _diffusers_version: DIFFUSERS_VERSION }), null, 2) +
+    '\n'
+  );
 }
 
 function fsyncFile(file: string): void {
@@ -71,7 +78,12 @@ export function writeFileSynced(file: string, data: string | Buffer): void {
 }
 
 /** Write a diffusers model folder: config.json + diffusion_pytorch_model.safetensors. */
-export function saveDiffusersModel(dir: string, className: string, config: Record<string, unknown>, tensors: Map<string, HostTensor>): void {
+export function saveDiffusersModel(
+  dir: string,
+  className: string,
+  config: Record<string, unknown>,
+  tensors: Map<string, HostTensor>,
+): void {
   fs.mkdirSync(dir, { recursive: true });
   writeFileSynced(path.join(dir, 'config.json'), configJson(className, config));
   const file = path.join(dir, 'diffusion_pytorch_model.safetensors');
@@ -182,7 +194,11 @@ export function readLatestPointer(out: string): LatestPointer {
   if (!rel) return { kind: 'bad', reason: 'is empty' };
   // only the form writeCheckpoint writes: a checkpoint inside this run folder, never `..` or an absolute path
   const m = /^checkpoints\/(step-\d{1,15})$/.exec(rel);
-  if (!m) return { kind: 'bad', reason: `holds ${JSON.stringify(rel.slice(0, 80))}, not "checkpoints/step-<n>" (a checkpoint inside the run folder)` };
+  if (!m)
+    return {
+      kind: 'bad',
+      reason: `holds ${JSON.stringify(rel.slice(0, 80))}, not "checkpoints/step-<n>" (a checkpoint inside the run folder)`,
+    };
   const dir = path.resolve(out, 'checkpoints', m[1]);
   if (!isDirectory(dir)) return { kind: 'bad', reason: `names ${rel}, which is not a folder` };
   return { kind: 'ok', dir };
@@ -241,11 +257,16 @@ export interface ResumePoint<T> {
  * starting from scratch there would overwrite them. Every checkpoint passed over, and a `latest`
  * that was not followed, is reported through `log`.
  */
-export function findResumeCheckpoint<T>(out: string, check: (dir: string, step: number) => T, log: (line: string) => void): ResumePoint<T> | null {
+export function findResumeCheckpoint<T>(
+  out: string,
+  check: (dir: string, step: number) => T,
+  log: (line: string) => void,
+): ResumePoint<T> | null {
   const pointer = readLatestPointer(out);
   const all = listCheckpoints(out);
   if (!all.length) {
-    if (pointer.kind === 'bad') log(`warning: ${path.join(out, 'latest')} ${pointer.reason}; ignored (there are no checkpoints)`);
+    if (pointer.kind === 'bad')
+      log(`warning: ${path.join(out, 'latest')} ${pointer.reason}; ignored (there are no checkpoints)`);
     return null;
   }
   const rejected: string[] = [];
@@ -260,10 +281,16 @@ export function findResumeCheckpoint<T>(out: string, check: (dir: string, step: 
       log(`warning: checkpoint ${c.name} cannot be resumed: ${(e as Error).message}`);
       continue;
     }
-    if (pointer.kind === 'bad') log(`warning: ${path.join(out, 'latest')} ${pointer.reason}; using the newest intact checkpoint, ${c.name}`);
-    else if (pointer.kind === 'none') log(`warning: ${out} has no latest pointer; using the newest intact checkpoint, ${c.name}`);
-    else if (pointer.dir !== c.dir) log(`warning: latest names ${path.basename(pointer.dir)}; using the newest intact checkpoint, ${c.name}`);
-    if (!point.manifest) log(`warning: checkpoint ${c.name} has no ${MANIFEST_FILE} (written by an older version): its files were checked for structure only`);
+    if (pointer.kind === 'bad')
+      log(`warning: ${path.join(out, 'latest')} ${pointer.reason}; using the newest intact checkpoint, ${c.name}`);
+    else if (pointer.kind === 'none')
+      log(`warning: ${out} has no latest pointer; using the newest intact checkpoint, ${c.name}`);
+    else if (pointer.dir !== c.dir)
+      log(`warning: latest names ${path.basename(pointer.dir)}; using the newest intact checkpoint, ${c.name}`);
+    if (!point.manifest)
+      log(
+        `warning: checkpoint ${c.name} has no ${MANIFEST_FILE} (written by an older version): its files were checked for structure only`,
+      );
     return point;
   }
   throw new CheckpointError(
@@ -282,9 +309,11 @@ export function checkOutDir(out: string): void {
     st = fs.statSync(abs);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code !== 'ENOENT' && code !== 'ENOTDIR') throw new CheckpointError(`${out}: cannot be read (${(e as Error).message})`);
+    if (code !== 'ENOENT' && code !== 'ENOTDIR')
+      throw new CheckpointError(`${out}: cannot be read (${(e as Error).message})`);
   }
-  if (st && !st.isDirectory()) throw new CheckpointError(`${out} exists and is not a folder (a run folder is expected)`);
+  if (st && !st.isDirectory())
+    throw new CheckpointError(`${out} exists and is not a folder (a run folder is expected)`);
   const where = st ? abs : path.dirname(abs);
   if (!st) {
     const parent = fs.statSync(where, { throwIfNoEntry: false });
@@ -296,7 +325,9 @@ export function checkOutDir(out: string): void {
   try {
     fs.writeFileSync(probe, '');
   } catch (e) {
-    throw new CheckpointError(`${out}: ${where} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new CheckpointError(
+      `${out}: ${where} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
   fs.rmSync(probe, { force: true });
 }
@@ -305,10 +336,16 @@ export function checkOutDir(out: string): void {
 export function removeTempFiles(out: string): void {
   const mine = (f: string) => f.endsWith(`-${process.pid}`);
   const root = path.join(out, 'checkpoints');
-  if (isDirOrLink(root)) for (const f of fs.readdirSync(root)) if (f.startsWith('.tmp-') && mine(f)) fs.rmSync(path.join(root, f), { recursive: true, force: true });
-  if (isDirOrLink(out)) for (const f of fs.readdirSync(out)) if (f.startsWith('latest.tmp-') && mine(f)) fs.rmSync(path.join(out, f), { force: true });
+  if (isDirOrLink(root))
+    for (const f of fs.readdirSync(root))
+      if (f.startsWith('.tmp-') && mine(f)) fs.rmSync(path.join(root, f), { recursive: true, force: true });
+  if (isDirOrLink(out))
+    for (const f of fs.readdirSync(out))
+      if (f.startsWith('latest.tmp-') && mine(f)) fs.rmSync(path.join(out, f), { force: true });
   const samples = path.join(out, 'samples');
-  if (isDirOrLink(samples)) for (const f of fs.readdirSync(samples)) if (f.includes('.tmp-') && mine(f)) fs.rmSync(path.join(samples, f), { force: true });
+  if (isDirOrLink(samples))
+    for (const f of fs.readdirSync(samples))
+      if (f.includes('.tmp-') && mine(f)) fs.rmSync(path.join(samples, f), { force: true });
 }
 
 /**
@@ -331,7 +368,8 @@ export function prune(out: string, keep: number, upTo = Infinity): void {
           alive = false;
         }
       }
-      if (!alive && !(pid === process.pid && f.startsWith('.tmp-'))) fs.rmSync(path.join(root, f), { recursive: true, force: true });
+      if (!alive && !(pid === process.pid && f.startsWith('.tmp-')))
+        fs.rmSync(path.join(root, f), { recursive: true, force: true });
     }
   }
   if (keep <= 0) return;
@@ -352,7 +390,9 @@ export function resolveModelDir(ref: string, sub: string): string {
   const latest = readLatest(ref);
   if (latest && fs.existsSync(path.join(latest, sub, 'config.json'))) return path.join(latest, sub);
   if (fs.existsSync(path.join(ref, sub, 'config.json'))) return path.join(ref, sub);
-  throw new Error(`${ref}: neither a model folder (config.json) nor a training run / pipeline folder with ${sub}/config.json`);
+  throw new Error(
+    `${ref}: neither a model folder (config.json) nor a training run / pipeline folder with ${sub}/config.json`,
+  );
 }
 
 export function saveTensorFile(file: string, tensors: Map<string, HostTensor>): void {

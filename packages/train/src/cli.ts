@@ -132,8 +132,13 @@ function makeShapesArgs(o: ParsedOptions): MakeShapesArgs {
     seed: int('seed', 0) ?? 0,
     side: int('side', 1) ?? 64,
     shards: int('shards', 0) ?? 0,
-    heldOut: o.has('held-out') ? readChoice('--held-out', o.string('held-out')!, ['exclude', 'only', 'any'] as const) : 'exclude',
-    colours: o.string('colours')?.split(',').map((c) => c.trim()),
+    heldOut: o.has('held-out')
+      ? readChoice('--held-out', o.string('held-out')!, ['exclude', 'only', 'any'] as const)
+      : 'exclude',
+    colours: o
+      .string('colours')
+      ?.split(',')
+      .map((c) => c.trim()),
   };
   o.require(['out', 'n']);
   return { ...args, out: o.string('out')!, n: args.n! };
@@ -146,7 +151,9 @@ function makeShapesCommand(args: MakeShapesArgs, io: CommandIO): number {
     progress.start('shapes', args.n);
     const files = makeShapes({ ...args, onProgress: (done) => progress.update(done) });
     progress.finish();
-    io.stderr.write(`wuerstchen-train make-shapes: wrote ${args.n} images (${files.length} files) to ${args.out} in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+    io.stderr.write(
+      `wuerstchen-train make-shapes: wrote ${args.n} images (${files.length} files) to ${args.out} in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`,
+    );
     return 0;
   } catch (e) {
     // the generator's own checks (an unknown colour, an unusable --out) are argument problems
@@ -178,7 +185,13 @@ interface ExportArgs {
 function exportArgs(o: ParsedOptions): ExportArgs {
   const dtype = o.has('dtype') ? readChoice('--dtype', o.string('dtype')!, ['fp32', 'fp16'] as const) : 'fp32';
   o.require(['prior', 'decoder', 'out']);
-  return { prior: o.string('prior')!, decoder: o.string('decoder')!, vqgan: o.string('vqgan'), out: o.string('out')!, dtype };
+  return {
+    prior: o.string('prior')!,
+    decoder: o.string('decoder')!,
+    vqgan: o.string('vqgan'),
+    out: o.string('out')!,
+    dtype,
+  };
 }
 
 function exportCommand(args: ExportArgs, io: CommandIO): number {
@@ -204,7 +217,14 @@ async function trainCommand(args: CliArgs, io: CommandIO): Promise<number> {
   try {
     await useBackend(args.backend);
     const cfg = applyOverrides(loadConfig(args.config, args.stage), args);
-    const trainer = createTrainer({ config: cfg, data: args.data, out: args.out, resume: args.resume, maxSteps: args.maxSteps, progress: args.progress });
+    const trainer = createTrainer({
+      config: cfg,
+      data: args.data,
+      out: args.out,
+      resume: args.resume,
+      maxSteps: args.maxSteps,
+      progress: args.progress,
+    });
     stopper.watch(trainer);
     const summary = await trainer.run();
     trainer.dispose();
@@ -222,7 +242,10 @@ async function trainCommand(args: CliArgs, io: CommandIO): Promise<number> {
 const STAGES: Stage[] = ['a', 'b', 'c'];
 
 /** Runs the CLI with `argv` (without node and script); returns the exit code. */
-export async function main(argv: string[], io: CommandIO = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+export async function main(
+  argv: string[],
+  io: CommandIO = { stdout: process.stdout, stderr: process.stderr },
+): Promise<number> {
   const [command, ...rest] = argv;
   if (command === '--help' || command === '-h' || command === 'help') {
     io.stdout.write(`${USAGE}\n\n${MAKE_SHAPES_USAGE}\n\n${EXPORT_USAGE}\n\n${LORA_USAGE}\n`);
@@ -235,17 +258,47 @@ export async function main(argv: string[], io: CommandIO = { stdout: process.std
   const common = { program: 'wuerstchen-train', command: command ?? '', version };
   const stage = STAGES.find((s) => command === `stage-${s}`);
   if (stage) {
-    return runCommand({ ...common, usage: USAGE, options: TRAIN_OPTIONS, read: (o) => trainArgs(stage, o), run: (a) => trainCommand(a, io) }, rest, io);
+    return runCommand(
+      {
+        ...common,
+        usage: USAGE,
+        options: TRAIN_OPTIONS,
+        read: (o) => trainArgs(stage, o),
+        run: (a) => trainCommand(a, io),
+      },
+      rest,
+      io,
+    );
   }
   switch (command) {
     case 'make-shapes':
-      return runCommand({ ...common, usage: MAKE_SHAPES_USAGE, options: MAKE_SHAPES_OPTIONS, read: makeShapesArgs, run: (a) => makeShapesCommand(a, io) }, rest, io);
+      return runCommand(
+        {
+          ...common,
+          usage: MAKE_SHAPES_USAGE,
+          options: MAKE_SHAPES_OPTIONS,
+          read: makeShapesArgs,
+          run: (a) => makeShapesCommand(a, io),
+        },
+        rest,
+        io,
+      );
     case 'export':
-      return runCommand({ ...common, usage: EXPORT_USAGE, options: EXPORT_OPTIONS, read: exportArgs, run: (a) => exportCommand(a, io) }, rest, io);
+      return runCommand(
+        { ...common, usage: EXPORT_USAGE, options: EXPORT_OPTIONS, read: exportArgs, run: (a) => exportCommand(a, io) },
+        rest,
+        io,
+      );
     case 'lora':
-      return runCommand({ ...common, usage: LORA_USAGE, options: LORA_OPTIONS, read: loraArgs, run: (a) => runLora(a, io) }, rest, io);
+      return runCommand(
+        { ...common, usage: LORA_USAGE, options: LORA_OPTIONS, read: loraArgs, run: (a) => runLora(a, io) },
+        rest,
+        io,
+      );
   }
-  io.stderr.write(`wuerstchen-train: ${command === undefined ? 'missing command' : `unknown command ${JSON.stringify(command)}`}\n${USAGE}\n`);
+  io.stderr.write(
+    `wuerstchen-train: ${command === undefined ? 'missing command' : `unknown command ${JSON.stringify(command)}`}\n${USAGE}\n`,
+  );
   return 2;
 }
 

@@ -140,14 +140,24 @@ export function sharedDir(): string {
 function substitute(v: unknown, configDir: string): unknown {
   if (typeof v === 'string') return v.replace(/\$\{shared\}/g, sharedDir()).replace(/\$\{configDir\}/g, configDir);
   if (Array.isArray(v)) return v.map((x) => substitute(x, configDir));
-  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, substitute(x, configDir)]));
+  if (v && typeof v === 'object')
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, substitute(x, configDir)]));
   return v;
 }
 
 const STAGE_DEFAULTS: Record<Stage, { optimizer: OptimizerConfig; ema: TrainConfig['ema'] }> = {
-  c: { optimizer: { lr: 1e-4, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.01, warmup: 10000, grad_clip: 1.0 }, ema: { every: 100, start: 5000, beta: 0.9 } },
-  b: { optimizer: { lr: 1e-4, betas: [0.9, 0.95], eps: 1e-8, weight_decay: 0.01, warmup: 10000, grad_clip: 1.0 }, ema: null },
-  a: { optimizer: { lr: 3e-4, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.01, warmup: 0, grad_clip: 1.0 }, ema: null },
+  c: {
+    optimizer: { lr: 1e-4, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.01, warmup: 10000, grad_clip: 1.0 },
+    ema: { every: 100, start: 5000, beta: 0.9 },
+  },
+  b: {
+    optimizer: { lr: 1e-4, betas: [0.9, 0.95], eps: 1e-8, weight_decay: 0.01, warmup: 10000, grad_clip: 1.0 },
+    ema: null,
+  },
+  a: {
+    optimizer: { lr: 3e-4, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.01, warmup: 0, grad_clip: 1.0 },
+    ema: null,
+  },
 };
 
 /** Read, substitute, default and validate a configuration. */
@@ -164,17 +174,70 @@ export function loadConfig(file: string, stage?: Stage): TrainConfig {
 /** The keys each part of a training config may hold (keys starting with "_", such as "_comment", are notes). */
 const KNOWN_KEYS: Record<string, readonly string[]> = {
   '': [
-    'stage', 'name', 'seed', 'model', 'init_from', 'init_rules', 'text_encoder', 'tokenizer', 'effnet', 'vqgan', 'discriminator',
-    'optimizer', 'one_cycle', 'ema', 'objective', 'dropout', 'phases', 'checkpoint_every', 'keep_checkpoints', 'sample_every',
-    'sample_prompts', 'sample_steps', 'sample_cfg', 'sample_images', 'log_every', 'shuffle_buffer', 'max_image_pixels', 'strict_data',
+    'stage',
+    'name',
+    'seed',
+    'model',
+    'init_from',
+    'init_rules',
+    'text_encoder',
+    'tokenizer',
+    'effnet',
+    'vqgan',
+    'discriminator',
+    'optimizer',
+    'one_cycle',
+    'ema',
+    'objective',
+    'dropout',
+    'phases',
+    'checkpoint_every',
+    'keep_checkpoints',
+    'sample_every',
+    'sample_prompts',
+    'sample_steps',
+    'sample_cfg',
+    'sample_images',
+    'log_every',
+    'shuffle_buffer',
+    'max_image_pixels',
+    'strict_data',
   ],
   phases: [
-    'name', 'steps', 'batch_size', 'grad_accum', 'image_size', 'effnet_size', 'aspect_ratios', 'bucket_multiple', 'bucket_random_p',
-    'random_crop', 'resize', 'hflip', 'freeze_effnet', 'lr', 'note',
+    'name',
+    'steps',
+    'batch_size',
+    'grad_accum',
+    'image_size',
+    'effnet_size',
+    'aspect_ratios',
+    'bucket_multiple',
+    'bucket_random_p',
+    'random_crop',
+    'resize',
+    'hflip',
+    'freeze_effnet',
+    'lr',
+    'note',
   ],
   objective: [
-    't_sampler', 'p2', 'weighting', 'x0_weight_max', 'latent_scaling', 'caption_dropout', 'caption_dropout_mode', 'effnet_dropout',
-    'effnet_noise', 'effnet_noise_tmax', 'rec_weight', 'adv_weight', 'vq_weight', 'commitment', 'disc_start', 'fit_scale_factor', 'quantize_p',
+    't_sampler',
+    'p2',
+    'weighting',
+    'x0_weight_max',
+    'latent_scaling',
+    'caption_dropout',
+    'caption_dropout_mode',
+    'effnet_dropout',
+    'effnet_noise',
+    'effnet_noise_tmax',
+    'rec_weight',
+    'adv_weight',
+    'vq_weight',
+    'commitment',
+    'disc_start',
+    'fit_scale_factor',
+    'quantize_p',
   ],
   optimizer: ['lr', 'betas', 'eps', 'weight_decay', 'warmup', 'grad_clip'],
   ema: ['every', 'start', 'beta'],
@@ -189,7 +252,8 @@ function editDistance(a: string, b: string): number {
   let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
     const cur = [i];
-    for (let j = 1; j <= b.length; j++) cur.push(Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1)));
+    for (let j = 1; j <= b.length; j++)
+      cur.push(Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1)));
     prev = cur;
   }
   return prev[b.length];
@@ -202,7 +266,8 @@ function checkKeys(obj: unknown, part: string, where: string, fail: (d: string) 
   for (const key of Object.keys(obj)) {
     if (key.startsWith('_') || known.includes(key)) continue;
     const nearest = known.reduce((best, k) => (editDistance(key, k) < editDistance(key, best) ? k : best), known[0]);
-    const hint = editDistance(key, nearest) <= Math.max(2, Math.floor(nearest.length / 3)) ? `; did you mean "${nearest}"?` : '';
+    const hint =
+      editDistance(key, nearest) <= Math.max(2, Math.floor(nearest.length / 3)) ? `; did you mean "${nearest}"?` : '';
     fail(`unknown key "${where}${key}"${hint} (known: ${known.join(', ')})`);
   }
 }
@@ -214,7 +279,8 @@ export function parseConfig(raw0: Record<string, unknown>, file: string, stage?:
     throw new ConfigError(file, d);
   };
   checkKeys(raw, '', '', fail);
-  for (const part of ['objective', 'optimizer', 'ema', 'one_cycle', 'discriminator', 'effnet', 'vqgan']) checkKeys(raw[part], part, `${part}.`, fail);
+  for (const part of ['objective', 'optimizer', 'ema', 'one_cycle', 'discriminator', 'effnet', 'vqgan'])
+    checkKeys(raw[part], part, `${part}.`, fail);
   if (Array.isArray(raw.phases)) raw.phases.forEach((p, i) => checkKeys(p, 'phases', `phases[${i}].`, fail));
   const st = (raw.stage ?? stage) as Stage;
   if (!['a', 'b', 'c'].includes(st)) fail(`"stage" must be "a", "b" or "c"`);
@@ -234,8 +300,10 @@ export function parseConfig(raw0: Record<string, unknown>, file: string, stage?:
     };
     const batch = num('batch_size')!;
     const accum = (p.grad_accum as number | undefined) ?? 1;
-    if (!Number.isInteger(accum) || accum < 1 || batch % accum !== 0) fail(`${where}: batch_size ${batch} must be a multiple of grad_accum ${accum}`);
-    if ((st === 'b' || st === 'c') && p.effnet_size === undefined) fail(`${where}.effnet_size is required for stage ${st}`);
+    if (!Number.isInteger(accum) || accum < 1 || batch % accum !== 0)
+      fail(`${where}: batch_size ${batch} must be a multiple of grad_accum ${accum}`);
+    if ((st === 'b' || st === 'c') && p.effnet_size === undefined)
+      fail(`${where}.effnet_size is required for stage ${st}`);
     return {
       name: String(p.name ?? `phase-${i + 1}`),
       steps: num('steps')!,
@@ -263,16 +331,30 @@ export function parseConfig(raw0: Record<string, unknown>, file: string, stage?:
     init_rules: parseInitRules(raw.init_rules, fail),
     text_encoder: resolvePath(raw.text_encoder),
     tokenizer: resolvePath(raw.tokenizer),
-    effnet: raw.effnet ? { ...(raw.effnet as object), from: resolvePath((raw.effnet as Record<string, unknown>).from) } : undefined,
-    vqgan: raw.vqgan ? { ...(raw.vqgan as object), from: resolvePath((raw.vqgan as Record<string, unknown>).from) } : undefined,
+    effnet: raw.effnet
+      ? { ...(raw.effnet as object), from: resolvePath((raw.effnet as Record<string, unknown>).from) }
+      : undefined,
+    vqgan: raw.vqgan
+      ? { ...(raw.vqgan as object), from: resolvePath((raw.vqgan as Record<string, unknown>).from) }
+      : undefined,
     discriminator: raw.discriminator
       ? { c_hidden: 512, depth: 6, lr: 3e-6, betas: [0.9, 0.999], weight_decay: 0.01, ...(raw.discriminator as object) }
       : st === 'a'
         ? { c_hidden: 512, depth: 6, lr: 3e-6, betas: [0.9, 0.999], weight_decay: 0.01 }
         : undefined,
     optimizer: { ...defs.optimizer, ...((raw.optimizer as object) ?? {}) } as OptimizerConfig,
-    one_cycle: raw.one_cycle === null ? undefined : st === 'a' ? { pct_start: 0.1, div_factor: 25, final_div_factor: 1 / 25, ...((raw.one_cycle as object) ?? {}) } : (raw.one_cycle as TrainConfig['one_cycle']),
-    ema: raw.ema === null ? null : raw.ema ? { ...(defs.ema ?? { every: 100, start: 5000, beta: 0.9 }), ...(raw.ema as object) } : defs.ema,
+    one_cycle:
+      raw.one_cycle === null
+        ? undefined
+        : st === 'a'
+          ? { pct_start: 0.1, div_factor: 25, final_div_factor: 1 / 25, ...((raw.one_cycle as object) ?? {}) }
+          : (raw.one_cycle as TrainConfig['one_cycle']),
+    ema:
+      raw.ema === null
+        ? null
+        : raw.ema
+          ? { ...(defs.ema ?? { every: 100, start: 5000, beta: 0.9 }), ...(raw.ema as object) }
+          : defs.ema,
     objective: {
       t_sampler: (obj.t_sampler as 'dome') ?? 'dome',
       p2: obj.p2 === null ? null : { k: 1, gamma: 1, ...((obj.p2 as object) ?? {}) },
@@ -297,7 +379,12 @@ export function parseConfig(raw0: Record<string, unknown>, file: string, stage?:
     checkpoint_every: (raw.checkpoint_every as number) ?? 2000,
     keep_checkpoints: (raw.keep_checkpoints as number) ?? 3,
     sample_every: (raw.sample_every as number) ?? 2000,
-    sample_prompts: (raw.sample_prompts as string[]) ?? ['a photo of a dog', 'an oil painting of a city at night', 'a red bicycle', ''],
+    sample_prompts: (raw.sample_prompts as string[]) ?? [
+      'a photo of a dog',
+      'an oil painting of a city at night',
+      'a red bicycle',
+      '',
+    ],
     sample_steps: (raw.sample_steps as number) ?? 20,
     sample_cfg: (raw.sample_cfg as number) ?? 4,
     sample_images: (raw.sample_images as number) ?? 4,
@@ -308,17 +395,29 @@ export function parseConfig(raw0: Record<string, unknown>, file: string, stage?:
   };
   if (!Number.isSafeInteger(cfg.seed)) fail(`"seed" must be an integer, got ${JSON.stringify(raw.seed)}`);
   if (!['seeded', 'off'].includes(cfg.dropout)) fail(`"dropout" must be "seeded" or "off"`);
-  if (!['dome', 'uniform', 'gdf'].includes(cfg.objective.t_sampler)) fail(`objective.t_sampler must be dome, uniform or gdf`);
+  if (!['dome', 'uniform', 'gdf'].includes(cfg.objective.t_sampler))
+    fail(`objective.t_sampler must be dome, uniform or gdf`);
   if (!['p2', 'x0'].includes(cfg.objective.weighting)) fail(`objective.weighting must be "p2" or "x0"`);
   if (!(cfg.objective.x0_weight_max > 0)) fail(`objective.x0_weight_max must be positive`);
   const ls = cfg.objective.latent_scaling;
-  if (!(ls === 'dome' || ls === 'fit' || (typeof ls === 'object' && ls !== null && Number.isFinite(ls.latent_mean) && ls.latent_mean !== 0 && Number.isFinite(ls.latent_std)))) {
+  if (!(
+    ls === 'dome' ||
+    ls === 'fit' ||
+    (typeof ls === 'object' &&
+      ls !== null &&
+      Number.isFinite(ls.latent_mean) &&
+      ls.latent_mean !== 0 &&
+      Number.isFinite(ls.latent_std))
+  )) {
     fail(`objective.latent_scaling must be "dome", "fit" or {"latent_mean": number ≠ 0, "latent_std": number}`);
   }
   if (!(cfg.checkpoint_every > 0)) fail('"checkpoint_every" must be positive');
-  if (!Number.isSafeInteger(cfg.max_image_pixels) || cfg.max_image_pixels < 1) fail(`"max_image_pixels" must be a positive integer, got ${JSON.stringify(raw.max_image_pixels)}`);
-  if (typeof cfg.strict_data !== 'boolean') fail(`"strict_data" must be true or false, got ${JSON.stringify(raw.strict_data)}`);
-  if ((st === 'b' || st === 'c') && (!cfg.text_encoder || !cfg.tokenizer)) fail(`stage ${st} needs "text_encoder" and "tokenizer" folders`);
+  if (!Number.isSafeInteger(cfg.max_image_pixels) || cfg.max_image_pixels < 1)
+    fail(`"max_image_pixels" must be a positive integer, got ${JSON.stringify(raw.max_image_pixels)}`);
+  if (typeof cfg.strict_data !== 'boolean')
+    fail(`"strict_data" must be true or false, got ${JSON.stringify(raw.strict_data)}`);
+  if ((st === 'b' || st === 'c') && (!cfg.text_encoder || !cfg.tokenizer))
+    fail(`stage ${st} needs "text_encoder" and "tokenizer" folders`);
   return cfg;
 }
 
@@ -336,7 +435,8 @@ function parseInitRules(raw: unknown, fail: (d: string) => never): InitRule[] {
       return fail(`init_rules[${i}].match is not a valid regular expression`);
     }
     if (typeof r?.match !== 'string') fail(`init_rules[${i}].match must be a string`);
-    if (init !== undefined && (typeof init !== 'object' || !INIT_KINDS.includes(init.kind))) fail(`init_rules[${i}].init.kind must be one of ${INIT_KINDS.join(', ')}`);
+    if (init !== undefined && (typeof init !== 'object' || !INIT_KINDS.includes(init.kind)))
+      fail(`init_rules[${i}].init.kind must be one of ${INIT_KINDS.join(', ')}`);
     if (r.scale !== undefined && !Number.isFinite(r.scale)) fail(`init_rules[${i}].scale must be a number`);
     return { match, init, scale: r.scale as number | undefined };
   });

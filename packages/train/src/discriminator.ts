@@ -18,7 +18,12 @@ export class SNConv2d extends Module {
   readonly v: Parameter;
   /** run the power iteration on the next training forward. */
   powerIteration = false;
-  constructor(readonly cin: number, readonly cout: number, readonly k = 3, readonly stride = 2) {
+  constructor(
+    readonly cin: number,
+    readonly cout: number,
+    readonly k = 3,
+    readonly stride = 2,
+  ) {
     super();
     this.weightOrig = this.param('weight_orig', [cout, cin, k, k], { layout: 'conv', init: init.zeros() });
     this.bias = this.param('bias', [cout], { init: init.zeros() });
@@ -56,7 +61,12 @@ export class SNConv2d extends Module {
       const sigma = tf.sum(tf.mul(tf.matMul(this.v.value.reshape([1, -1]), m).reshape([-1]), this.u.value));
       const wn = tf.div(w, sigma) as tf.Tensor4D;
       const p = (this.k - 1) >> 1;
-      const xp = tf.pad(x as tf.Tensor4D, [[0, 0], [p, p], [p, p], [0, 0]]);
+      const xp = tf.pad(x as tf.Tensor4D, [
+        [0, 0],
+        [p, p],
+        [p, p],
+        [0, 0],
+      ]);
       return tf.add(tf.conv2d(xp as tf.Tensor4D, wn, this.stride, 'valid'), this.bias.value);
     });
   }
@@ -88,9 +98,15 @@ export class Discriminator extends Module {
   constructor(config: Partial<DiscriminatorConfig> = {}) {
     super();
     const cfg = (this.config = { c_in: 3, c_hidden: 512, depth: 6, ...config });
-    if (cfg.depth < 4) throw new Error(`Discriminator: depth ${cfg.depth} < 4 does not reach c_hidden with the reference channel formula`);
+    if (cfg.depth < 4)
+      throw new Error(
+        `Discriminator: depth ${cfg.depth} < 4 does not reach c_hidden with the reference channel formula`,
+      );
     const d = Math.max(cfg.depth - 3, 3);
-    const layers: (Module & { forward(x: tf.Tensor): tf.Tensor })[] = [new SNConv2d(cfg.c_in, cfg.c_hidden >> d), new LeakyReLU(0.2)];
+    const layers: (Module & { forward(x: tf.Tensor): tf.Tensor })[] = [
+      new SNConv2d(cfg.c_in, cfg.c_hidden >> d),
+      new LeakyReLU(0.2),
+    ];
     for (let i = 0; i < cfg.depth - 1; i++) {
       const ci = cfg.c_hidden >> Math.max(d - i, 0);
       const co = cfg.c_hidden >> Math.max(d - 1 - i, 0);

@@ -41,7 +41,12 @@ export class ExportError extends Error {
 }
 
 const DIFFUSERS_VERSION = '0.21.0.dev0';
-const SCHEDULER = { _class_name: 'DDPMWuerstchenScheduler', _diffusers_version: DIFFUSERS_VERSION, s: 0.008, scaler: 1.0 };
+const SCHEDULER = {
+  _class_name: 'DDPMWuerstchenScheduler',
+  _diffusers_version: DIFFUSERS_VERSION,
+  s: 0.008,
+  scaler: 1.0,
+};
 
 function readJson(file: string, what: string): Record<string, unknown> {
   try {
@@ -53,9 +58,11 @@ function readJson(file: string, what: string): Record<string, unknown> {
 
 function runCheckpoint(run: string, stage: string): { config: TrainConfig; ckpt: string } {
   const cfgFile = path.join(run, 'train_config.json');
-  if (!fs.existsSync(cfgFile)) throw new ExportError(`${run}: no train_config.json (expected a Stage ${stage.toUpperCase()} training run folder)`);
+  if (!fs.existsSync(cfgFile))
+    throw new ExportError(`${run}: no train_config.json (expected a Stage ${stage.toUpperCase()} training run folder)`);
   const config = readJson(cfgFile, 'the run configuration') as unknown as TrainConfig;
-  if (config.stage !== stage) throw new ExportError(`${run}: a stage-${config.stage} run where a stage-${stage} run was expected`);
+  if (config.stage !== stage)
+    throw new ExportError(`${run}: a stage-${config.stage} run where a stage-${stage} run was expected`);
   const ckpt = readLatest(run);
   if (!ckpt) throw new ExportError(`${run}: no checkpoint (the latest pointer is missing)`);
   return { config, ckpt };
@@ -101,18 +108,23 @@ export function exportPipelines(opts: ExportOptions): { prior: string; decoder: 
   if (!vqganRef) throw new ExportError(`${opts.decoder}: the Stage B run names no Stage A (vqgan.from); pass --vqgan`);
   const vqganDir = resolveModelDir(vqganRef, 'vqgan');
   const state = readJson(path.join(c.ckpt, 'training_state.json'), 'the Stage C training state');
-  const scaling = (state.extra as { latent_scaling?: { latent_mean: number; latent_std: number } } | undefined)?.latent_scaling ?? { latent_mean: 42, latent_std: 1 };
+  const scaling = (state.extra as { latent_scaling?: { latent_mean: number; latent_std: number } } | undefined)
+    ?.latent_scaling ?? { latent_mean: 42, latent_std: 1 };
   for (const [ckpt, run] of [
     [c.ckpt, opts.prior],
     [b.ckpt, opts.decoder],
   ]) {
-    if (!fs.existsSync(path.join(ckpt, 'text_encoder', 'config.json'))) throw new ExportError(`${run}: its checkpoint holds no text_encoder/ (export needs a run trained with a seeded text encoder spec)`);
+    if (!fs.existsSync(path.join(ckpt, 'text_encoder', 'config.json')))
+      throw new ExportError(
+        `${run}: its checkpoint holds no text_encoder/ (export needs a run trained with a seeded text encoder spec)`,
+      );
   }
 
   // geometry: image side → prior latent side (compressor) → decoder latent side (Stage A's factor)
   const last = c.config.phases[c.config.phases.length - 1];
   const effCfg = readModelConfig(path.join(b.ckpt, 'effnet')) as unknown as EfficientNetEncoderConfig;
-  if (!effCfg.inverted_residual_setting && !EFFNET_SETTINGS[effCfg.effnet]) throw new ExportError(`${b.ckpt}/effnet: unknown compressor configuration`);
+  if (!effCfg.inverted_residual_setting && !EFFNET_SETTINGS[effCfg.effnet])
+    throw new ExportError(`${b.ckpt}/effnet: unknown compressor configuration`);
   const side = last.image_size;
   const priorSide = effnetOutSize(effCfg, last.effnet_size!);
   const vq = readModelConfig(vqganDir) as { up_down_scale_factor: number; levels: number };
@@ -139,7 +151,12 @@ export function exportPipelines(opts: ExportOptions): { prior: string; decoder: 
     text_encoder: ['transformers', 'CLIPTextModel'],
     tokenizer: ['transformers', 'CLIPTokenizer'],
   });
-  copyModel(path.join(b.ckpt, 'decoder'), path.join(decoderOut, 'decoder'), 'diffusion_pytorch_model.safetensors', dtype);
+  copyModel(
+    path.join(b.ckpt, 'decoder'),
+    path.join(decoderOut, 'decoder'),
+    'diffusion_pytorch_model.safetensors',
+    dtype,
+  );
   copyModel(path.join(b.ckpt, 'text_encoder'), path.join(decoderOut, 'text_encoder'), 'model.safetensors', dtype);
   copyModel(vqganDir, path.join(decoderOut, 'vqgan'), 'diffusion_pytorch_model.safetensors', dtype);
   copyDir(b.config.tokenizer!, path.join(decoderOut, 'tokenizer'));
@@ -165,5 +182,9 @@ export function exportPipelines(opts: ExportOptions): { prior: string; decoder: 
     fs.rmSync(old, { recursive: true, force: true });
   }
   fs.rmSync(tmp, { recursive: true, force: true });
-  return { prior: path.join(opts.out, 'wuerstchen-prior'), decoder: path.join(opts.out, 'wuerstchen'), effnet: path.join(opts.out, 'effnet') };
+  return {
+    prior: path.join(opts.out, 'wuerstchen-prior'),
+    decoder: path.join(opts.out, 'wuerstchen'),
+    effnet: path.join(opts.out, 'effnet'),
+  };
 }

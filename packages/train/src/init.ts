@@ -82,7 +82,12 @@ function draw(spec: InitSpec, p: Parameter, rng: Generator): Float32Array {
 }
 
 /** Initialise every parameter and buffer of `model` (PyTorch layout values, then converted). */
-export function initModule(model: Module, rng: Generator, rules: InitRule[] = [], weightInit: InitSpec = { kind: 'xavier' }): void {
+export function initModule(
+  model: Module,
+  rng: Generator,
+  rules: InitRule[] = [],
+  weightInit: InitSpec = { kind: 'xavier' },
+): void {
   for (const [key, p] of model.namedParameters()) {
     const rule = rules.find((r) => r.match.test(key));
     const spec = rule?.init ?? defaultSpec(key, p, weightInit);
@@ -112,7 +117,11 @@ export function diffnextInitRules(totalBlocks: number): InitRule[] {
     { match: /^clip_mapper\.weight$/, init: { kind: 'normal', std: 0.02 } },
     { match: /^embedding\.1\.weight$/, init: { kind: 'xavier', gain: 0.02 } },
     { match: /^clf\.1\.weight$/, init: { kind: 'zeros' } },
-    { match: /_blocks\.\d+\.\d+\.channelwise\.4\.weight$/, init: { kind: 'xavier' }, scale: Math.sqrt(1 / totalBlocks) },
+    {
+      match: /_blocks\.\d+\.\d+\.channelwise\.4\.weight$/,
+      init: { kind: 'xavier' },
+      scale: Math.sqrt(1 / totalBlocks),
+    },
     { match: /_blocks\.\d+\.\d+\.mapper\.weight$/, init: { kind: 'zeros' } },
   ];
 }

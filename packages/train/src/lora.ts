@@ -52,9 +52,12 @@ class TrainedAdapters {
 
   load(checkpointDir: string): void {
     const file = path.join(checkpointDir, LORA_WEIGHT_NAME);
-    if (!fs.existsSync(file)) throw new TrainError(`${checkpointDir}: no ${LORA_WEIGHT_NAME} (not a checkpoint of a LoRA run)`);
+    if (!fs.existsSync(file))
+      throw new TrainError(`${checkpointDir}: no ${LORA_WEIGHT_NAME} (not a checkpoint of a LoRA run)`);
     const scope = `${this.component}.`;
-    const tensors = new Map([...loadSafetensors(file)].filter(([k]) => k.startsWith(scope)).map(([k, t]) => [k.slice(scope.length), t]));
+    const tensors = new Map(
+      [...loadSafetensors(file)].filter(([k]) => k.startsWith(scope)).map(([k, t]) => [k.slice(scope.length), t]),
+    );
     this.network.loadStateDict(tensors, file);
   }
 

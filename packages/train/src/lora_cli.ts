@@ -89,7 +89,8 @@ export function loraArgs(o: ParsedOptions): LoraCliArgs {
   // values first: a malformed one is the problem to report, even when something else is missing too
   const int = (name: string, min: 0 | 1) => (o.has(name) ? readInteger(`--${name}`, o.string(name)!, min) : undefined);
   // rates and decays are written like 1e-4
-  const real = (name: string, above: boolean) => (o.has(name) ? readNumber(`--${name}`, o.string(name)!, { min: 0, above, exponent: true }) : undefined);
+  const real = (name: string, above: boolean) =>
+    o.has(name) ? readNumber(`--${name}`, o.string(name)!, { min: 0, above, exponent: true }) : undefined;
   const stage = o.has('stage') ? readChoice('--stage', o.string('stage')!, ['c', 'b'] as const) : 'c';
   const targets = o
     .string('targets')
@@ -151,7 +152,9 @@ export async function runLora(args: LoraCliArgs, io: CommandIO): Promise<number>
     t.adapters.save(file);
     const n = t.adapters.network.parameters().reduce((a: number, [, p]) => a + p.size, 0);
     io.stderr.write(describeRun('wuerstchen-train lora', args.out, summary));
-    io.stderr.write(`wuerstchen-train lora: wrote ${file} (${t.adapters.network.paths.length} adapted layers, ${n} parameters, step ${t.step})\n`);
+    io.stderr.write(
+      `wuerstchen-train lora: wrote ${file} (${t.adapters.network.paths.length} adapted layers, ${n} parameters, step ${t.step})\n`,
+    );
     return stopper.exitCode();
   } catch (e) {
     removeTempFiles(args.out);

@@ -13,7 +13,14 @@ import {
   encodeText,
   parseCLIPTextConfig,
 } from 'wuerstchen';
-import { loadDiffusersWeights, modelArgs, readModelConfig, resolveModelDir, saveDiffusersModel, writeFileSynced } from './checkpoint';
+import {
+  loadDiffusersWeights,
+  modelArgs,
+  readModelConfig,
+  resolveModelDir,
+  saveDiffusersModel,
+  writeFileSynced,
+} from './checkpoint';
 import { EFFNET_WEIGHT_INIT, clipTextInitRules, initModule, vqganInitRules } from './init';
 import { EMA } from './optim';
 import { deriveSeed } from './rng';
@@ -43,7 +50,12 @@ export function emaStateDict(model: Module, ema: EMA): Map<string, HostTensor> {
 export { effnetOutSize } from 'wuerstchen';
 
 /** The compressor: loaded from a folder/run (`from`) or seeded from `config`. */
-export function buildEffnet(spec: { from?: string; config?: Record<string, unknown> } | undefined, seed: number, log: (l: string) => void, frozen: boolean): EfficientNetEncoder {
+export function buildEffnet(
+  spec: { from?: string; config?: Record<string, unknown> } | undefined,
+  seed: number,
+  log: (l: string) => void,
+  frozen: boolean,
+): EfficientNetEncoder {
   if (spec?.from) {
     const dir = resolveModelDir(spec.from, 'effnet');
     const m = new EfficientNetEncoder(modelArgs(readModelConfig(dir)) as Partial<EfficientNetEncoderConfig>);
@@ -52,12 +64,19 @@ export function buildEffnet(spec: { from?: string; config?: Record<string, unkno
   }
   const m = new EfficientNetEncoder((spec?.config ?? {}) as Partial<EfficientNetEncoderConfig>);
   initModule(m, new Generator(deriveSeed(seed, 'init', 'effnet')), [], EFFNET_WEIGHT_INIT);
-  if (frozen) log('warning: no trained semantic compressor given (--effnet, or effnet.from in the config); using a seeded random one — train Stage B first and pass its run folder');
+  if (frozen)
+    log(
+      'warning: no trained semantic compressor given (--effnet, or effnet.from in the config); using a seeded random one — train Stage B first and pass its run folder',
+    );
   return m;
 }
 
 /** The frozen Stage A: loaded (`from`) or seeded from `config` (with a warning). */
-export function buildVqgan(spec: { from?: string; config?: Record<string, unknown> } | undefined, seed: number, log: (l: string) => void): PaellaVQModel {
+export function buildVqgan(
+  spec: { from?: string; config?: Record<string, unknown> } | undefined,
+  seed: number,
+  log: (l: string) => void,
+): PaellaVQModel {
   if (spec?.from) {
     const dir = resolveModelDir(spec.from, 'vqgan');
     const m = new PaellaVQModel(modelArgs(readModelConfig(dir)));
@@ -66,7 +85,9 @@ export function buildVqgan(spec: { from?: string; config?: Record<string, unknow
   }
   const m = new PaellaVQModel((spec?.config ?? {}) as object);
   initModule(m, new Generator(deriveSeed(seed, 'init', 'vqgan')), vqganInitRules(m.config.num_vq_embeddings));
-  log('warning: no trained Stage A given (--vqgan, or vqgan.from in the config); using a seeded random one — train Stage A first and pass its run folder');
+  log(
+    'warning: no trained Stage A given (--vqgan, or vqgan.from in the config); using a seeded random one — train Stage A first and pass its run folder',
+  );
   return m.eval();
 }
 
@@ -109,16 +130,26 @@ export function buildTextEncoder(spec: string): CLIPTextModel {
   } catch (e) {
     throw new Error(`${spec}: cannot read the text encoder spec (${(e as Error).message})`);
   }
-  if (!raw.config || typeof raw.config !== 'object' || !Number.isSafeInteger(raw.seed)) throw new Error(`${spec}: expected {"config": {CLIPTextConfig fields}, "seed": integer}`);
+  if (!raw.config || typeof raw.config !== 'object' || !Number.isSafeInteger(raw.seed))
+    throw new Error(`${spec}: expected {"config": {CLIPTextConfig fields}, "seed": integer}`);
   const m = new CLIPTextModel(parseCLIPTextConfig(raw.config, spec));
-  initModule(m, new Generator(deriveSeed(raw.seed!, 'init', 'text_encoder')), clipTextInitRules(m.config.hidden_size, m.config.num_hidden_layers));
+  initModule(
+    m,
+    new Generator(deriveSeed(raw.seed!, 'init', 'text_encoder')),
+    clipTextInitRules(m.config.hidden_size, m.config.num_hidden_layers),
+  );
   return m.eval();
 }
 
 /** Save a CLIPTextModel as a transformers folder (config.json + model.safetensors). */
 export function saveTextEncoder(dir: string, model: CLIPTextModel): void {
   fs.mkdirSync(dir, { recursive: true });
-  const config = { architectures: ['CLIPTextModel'], model_type: 'clip_text_model', torch_dtype: 'float32', ...model.config };
+  const config = {
+    architectures: ['CLIPTextModel'],
+    model_type: 'clip_text_model',
+    torch_dtype: 'float32',
+    ...model.config,
+  };
   writeFileSynced(path.join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
   writeSafetensors(path.join(dir, 'model.safetensors'), model.stateDict(), { format: 'pt' });
 }
@@ -153,6 +184,10 @@ export function falseColour(latents: tf.Tensor4D): tf.Tensor4D {
     const hi = tf.max(rgb);
     const n = tf.div(tf.sub(rgb, lo), tf.maximum(tf.sub(hi, lo), 1e-6));
     const c = n.shape[3] as number;
-    return (c === 3 ? n : tf.concat([n, tf.zeros([n.shape[0] as number, n.shape[1] as number, n.shape[2] as number, 3 - c])], 3)) as tf.Tensor4D;
+    return (
+      c === 3
+        ? n
+        : tf.concat([n, tf.zeros([n.shape[0] as number, n.shape[1] as number, n.shape[2] as number, 3 - c])], 3)
+    ) as tf.Tensor4D;
   });
 }

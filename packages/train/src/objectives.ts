@@ -73,20 +73,32 @@ export interface NoisedBatch {
 }
 
 /** Draw ε ~ N(0, I) from `rng` and form x_t for the given t (all tensors are new; caller disposes). */
-export function addNoise(x0: tf.Tensor, t: number[], rng: Generator, weighting: LossWeighting = { kind: 'p2', k: 1, gamma: 1 }): NoisedBatch {
+export function addNoise(
+  x0: tf.Tensor,
+  t: number[],
+  rng: Generator,
+  weighting: LossWeighting = { kind: 'p2', k: 1, gamma: 1 },
+): NoisedBatch {
   return tf.tidy(() => {
     const b = x0.shape[0];
     const noise = rng.randn(x0.shape);
     const alphas = t.map((ti) => alphaCumprod(ti));
     const bshape = [b, ...x0.shape.slice(1).map(() => 1)];
     const sa = tf.tensor(alphas.map(Math.sqrt), bshape, 'float32');
-    const sb = tf.tensor(alphas.map((a) => Math.sqrt(1 - a)), bshape, 'float32');
+    const sb = tf.tensor(
+      alphas.map((a) => Math.sqrt(1 - a)),
+      bshape,
+      'float32',
+    );
     const xt = tf.add(tf.mul(x0, sa), tf.mul(noise, sb));
     return {
       xt,
       noise,
       t: tf.tensor1d(t, 'float32'),
-      weights: tf.tensor1d(alphas.map((a) => lossWeight(a, weighting)), 'float32'),
+      weights: tf.tensor1d(
+        alphas.map((a) => lossWeight(a, weighting)),
+        'float32',
+      ),
     };
   });
 }
@@ -95,7 +107,11 @@ export function addNoise(x0: tf.Tensor, t: number[], rng: Generator, weighting: 
  * Per-sample MSE `[B]` and the weighted loss `mean_i(L_i·w_i)` (train_stage_C.py). Returns both; the caller
  * backpropagates `weighted` (divided by the accumulation count) and logs `mean(perSample)`.
  */
-export function diffusionLoss(pred: tf.Tensor, noise: tf.Tensor, weights: tf.Tensor1D): { perSample: tf.Tensor1D; weighted: tf.Scalar } {
+export function diffusionLoss(
+  pred: tf.Tensor,
+  noise: tf.Tensor,
+  weights: tf.Tensor1D,
+): { perSample: tf.Tensor1D; weighted: tf.Scalar } {
   return tf.tidy(() => {
     const axes = pred.shape.slice(1).map((_, i) => i + 1);
     const perSample = tf.mean(tf.squaredDifference(pred, noise), axes) as tf.Tensor1D;
@@ -110,7 +126,19 @@ export function predictX0(xt: tf.Tensor, eps: tf.Tensor, t: number[]): tf.Tensor
     const b = xt.shape[0];
     const bshape = [b, ...xt.shape.slice(1).map(() => 1)];
     const a = t.map((ti) => alphaCumprod(ti));
-    return tf.div(tf.sub(xt, tf.mul(eps, tf.tensor(a.map((x) => Math.sqrt(1 - x)), bshape))), tf.tensor(a.map(Math.sqrt), bshape));
+    return tf.div(
+      tf.sub(
+        xt,
+        tf.mul(
+          eps,
+          tf.tensor(
+            a.map((x) => Math.sqrt(1 - x)),
+            bshape,
+          ),
+        ),
+      ),
+      tf.tensor(a.map(Math.sqrt), bshape),
+    );
   });
 }
 
@@ -118,7 +146,12 @@ export function predictX0(xt: tf.Tensor, eps: tf.Tensor, t: number[]): tf.Tensor
  * DDPM sampler of dome272/Wuerstchen diffuzz.py / diffusers `DDPMWuerstchenScheduler` for previews: t on
  * linspace(1, 0, steps+1); `model(x, t)` returns ε̂. Noise comes from `rng`.
  */
-export function sampleDDPM(shape: number[], steps: number, rng: Generator, model: (x: tf.Tensor, t: number) => tf.Tensor): tf.Tensor {
+export function sampleDDPM(
+  shape: number[],
+  steps: number,
+  rng: Generator,
+  model: (x: tf.Tensor, t: number) => tf.Tensor,
+): tf.Tensor {
   let x = rng.randn(shape);
   for (let i = 0; i < steps; i++) {
     const t = 1 - i / steps;

@@ -29,7 +29,10 @@ export class AdamW {
   private readonly m = new Map<string, tf.Variable>();
   private readonly v = new Map<string, tf.Variable>();
 
-  constructor(readonly params: [string, Parameter][], readonly opts: AdamWOptions) {
+  constructor(
+    readonly params: [string, Parameter][],
+    readonly opts: AdamWOptions,
+  ) {
     for (const [k, p] of params) {
       this.m.set(k, tf.variable(tf.zeros(p.shape), false, undefined));
       this.v.set(k, tf.variable(tf.zeros(p.shape), false, undefined));
@@ -66,17 +69,29 @@ export class AdamW {
   stateTensors(prefix = ''): Map<string, HostTensor> {
     const out = new Map<string, HostTensor>();
     for (const [k, p] of this.params) {
-      out.set(`${prefix}exp_avg.${k}`, { dtype: 'F32', shape: p.shape, data: Float32Array.from(this.m.get(k)!.dataSync() as Float32Array) });
-      out.set(`${prefix}exp_avg_sq.${k}`, { dtype: 'F32', shape: p.shape, data: Float32Array.from(this.v.get(k)!.dataSync() as Float32Array) });
+      out.set(`${prefix}exp_avg.${k}`, {
+        dtype: 'F32',
+        shape: p.shape,
+        data: Float32Array.from(this.m.get(k)!.dataSync() as Float32Array),
+      });
+      out.set(`${prefix}exp_avg_sq.${k}`, {
+        dtype: 'F32',
+        shape: p.shape,
+        data: Float32Array.from(this.v.get(k)!.dataSync() as Float32Array),
+      });
     }
     return out;
   }
 
   loadStateTensors(tensors: HostTensorSource, step: number, prefix = ''): void {
     for (const [k, p] of this.params) {
-      for (const [name, store] of [['exp_avg', this.m], ['exp_avg_sq', this.v]] as const) {
+      for (const [name, store] of [
+        ['exp_avg', this.m],
+        ['exp_avg_sq', this.v],
+      ] as const) {
         const h = tensors.get(`${prefix}${name}.${k}`);
-        if (h.shape.join(',') !== p.shape.join(',')) throw new Error(`optimizer state ${prefix}${name}.${k}: shape [${h.shape}] does not match [${p.shape}]`);
+        if (h.shape.join(',') !== p.shape.join(','))
+          throw new Error(`optimizer state ${prefix}${name}.${k}: shape [${h.shape}] does not match [${p.shape}]`);
         const t = tf.tensor(h.data as Float32Array, h.shape, 'float32');
         store.get(k)!.assign(t);
         t.dispose();
@@ -146,7 +161,12 @@ export class EMA {
   }
   stateTensors(prefix = 'ema.'): Map<string, HostTensor> {
     const out = new Map<string, HostTensor>();
-    for (const [k, p] of this.params) out.set(prefix + k, { dtype: 'F32', shape: p.shape, data: Float32Array.from(this.shadow.get(k)!.dataSync() as Float32Array) });
+    for (const [k, p] of this.params)
+      out.set(prefix + k, {
+        dtype: 'F32',
+        shape: p.shape,
+        data: Float32Array.from(this.shadow.get(k)!.dataSync() as Float32Array),
+      });
     return out;
   }
   load(tensors: HostTensorSource, prefix = 'ema.'): void {

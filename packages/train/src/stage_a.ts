@@ -41,8 +41,18 @@ export class StageATrainer extends Trainer {
     for (const c of this.disc.convs) c.initVectors(rng);
     this.disc.train();
     const o = cfg.optimizer;
-    this.optG = new AdamW(this.vqgan.trainableParameters(), { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay });
-    this.optD = new AdamW(this.disc.trainableParameters(), { lr: d.lr, betas: d.betas, eps: o.eps, weightDecay: d.weight_decay });
+    this.optG = new AdamW(this.vqgan.trainableParameters(), {
+      lr: o.lr,
+      betas: o.betas,
+      eps: o.eps,
+      weightDecay: o.weight_decay,
+    });
+    this.optD = new AdamW(this.disc.trainableParameters(), {
+      lr: d.lr,
+      betas: d.betas,
+      eps: o.eps,
+      weightDecay: d.weight_decay,
+    });
   }
 
   protected update(batch: Sample[], phase: PhaseConfig, accum: number): UpdateResult {
@@ -86,7 +96,16 @@ export class StageATrainer extends Trainer {
       if (!Number.isFinite(total)) finite = false;
       if (useAdv) {
         const fake = xr!;
-        const dl = accD.add(() => tf.div(tf.mul(tf.add(bceWithLogits(this.disc.forward(x, true), 0.1), bceWithLogits(this.disc.forward(fake), 0.9)), 0.5), accum) as tf.Scalar);
+        const dl = accD.add(
+          () =>
+            tf.div(
+              tf.mul(
+                tf.add(bceWithLogits(this.disc.forward(x, true), 0.1), bceWithLogits(this.disc.forward(fake), 0.9)),
+                0.5,
+              ),
+              accum,
+            ) as tf.Scalar,
+        );
         logs.d += dl;
         if (!Number.isFinite(dl)) finite = false;
       }
@@ -107,12 +126,21 @@ export class StageATrainer extends Trainer {
       gradNorm,
       lr,
       skipped,
-      extra: { rec_loss: logs.rec, codebook_loss: logs.vq, commitment_loss: logs.commit, g_loss: logs.g, d_loss: logs.d, d_grad_norm: dNorm },
+      extra: {
+        rec_loss: logs.rec,
+        codebook_loss: logs.vq,
+        commitment_loss: logs.commit,
+        g_loss: logs.g,
+        d_loss: logs.d,
+        d_grad_norm: dNorm,
+      },
     };
   }
 
   protected saveModels(dir: string): void {
-    const config = this.cfg.objective.fit_scale_factor ? { ...this.vqgan.config, scale_factor: this.latentStd() } : this.vqgan.config;
+    const config = this.cfg.objective.fit_scale_factor
+      ? { ...this.vqgan.config, scale_factor: this.latentStd() }
+      : this.vqgan.config;
     saveModule(path.join(dir, 'vqgan'), 'PaellaVQModel', config, this.vqgan);
     saveModule(path.join(dir, 'discriminator'), 'WuerstchenStageADiscriminator', this.disc.config, this.disc);
   }
@@ -141,14 +169,19 @@ export class StageATrainer extends Trainer {
   latentStd(n = 64): number {
     const phase = this.evalPhase();
     const x = Trainer.toTensor(this.fixedSamples(n).map((s) => this.cropSample(s, phase)));
-    const std = Trainer.inEvalMode([this.vqgan], () => tf.tidy(() => tf.moments(this.vqgan.encode(x)).variance.sqrt().dataSync()[0]));
+    const std = Trainer.inEvalMode([this.vqgan], () =>
+      tf.tidy(() => tf.moments(this.vqgan.encode(x)).variance.sqrt().dataSync()[0]),
+    );
     x.dispose();
     return std;
   }
 
   /** Reconstruction of images `[B, H, W, 3]` through the quantiser (eval mode). */
   reconstruct(x: tf.Tensor4D): tf.Tensor4D {
-    return Trainer.inEvalMode([this.vqgan], () => tf.tidy(() => tf.clipByValue(this.vqgan.decode(this.vqgan.encode(x), false), 0, 1)) as tf.Tensor4D);
+    return Trainer.inEvalMode(
+      [this.vqgan],
+      () => tf.tidy(() => tf.clipByValue(this.vqgan.decode(this.vqgan.encode(x), false), 0, 1)) as tf.Tensor4D,
+    );
   }
 
   /** Reconstruction MSE (through the quantiser, eval mode) on fixed centre crops. */

@@ -13,13 +13,27 @@
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { HostTensor, Parameter } from '@wuerstchen/core';
-import { EfficientNetEncoder, Generator, PaellaVQModel, WuerstchenDiffNeXt, WuerstchenDiffNeXtConfig } from 'wuerstchen';
+import {
+  EfficientNetEncoder,
+  Generator,
+  PaellaVQModel,
+  WuerstchenDiffNeXt,
+  WuerstchenDiffNeXtConfig,
+} from 'wuerstchen';
 import { PhaseConfig, weightingOf } from './config';
 import { loadDiffusersWeights } from './checkpoint';
 import { Sample } from './data/dataset';
 import { GridRow } from './data/grid';
 import { diffnextInitRules } from './init';
-import { RowCache, TextConditioner, saveTextEncoder, buildEffnet, buildVqgan, effnetOutSize, saveModule } from './models_io';
+import {
+  RowCache,
+  TextConditioner,
+  saveTextEncoder,
+  buildEffnet,
+  buildVqgan,
+  effnetOutSize,
+  saveModule,
+} from './models_io';
 import { addNoise, alphaCumprod, diffusionLoss, dropCaptions, sampleDDPM, sampleT } from './objectives';
 import { AdamW, HostTensorSource } from './optim';
 import { deriveSeed } from './rng';
@@ -49,12 +63,24 @@ export class StageBTrainer extends Trainer {
     this.seededEffnet = new SeededStochasticLayers(this.effnet);
     this.text = new TextConditioner(cfg.text_encoder!, cfg.tokenizer!);
     const dc = this.decoder.config;
-    if (this.text.hiddenSize !== dc.clip_embd) throw new Error(`text encoder ${cfg.text_encoder} has hidden_size ${this.text.hiddenSize} but the decoder's clip_embd is ${dc.clip_embd}`);
-    if (this.effnet.config.c_latent !== dc.effnet_embd) throw new Error(`the compressor's c_latent ${this.effnet.config.c_latent} differs from the decoder's effnet_embd ${dc.effnet_embd}`);
-    if (this.vqgan.config.latent_channels !== dc.c_in) throw new Error(`Stage A latent_channels ${this.vqgan.config.latent_channels} differs from the decoder's c_in ${dc.c_in}`);
+    if (this.text.hiddenSize !== dc.clip_embd)
+      throw new Error(
+        `text encoder ${cfg.text_encoder} has hidden_size ${this.text.hiddenSize} but the decoder's clip_embd is ${dc.clip_embd}`,
+      );
+    if (this.effnet.config.c_latent !== dc.effnet_embd)
+      throw new Error(
+        `the compressor's c_latent ${this.effnet.config.c_latent} differs from the decoder's effnet_embd ${dc.effnet_embd}`,
+      );
+    if (this.vqgan.config.latent_channels !== dc.c_in)
+      throw new Error(
+        `Stage A latent_channels ${this.vqgan.config.latent_channels} differs from the decoder's c_in ${dc.c_in}`,
+      );
     for (const p of cfg.phases) {
       const lat = p.image_size / 4;
-      if (lat % this.decoder.sizeMultiple !== 0) throw new Error(`phase ${p.name}: image_size ${p.image_size} gives ${lat}×${lat} latents; the decoder needs a multiple of ${this.decoder.sizeMultiple}`);
+      if (lat % this.decoder.sizeMultiple !== 0)
+        throw new Error(
+          `phase ${p.name}: image_size ${p.image_size} gives ${lat}×${lat} latents; the decoder needs a multiple of ${this.decoder.sizeMultiple}`,
+        );
     }
     this.params = this.trainedParameters();
     const o = cfg.optimizer;
@@ -78,10 +104,16 @@ export class StageBTrainer extends Trainer {
     const e = phase.effnet_size!;
     const crops = batch.map((s) => this.cropSample(s, phase));
     const effImages = phase.freeze_effnet ? [] : crops.map((c) => this.effnetInput(c, e, e));
-    const captions = dropCaptions(batch.map((s) => s.caption), ob.caption_dropout, ob.caption_dropout_mode, this.rng);
+    const captions = dropCaptions(
+      batch.map((s) => s.caption),
+      ob.caption_dropout,
+      ob.caption_dropout_mode,
+      this.rng,
+    );
     const t = sampleT(batch.length, this.rng, ob.t_sampler);
     // effnet conditioning: drop (zeros) or noise, decided per batch (dome272 Wrapper)
-    const mode = this.rng.nextFloat() < ob.effnet_dropout ? 'drop' : this.rng.nextFloat() < ob.effnet_noise ? 'noise' : 'clean';
+    const mode =
+      this.rng.nextFloat() < ob.effnet_dropout ? 'drop' : this.rng.nextFloat() < ob.effnet_noise ? 'noise' : 'clean';
     const tEff = mode === 'noise' ? batch.map(() => this.rng.nextFloat() * ob.effnet_noise_tmax) : [];
     const side = effnetOutSize(this.effnet.config, e);
     const micro = batch.length / accum;
@@ -89,8 +121,16 @@ export class StageBTrainer extends Trainer {
     const frozen = phase.freeze_effnet === true;
     this.effnet.train(!frozen);
     const frozenMaps = frozen
-      ? this.frozenRows(this.effnetCache, batch, phase, `${phase.image_size}/${e}`, [side, side, this.effnet.config.c_latent], (ss) =>
-          tf.tidy(() => this.effnet.forward(Trainer.toTensor(ss.map((s) => this.effnetInput(this.cropSample(s, phase), e, e))))),
+      ? this.frozenRows(
+          this.effnetCache,
+          batch,
+          phase,
+          `${phase.image_size}/${e}`,
+          [side, side, this.effnet.config.c_latent],
+          (ss) =>
+            tf.tidy(() =>
+              this.effnet.forward(Trainer.toTensor(ss.map((s) => this.effnetInput(this.cropSample(s, phase), e, e)))),
+            ),
         )
       : null;
     const acc = new GradAccumulator(frozen ? this.params.filter(([k]) => k.startsWith('decoder.')) : this.params);
@@ -100,8 +140,13 @@ export class StageBTrainer extends Trainer {
     const sf = this.vqgan.config.scale_factor;
     const lat = phase.image_size / (this.vqgan.config.up_down_scale_factor * 2 ** (this.vqgan.config.levels - 1));
     // Stage A is frozen: its latents are cached per sample when the crops are deterministic
-    const latents = this.frozenRows(this.latentCache, batch, phase, `${phase.image_size}`, [lat, lat, this.vqgan.config.latent_channels], (ss) =>
-      tf.tidy(() => tf.div(this.vqgan.encode(Trainer.toTensor(ss.map((s) => this.cropSample(s, phase)))), sf)),
+    const latents = this.frozenRows(
+      this.latentCache,
+      batch,
+      phase,
+      `${phase.image_size}`,
+      [lat, lat, this.vqgan.config.latent_channels],
+      (ss) => tf.tidy(() => tf.div(this.vqgan.encode(Trainer.toTensor(ss.map((s) => this.cropSample(s, phase)))), sf)),
     );
     for (let a = 0; a < accum; a++) {
       const sl = <T>(xs: T[]) => xs.slice(a * micro, (a + 1) * micro);
@@ -115,7 +160,10 @@ export class StageBTrainer extends Trainer {
       if (mode === 'noise') {
         const te = sl(tEff).map((x) => alphaCumprod(x));
         effA = tf.tensor(te.map(Math.sqrt), [micro, 1, 1, 1]);
-        effB = tf.tensor(te.map((x) => Math.sqrt(1 - x)), [micro, 1, 1, 1]);
+        effB = tf.tensor(
+          te.map((x) => Math.sqrt(1 - x)),
+          [micro, 1, 1, 1],
+        );
         effNoise = this.rng.randn([micro, side, side, this.effnet.config.c_latent]);
       }
       const seed = this.rng.nextUint32();
@@ -138,7 +186,14 @@ export class StageBTrainer extends Trainer {
     const lr = this.learningRate(phase, this.opt.step);
     const { gradNorm, skipped } = this.applyGradients(acc, this.opt, lr, finite);
     acc.dispose();
-    return { loss: lossSum, lossAdjusted: adjSum, gradNorm, lr, skipped, extra: { effnet_cond: mode === 'clean' ? 0 : mode === 'drop' ? 1 : 2 } };
+    return {
+      loss: lossSum,
+      lossAdjusted: adjSum,
+      gradNorm,
+      lr,
+      skipped,
+      extra: { effnet_cond: mode === 'clean' ? 0 : mode === 'drop' ? 1 : 2 },
+    };
   }
 
   protected saveModels(dir: string): void {
@@ -177,7 +232,11 @@ export class StageBTrainer extends Trainer {
       return Trainer.inEvalMode([this.decoder, this.effnet], () =>
         tf.tidy(() => {
           const eff = this.effnet.forward(Trainer.toTensor(crops.map((c) => this.effnetInput(c, e, e))));
-          return diffusionLoss(this.decoder.forward(nb.xt, nb.t, eff, clip), nb.noise, nb.weights).weighted.dataSync()[0];
+          return diffusionLoss(
+            this.decoder.forward(nb.xt, nb.t, eff, clip),
+            nb.noise,
+            nb.weights,
+          ).weighted.dataSync()[0];
         }),
       );
     } finally {
@@ -200,12 +259,18 @@ export class StageBTrainer extends Trainer {
       const clip = this.text.encode(fixed.map((s) => s.caption));
       const lat = phase.image_size / 4;
       const rng = new Generator(deriveSeed(this.cfg.seed, 'preview'));
-      const z = sampleDDPM([crops.length, lat, lat, this.decoder.config.c_in], this.cfg.sample_steps, rng, (xt, t) => this.decoder.forward(xt, tf.fill([crops.length], t), eff, clip));
+      const z = sampleDDPM([crops.length, lat, lat, this.decoder.config.c_in], this.cfg.sample_steps, rng, (xt, t) =>
+        this.decoder.forward(xt, tf.fill([crops.length], t), eff, clip),
+      );
       const img = tf.tidy(() => tf.clipByValue(this.vqgan.decode(tf.mul(z, this.vqgan.config.scale_factor)), 0, 1));
       const out: GridRow[] = [
         { label: `training images (step ${this.step})`, images: crops },
         { label: 'Stage A reconstructions (the ceiling)', images: Trainer.toImages(recon) },
-        { label: "decoder samples from each image's compressor map and caption", images: Trainer.toImages(img), captions: fixed.map((s) => s.caption) },
+        {
+          label: "decoder samples from each image's compressor map and caption",
+          images: Trainer.toImages(img),
+          captions: fixed.map((s) => s.caption),
+        },
       ];
       tf.dispose([recon, eff, clip, z, img]);
       return out;

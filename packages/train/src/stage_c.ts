@@ -16,7 +16,16 @@ import { loadDiffusersWeights, saveDiffusersModel } from './checkpoint';
 import { Sample } from './data/dataset';
 import { GridRow } from './data/grid';
 import { priorInitRules } from './init';
-import { RowCache, TextConditioner, saveTextEncoder, buildEffnet, effnetOutSize, emaStateDict, falseColour, saveModule } from './models_io';
+import {
+  RowCache,
+  TextConditioner,
+  saveTextEncoder,
+  buildEffnet,
+  effnetOutSize,
+  emaStateDict,
+  falseColour,
+  saveModule,
+} from './models_io';
 import { addNoise, alphaCumprod, diffusionLoss, dropCaptions, sampleDDPM, sampleT } from './objectives';
 import { AdamW, EMA, HostTensorSource } from './optim';
 import { deriveSeed } from './rng';
@@ -57,10 +66,14 @@ export class StageCTrainer extends Trainer {
     this.effnet = buildEffnet(cfg.effnet, cfg.seed, this.log, true).eval();
     this.text = new TextConditioner(cfg.text_encoder!, cfg.tokenizer!);
     if (this.text.hiddenSize !== this.prior.config.c_cond) {
-      throw new Error(`text encoder ${cfg.text_encoder} has hidden_size ${this.text.hiddenSize} but the prior's c_cond is ${this.prior.config.c_cond}`);
+      throw new Error(
+        `text encoder ${cfg.text_encoder} has hidden_size ${this.text.hiddenSize} but the prior's c_cond is ${this.prior.config.c_cond}`,
+      );
     }
     if (this.effnet.config.c_latent !== this.prior.config.c_in) {
-      throw new Error(`the compressor's c_latent ${this.effnet.config.c_latent} differs from the prior's c_in ${this.prior.config.c_in}`);
+      throw new Error(
+        `the compressor's c_latent ${this.effnet.config.c_latent} differs from the prior's c_in ${this.prior.config.c_in}`,
+      );
     }
     const ls = cfg.objective.latent_scaling;
     if (ls === 'fit') this.latentScaling = this.fitLatentScaling();
@@ -80,7 +93,9 @@ export class StageCTrainer extends Trainer {
     let sumSq = 0;
     let count = 0;
     for (let i = 0; i < n; i += 32) {
-      const x = Trainer.toTensor(samples.slice(i, i + 32).map((s) => this.effnetInput(this.cropSample(s, phase), e, e)));
+      const x = Trainer.toTensor(
+        samples.slice(i, i + 32).map((s) => this.effnetInput(this.cropSample(s, phase), e, e)),
+      );
       const [s1, s2, c] = tf.tidy(() => {
         const f = this.effnet.forward(x);
         return [tf.sum(f).dataSync()[0], tf.sum(tf.square(f)).dataSync()[0], f.size];
@@ -92,7 +107,9 @@ export class StageCTrainer extends Trainer {
     }
     const mean = sum / count;
     const std = Math.sqrt(Math.max(1e-12, sumSq / count - mean * mean));
-    this.log(`latent scaling fitted on ${n} images: compressor mean ${mean.toFixed(4)}, std ${std.toFixed(4)} → latent_mean ${std.toFixed(4)}, latent_std ${(-mean).toFixed(4)}`);
+    this.log(
+      `latent scaling fitted on ${n} images: compressor mean ${mean.toFixed(4)}, std ${std.toFixed(4)} → latent_mean ${std.toFixed(4)}, latent_std ${(-mean).toFixed(4)}`,
+    );
     return { latent_mean: std, latent_std: -mean };
   }
 
@@ -122,7 +139,10 @@ export class StageCTrainer extends Trainer {
     if (rng.nextFloat() < (phase.bucket_random_p ?? 0.05)) r = ratios[rng.int(ratios.length)];
     else {
       const ar = first.image.width / first.image.height;
-      r = ratios.reduce((best, x) => (Math.abs(Math.log(x / ar)) < Math.abs(Math.log(best / ar)) ? x : best), ratios[0]);
+      r = ratios.reduce(
+        (best, x) => (Math.abs(Math.log(x / ar)) < Math.abs(Math.log(best / ar)) ? x : best),
+        ratios[0],
+      );
     }
     const [w, h] = bucketSize(r, e * e, phase.bucket_multiple ?? 32);
     const scale = phase.image_size / e;
@@ -130,11 +150,23 @@ export class StageCTrainer extends Trainer {
   }
 
   /** Compressor maps of a batch (the compressor is frozen, so they are cached when crops are deterministic). */
-  private effnetMaps(batch: Sample[], phase: PhaseConfig, geo: { crop?: [number, number]; eff: [number, number] }): tf.Tensor {
+  private effnetMaps(
+    batch: Sample[],
+    phase: PhaseConfig,
+    geo: { crop?: [number, number]; eff: [number, number] },
+  ): tf.Tensor {
     const [w, h] = geo.eff;
-    const rowShape = [effnetOutSize(this.effnet.config, h), effnetOutSize(this.effnet.config, w), this.effnet.config.c_latent];
+    const rowShape = [
+      effnetOutSize(this.effnet.config, h),
+      effnetOutSize(this.effnet.config, w),
+      this.effnet.config.c_latent,
+    ];
     return this.frozenRows(this.effnetCache, batch, phase, `${phase.image_size}/${w}x${h}`, rowShape, (ss) =>
-      tf.tidy(() => this.effnet.forward(Trainer.toTensor(ss.map((s) => this.effnetInput(this.cropSample(s, phase, geo.crop), w, h))))),
+      tf.tidy(() =>
+        this.effnet.forward(
+          Trainer.toTensor(ss.map((s) => this.effnetInput(this.cropSample(s, phase, geo.crop), w, h))),
+        ),
+      ),
     );
   }
 
@@ -142,7 +174,12 @@ export class StageCTrainer extends Trainer {
     const cfg = this.cfg;
     const geo = this.batchGeometry(batch, phase);
     const maps = this.effnetMaps(batch, phase, geo);
-    const captions = dropCaptions(batch.map((s) => s.caption), cfg.objective.caption_dropout, cfg.objective.caption_dropout_mode, this.rng);
+    const captions = dropCaptions(
+      batch.map((s) => s.caption),
+      cfg.objective.caption_dropout,
+      cfg.objective.caption_dropout_mode,
+      this.rng,
+    );
     const t = sampleT(batch.length, this.rng, cfg.objective.t_sampler);
     const micro = batch.length / accum;
     const acc = new GradAccumulator(this.trained);
@@ -165,15 +202,32 @@ export class StageCTrainer extends Trainer {
     const lr = this.learningRate(phase, this.opt.step);
     const { gradNorm, skipped } = this.applyGradients(acc, this.opt, lr, finite);
     acc.dispose();
-    if (!skipped && this.ema && cfg.ema && this.opt.step % cfg.ema.every === 0) this.ema.update(cfg.ema.beta, this.opt.step < cfg.ema.start);
-    return { loss: lossSum, lossAdjusted: adjSum, gradNorm, lr, skipped, extra: { latent_h: effnetOutSize(this.effnet.config, geo.eff[1]), latent_w: effnetOutSize(this.effnet.config, geo.eff[0]) } };
+    if (!skipped && this.ema && cfg.ema && this.opt.step % cfg.ema.every === 0)
+      this.ema.update(cfg.ema.beta, this.opt.step < cfg.ema.start);
+    return {
+      loss: lossSum,
+      lossAdjusted: adjSum,
+      gradNorm,
+      lr,
+      skipped,
+      extra: {
+        latent_h: effnetOutSize(this.effnet.config, geo.eff[1]),
+        latent_w: effnetOutSize(this.effnet.config, geo.eff[0]),
+      },
+    };
   }
 
   protected saveModels(dir: string): void {
     saveModule(path.join(dir, 'prior'), 'WuerstchenPrior', this.prior.config, this.prior);
     // a seeded text encoder exists nowhere else: keep it with the weights that were trained against it
     if (this.cfg.text_encoder!.endsWith('.json')) saveTextEncoder(path.join(dir, 'text_encoder'), this.text.encoder);
-    if (this.ema) saveDiffusersModel(path.join(dir, 'prior_ema'), 'WuerstchenPrior', this.prior.config as unknown as Record<string, unknown>, emaStateDict(this.prior, this.ema));
+    if (this.ema)
+      saveDiffusersModel(
+        path.join(dir, 'prior_ema'),
+        'WuerstchenPrior',
+        this.prior.config as unknown as Record<string, unknown>,
+        emaStateDict(this.prior, this.ema),
+      );
   }
 
   protected loadModels(dir: string): void {
@@ -199,10 +253,16 @@ export class StageCTrainer extends Trainer {
     const phase = this.evalPhase();
     const e = phase.effnet_size!;
     const fixed = this.fixedSamples(n);
-    const x0 = tf.tidy(() => this.toLatents(this.effnet.forward(Trainer.toTensor(fixed.map((s) => this.effnetInput(this.cropSample(s, phase), e, e))))));
+    const x0 = tf.tidy(() =>
+      this.toLatents(
+        this.effnet.forward(Trainer.toTensor(fixed.map((s) => this.effnetInput(this.cropSample(s, phase), e, e)))),
+      ),
+    );
     const clip = this.text.encode(fixed.map((s) => s.caption));
     const nb = this.evalNoise(x0);
-    const loss = Trainer.inEvalMode([this.prior], () => tf.tidy(() => diffusionLoss(this.prior.forward(nb.xt, nb.t, clip), nb.noise, nb.weights).weighted.dataSync()[0]));
+    const loss = Trainer.inEvalMode([this.prior], () =>
+      tf.tidy(() => diffusionLoss(this.prior.forward(nb.xt, nb.t, clip), nb.noise, nb.weights).weighted.dataSync()[0]),
+    );
     tf.dispose([x0, clip, nb.xt, nb.noise, nb.t, nb.weights]);
     return loss;
   }
@@ -216,15 +276,27 @@ export class StageCTrainer extends Trainer {
     const phase = this.evalPhase(this.cfg.phases[this.cfg.phases.length - 1]);
     const e = phase.effnet_size!;
     const fixed = this.fixedSamples(n);
-    const x0 = tf.tidy(() => this.toLatents(this.effnet.forward(Trainer.toTensor(fixed.map((s) => this.effnetInput(this.cropSample(s, phase), e, e))))));
-    const nb = addNoise(x0, fixed.map(() => t), new Generator(deriveSeed(this.cfg.seed, 'text-gap')), { kind: 'none' });
+    const x0 = tf.tidy(() =>
+      this.toLatents(
+        this.effnet.forward(Trainer.toTensor(fixed.map((s) => this.effnetInput(this.cropSample(s, phase), e, e)))),
+      ),
+    );
+    const nb = addNoise(
+      x0,
+      fixed.map(() => t),
+      new Generator(deriveSeed(this.cfg.seed, 'text-gap')),
+      { kind: 'none' },
+    );
     const a = alphaCumprod(t);
     const captions = fixed.map((s) => s.caption);
     const mse = (caps: string[]) => {
       const clip = this.text.encode(caps);
       const v = Trainer.inEvalMode([this.prior], () =>
         tf.tidy(() => {
-          const x0hat = tf.div(tf.sub(nb.xt, tf.mul(this.prior.forward(nb.xt, nb.t, clip), Math.sqrt(1 - a))), Math.sqrt(a));
+          const x0hat = tf.div(
+            tf.sub(nb.xt, tf.mul(this.prior.forward(nb.xt, nb.t, clip), Math.sqrt(1 - a))),
+            Math.sqrt(a),
+          );
           return tf.mean(tf.squaredDifference(x0hat, x0)).dataSync()[0];
         }),
       );
@@ -265,17 +337,40 @@ export class StageCTrainer extends Trainer {
    */
   protected preview(file: string): void {
     const gap = this.textGap();
-    this.log(`step ${this.step}: text use (x0-MSE at t = 0.9): own captions ${gap.correct.toFixed(4)}, shuffled ${gap.shuffled.toFixed(4)} (${((1 - gap.correct / gap.shuffled) * 100).toFixed(1)}% lower)`);
+    this.log(
+      `step ${this.step}: text use (x0-MSE at t = 0.9): own captions ${gap.correct.toFixed(4)}, shuffled ${gap.shuffled.toFixed(4)} (${((1 - gap.correct / gap.shuffled) * 100).toFixed(1)}% lower)`,
+    );
     const phase = this.cfg.phases[Math.min(this.cfg.phases.length - 1, this.currentPhaseIndex())];
     const e = phase.effnet_size!;
     const side = effnetOutSize(this.effnet.config, e);
     const fixed = this.fixedSamples(Math.min(this.cfg.sample_images, 8));
-    const target = tf.tidy(() => falseColour(this.effnet.forward(Trainer.toTensor(fixed.map((s) => this.effnetInput(this.cropSample(s, this.evalPhase(phase)), e, e))))));
-    const lat = this.sample(this.cfg.sample_prompts, side, side, this.cfg.sample_steps, this.cfg.sample_cfg, deriveSeed(this.cfg.seed, 'preview'));
+    const target = tf.tidy(() =>
+      falseColour(
+        this.effnet.forward(
+          Trainer.toTensor(fixed.map((s) => this.effnetInput(this.cropSample(s, this.evalPhase(phase)), e, e))),
+        ),
+      ),
+    );
+    const lat = this.sample(
+      this.cfg.sample_prompts,
+      side,
+      side,
+      this.cfg.sample_steps,
+      this.cfg.sample_cfg,
+      deriveSeed(this.cfg.seed, 'preview'),
+    );
     const fc = falseColour(lat);
     const rows: GridRow[] = [
-      { label: `compressor latents of training images, false colour (step ${this.step})`, images: Trainer.toImages(target), captions: fixed.map((s) => s.caption) },
-      { label: 'prior samples for the preview prompts, false colour', images: Trainer.toImages(fc), captions: this.cfg.sample_prompts },
+      {
+        label: `compressor latents of training images, false colour (step ${this.step})`,
+        images: Trainer.toImages(target),
+        captions: fixed.map((s) => s.caption),
+      },
+      {
+        label: 'prior samples for the preview prompts, false colour',
+        images: Trainer.toImages(fc),
+        captions: this.cfg.sample_prompts,
+      },
     ];
     tf.dispose([target, lat, fc]);
     this.writeGrid(file, rows);

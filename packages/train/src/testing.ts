@@ -29,7 +29,12 @@ export function toyImage(i: number, seed = 0, size?: [number, number]): ToyImage
   const rng = new Generator(seed * 7919 + i);
   const [cname, col] = COLOURS[i % COLOURS.length];
   const shape = SHAPES[Math.floor(i / COLOURS.length) % SHAPES.length];
-  const sizes: [number, number][] = [[64, 64], [72, 56], [56, 80], [96, 64]];
+  const sizes: [number, number][] = [
+    [64, 64],
+    [72, 56],
+    [56, 80],
+    [96, 64],
+  ];
   const [w, h] = size ?? sizes[i % sizes.length];
   const bg = [240, 240, 235].map((v) => v - rng.int(20));
   const rgba = Buffer.alloc(w * h * 4);

@@ -10,10 +10,31 @@ import { HostTensor, Module, Parameter } from '@wuerstchen/core';
 import { ProgressBar, ProgressMode } from '@wuerstchen/core/cli';
 import { Generator } from 'wuerstchen';
 import { PhaseConfig, TrainConfig, phaseAt, totalSteps, weightingOf } from './config';
-import { checkOutDir, existingRun, findResumeCheckpoint, loadDiffusersWeights, loadTensorFile, resolveModelDir, saveTensorFile, stepName, writeCheckpoint, writeFileSynced } from './checkpoint';
+import {
+  checkOutDir,
+  existingRun,
+  findResumeCheckpoint,
+  loadDiffusersWeights,
+  loadTensorFile,
+  resolveModelDir,
+  saveTensorFile,
+  stepName,
+  writeCheckpoint,
+  writeFileSynced,
+} from './checkpoint';
 import { DatasetOptions, ImageTextDataset, Sample } from './data/dataset';
 import { GridRow, makeGrid } from './data/grid';
-import { RGBImage, centerCrop, hflip, normalize, randomCrop, resize, resizeShortSide, resizeToCover, encodePNG } from './data/image';
+import {
+  RGBImage,
+  centerCrop,
+  hflip,
+  normalize,
+  randomCrop,
+  resize,
+  resizeShortSide,
+  resizeToCover,
+  encodePNG,
+} from './data/image';
 import { InitRule, initModule } from './init';
 import { RowCache } from './models_io';
 import { NoisedBatch, addNoise, diffusionLoss } from './objectives';
@@ -108,7 +129,12 @@ export class GradAccumulator {
  * p2-weighted loss divided by `accum` is backpropagated into `acc`. Returns the unweighted mean MSE (what is
  * logged) and the backpropagated value.
  */
-export function addDiffusionLoss(acc: GradAccumulator, nb: NoisedBatch, accum: number, predict: () => tf.Tensor): { loss: number; adjusted: number } {
+export function addDiffusionLoss(
+  acc: GradAccumulator,
+  nb: NoisedBatch,
+  accum: number,
+  predict: () => tf.Tensor,
+): { loss: number; adjusted: number } {
   let per: tf.Tensor | null = null;
   const adjusted = acc.add(() => {
     const { perSample, weighted } = diffusionLoss(predict(), nb.noise, nb.weights);
@@ -232,7 +258,13 @@ export abstract class Trainer {
   }
 
   /** Clip and apply accumulated gradients unless the loss or the norm is not finite. */
-  protected applyGradients(acc: GradAccumulator, opt: AdamW, lr: number, lossFinite: boolean, clip = this.cfg.optimizer.grad_clip): { gradNorm: number; skipped: boolean } {
+  protected applyGradients(
+    acc: GradAccumulator,
+    opt: AdamW,
+    lr: number,
+    lossFinite: boolean,
+    clip = this.cfg.optimizer.grad_clip,
+  ): { gradNorm: number; skipped: boolean } {
     const norm = globalNorm(acc.grads);
     if (!lossFinite || !Number.isFinite(norm)) return { gradNorm: norm, skipped: true };
     if (clip > 0) clipGrads(acc.grads, norm, clip);
@@ -243,7 +275,11 @@ export abstract class Trainer {
   /** Training crop of a sample: Resize(short side) → RandomCrop/CenterCrop → optional flip. */
   protected cropSample(s: Sample, phase: PhaseConfig, size?: [number, number]): RGBImage {
     const [w, h] = size ?? [phase.image_size, phase.image_size];
-    const resized = size ? resizeToCover(s.image, w, h) : phase.resize ? resizeShortSide(s.image, phase.image_size) : s.image;
+    const resized = size
+      ? resizeToCover(s.image, w, h)
+      : phase.resize
+        ? resizeShortSide(s.image, phase.image_size)
+        : s.image;
     let img = phase.random_crop ? randomCrop(resized, w, h, s.rng) : centerCrop(resized, w, h);
     if (phase.hflip && s.rng.nextFloat() < 0.5) img = hflip(img);
     return img;
@@ -253,7 +289,14 @@ export abstract class Trainer {
    * Per-sample outputs of a frozen network: cached (host memory, per sample id and `tag`) when the
    * phase's crops are deterministic, else computed for the whole batch. Returns `[B, ...rowShape]`.
    */
-  protected frozenRows(cache: RowCache, batch: Sample[], phase: PhaseConfig, tag: string, rowShape: number[], f: (samples: Sample[]) => tf.Tensor): tf.Tensor {
+  protected frozenRows(
+    cache: RowCache,
+    batch: Sample[],
+    phase: PhaseConfig,
+    tag: string,
+    rowShape: number[],
+    f: (samples: Sample[]) => tf.Tensor,
+  ): tf.Tensor {
     if (phase.random_crop || phase.hflip || phase.aspect_ratios?.length) return f(batch);
     const keys = batch.map((s) => `${tag}/${s.id}`);
     const byKey = new Map(batch.map((s, i) => [keys[i], s]));
@@ -276,7 +319,11 @@ export abstract class Trainer {
   protected static toImages(t: tf.Tensor): RGBImage[] {
     const [b, h, w] = t.shape as number[];
     const data = t.dataSync() as Float32Array;
-    return Array.from({ length: b }, (_, i) => ({ width: w, height: h, data: Float32Array.from(data.subarray(i * h * w * 3, (i + 1) * h * w * 3)) }));
+    return Array.from({ length: b }, (_, i) => ({
+      width: w,
+      height: h,
+      data: Float32Array.from(data.subarray(i * h * w * 3, (i + 1) * h * w * 3)),
+    }));
   }
 
   /** Writes a labelled preview grid (atomically: a viewer never sees half a PNG). */
@@ -288,12 +335,21 @@ export abstract class Trainer {
   }
 
   private datasetOptions(log: (line: string) => void): DatasetOptions {
-    return { seed: this.cfg.seed, shuffleBuffer: this.cfg.shuffle_buffer, maxImagePixels: this.cfg.max_image_pixels, strict: this.cfg.strict_data, log };
+    return {
+      seed: this.cfg.seed,
+      shuffleBuffer: this.cfg.shuffle_buffer,
+      maxImagePixels: this.cfg.max_image_pixels,
+      strict: this.cfg.strict_data,
+      log,
+    };
   }
 
   /** The first `n` samples of the dataset in a fresh, seeded order (for previews; training state untouched). */
   protected fixedSamples(n: number): Sample[] {
-    const ds = new ImageTextDataset(this.opts.data, this.datasetOptions(() => undefined));
+    const ds = new ImageTextDataset(
+      this.opts.data,
+      this.datasetOptions(() => undefined),
+    );
     try {
       return Array.from({ length: n }, () => ds.next());
     } finally {
@@ -423,7 +479,10 @@ export abstract class Trainer {
   private resumePoint(): { dir: string; state: TrainingState } | null {
     if (!this.opts.resume) {
       const existing = existingRun(this.out);
-      if (existing) throw new TrainError(`${this.out} already holds a training run (${existing}); pass --resume to continue it or choose another --out`);
+      if (existing)
+        throw new TrainError(
+          `${this.out} already holds a training run (${existing}); pass --resume to continue it or choose another --out`,
+        );
       return null;
     }
     const point = findResumeCheckpoint(this.out, (dir, step) => this.readState(dir, step), this.log);
@@ -432,7 +491,10 @@ export abstract class Trainer {
       return null;
     }
     const total = totalSteps(this.cfg);
-    if (point.step > total) throw new TrainError(`${point.dir}: the checkpoint is at step ${point.step}, past the ${total} steps of this configuration; nothing to train`);
+    if (point.step > total)
+      throw new TrainError(
+        `${point.dir}: the checkpoint is at step ${point.step}, past the ${total} steps of this configuration; nothing to train`,
+      );
     return { dir: point.dir, state: point.value };
   }
 
@@ -444,10 +506,15 @@ export abstract class Trainer {
     const start = this.resumePoint();
     this.init();
     // the resolved configuration, so tools (export) know the data geometry, tokenizer and text encoder of the run
-    writeFileSynced(path.join(this.out, 'train_config.json'), JSON.stringify(this.cfg, (_k, v) => (v instanceof RegExp ? v.source : v), 2) + '\n');
+    writeFileSynced(
+      path.join(this.out, 'train_config.json'),
+      JSON.stringify(this.cfg, (_k, v) => (v instanceof RegExp ? v.source : v), 2) + '\n',
+    );
     if (start) {
       this.restore(start.dir, start.state);
-      this.log(`resumed from ${path.relative(process.cwd(), start.dir) || start.dir} at step ${this.step} (phase ${phaseAt(this.cfg, this.step).phase.name})`);
+      this.log(
+        `resumed from ${path.relative(process.cwd(), start.dir) || start.dir} at step ${this.step} (phase ${phaseAt(this.cfg, this.step).phase.name})`,
+      );
     }
     this.truncateMetrics();
     const total = totalSteps(this.cfg);
@@ -455,7 +522,8 @@ export abstract class Trainer {
     const startStep = this.step;
     let checkpoint = start?.dir;
     let shownPhase = -1;
-    if (this.step < total && this.step >= stopAt) this.log(`nothing to train: the run is at step ${this.step}, --max-steps is ${stopAt}`);
+    if (this.step < total && this.step >= stopAt)
+      this.log(`nothing to train: the run is at step ${this.step}, --max-steps is ${stopAt}`);
     while (this.step < stopAt && !this.stopRequested) {
       const { index, phase } = phaseAt(this.cfg, this.step);
       if (index !== shownPhase) {
@@ -469,7 +537,8 @@ export abstract class Trainer {
       const r = this.update(batch, phase, phase.grad_accum);
       this.step++;
       if (r.skipped) this.skipped++;
-      else if (Number.isFinite(r.loss)) this.emaLoss = this.emaLoss === null ? r.loss : 0.99 * this.emaLoss + 0.01 * r.loss;
+      else if (Number.isFinite(r.loss))
+        this.emaLoss = this.emaLoss === null ? r.loss : 0.99 * this.emaLoss + 0.01 * r.loss;
       const secPerStep = (Date.now() - tStep) / 1000;
       const cpu = process.cpuUsage(cpu0);
       const m: StepMetrics = {
@@ -507,7 +576,14 @@ export abstract class Trainer {
       startStep,
       step: this.step,
       totalSteps: total,
-      outcome: this.step < total ? (this.stopRequested ? 'stopped' : 'max-steps') : startStep === total ? 'already-finished' : 'finished',
+      outcome:
+        this.step < total
+          ? this.stopRequested
+            ? 'stopped'
+            : 'max-steps'
+          : startStep === total
+            ? 'already-finished'
+            : 'finished',
       checkpoint,
       samples: fs.existsSync(samples) ? samples : undefined,
       seconds: (Date.now() - started) / 1000,

@@ -168,7 +168,9 @@ async function generate(args: GenerateArgs, io: CliIO): Promise<number> {
   } finally {
     pipe.release();
   }
-  io.stderr.write(`wuerstchen: done in ${((Date.now() - started) / 1000).toFixed(1)} s, peak memory ${mib(peakRssBytes())} (RSS)\n`);
+  io.stderr.write(
+    `wuerstchen: done in ${((Date.now() - started) / 1000).toFixed(1)} s, peak memory ${mib(peakRssBytes())} (RSS)\n`,
+  );
   return 0;
 }
 
@@ -184,7 +186,8 @@ function readInputPng(file: string): RawImage {
   }
   const width = bytes.readUInt32BE(16);
   const height = bytes.readUInt32BE(20);
-  if (width < 1 || height < 1 || width * height > MAX_INPUT_PIXELS) throw new UsageError(`--image: ${file} declares ${width}×${height} pixels; at most ${MAX_INPUT_PIXELS} are read`);
+  if (width < 1 || height < 1 || width * height > MAX_INPUT_PIXELS)
+    throw new UsageError(`--image: ${file} declares ${width}×${height} pixels; at most ${MAX_INPUT_PIXELS} are read`);
   try {
     return decodePng(bytes);
   } catch (e) {
@@ -197,8 +200,14 @@ async function vary(args: GenerateArgs, io: CliIO): Promise<number> {
   const image = readInputPng(args.image!);
   await useBackend(args.backend, { quiet: true });
   const dir = args.model ?? TINY_MODEL_DIR;
-  io.stderr.write(`wuerstchen: backend ${tf.getBackend()}\nwuerstchen: model: ${args.bundled ? 'the bundled tiny shapes model ' : ''}${dir}\n`);
-  const pipe = WuerstchenVariationPipeline.fromPretrained(dir, { variant: args.variant, offload: !args.keepLoaded, allowNonFinite: args.allowNonFinite });
+  io.stderr.write(
+    `wuerstchen: backend ${tf.getBackend()}\nwuerstchen: model: ${args.bundled ? 'the bundled tiny shapes model ' : ''}${dir}\n`,
+  );
+  const pipe = WuerstchenVariationPipeline.fromPretrained(dir, {
+    variant: args.variant,
+    offload: !args.keepLoaded,
+    allowNonFinite: args.allowNonFinite,
+  });
   const seed = args.seed ?? Math.floor(Math.random() * 2 ** 31);
   if (args.seed === undefined) io.stderr.write(`wuerstchen: seed ${seed} (pass --seed ${seed} to reproduce)\n`);
   try {
@@ -220,7 +229,9 @@ async function vary(args: GenerateArgs, io: CliIO): Promise<number> {
   } finally {
     pipe.release();
   }
-  io.stderr.write(`wuerstchen: done in ${((Date.now() - started) / 1000).toFixed(1)} s, peak memory ${mib(peakRssBytes())} (RSS)\n`);
+  io.stderr.write(
+    `wuerstchen: done in ${((Date.now() - started) / 1000).toFixed(1)} s, peak memory ${mib(peakRssBytes())} (RSS)\n`,
+  );
   return 0;
 }
 
@@ -238,8 +249,11 @@ function checkMemory(pipe: WuerstchenCombinedPipeline, args: GenerateArgs, io: C
   const budget = args.maxMemoryMiB === undefined ? os.totalmem() : args.maxMemoryMiB * 2 ** 20;
   const what = `about ${mib(estimate.total)} (weights ${mib(estimate.weights)}, ${estimate.stage} activations ${mib(estimate.activations)})`;
   if (estimate.total > budget) {
-    const limit = args.maxMemoryMiB === undefined ? `this machine's ${mib(budget)}` : `--max-memory ${args.maxMemoryMiB}`;
-    throw new UsageError(`this run would need ${what}, more than ${limit}; lower --width/--height or --images, or raise --max-memory`);
+    const limit =
+      args.maxMemoryMiB === undefined ? `this machine's ${mib(budget)}` : `--max-memory ${args.maxMemoryMiB}`;
+    throw new UsageError(
+      `this run would need ${what}, more than ${limit}; lower --width/--height or --images, or raise --max-memory`,
+    );
   }
   io.stderr.write(`wuerstchen: estimated peak memory ${what}\n`);
 }
@@ -249,11 +263,19 @@ const version = (): string => packageVersion(path.join(__dirname, '..'));
 
 /** Usage errors (exit code 2): bad options, and a backend that is unknown or cannot start here. */
 function isUsageError(e: unknown): boolean {
-  return e instanceof UsageError || e instanceof PipelineArgumentError || e instanceof UnknownBackendError || e instanceof BackendUnavailableError;
+  return (
+    e instanceof UsageError ||
+    e instanceof PipelineArgumentError ||
+    e instanceof UnknownBackendError ||
+    e instanceof BackendUnavailableError
+  );
 }
 
 /** Runs the CLI with `argv` (without node and script); returns the exit code. */
-export async function main(argv: string[], io: CliIO = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+export async function main(
+  argv: string[],
+  io: CliIO = { stdout: process.stdout, stderr: process.stderr },
+): Promise<number> {
   const [command, ...rest] = argv;
   if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
     (command === undefined ? io.stderr : io.stdout).write(USAGE);
@@ -299,8 +321,14 @@ async function runReportingErrors(command: Command, args: GenerateArgs, io: CliI
  * SIGINT / SIGTERM: remove the temporary files of unfinished writes, then exit 130 / 143 (128 + the signal number)
  * so that scripts can tell an interrupted run from a finished one.
  */
-export function exitOnInterrupt(proc: Pick<NodeJS.Process, 'once' | 'exit'> = process, stderr: CliIO['stderr'] = process.stderr): void {
-  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+export function exitOnInterrupt(
+  proc: Pick<NodeJS.Process, 'once' | 'exit'> = process,
+  stderr: CliIO['stderr'] = process.stderr,
+): void {
+  for (const [signal, code] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const) {
     proc.once(signal, () => {
       removeTempFiles();
       stderr.write(`\nwuerstchen: interrupted (${signal})\n`);

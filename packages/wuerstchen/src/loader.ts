@@ -28,7 +28,14 @@ import {
   unsafeRelativeName,
 } from '@wuerstchen/core';
 import { CLIPTextConfig, CLIPTextModel, CLIP_TEXT_SCHEMA, parseCLIPTextConfig } from './models/clip_text';
-import { ConfigError, ConfigSchema, ParameterCountError, checkParameterCount, moduleFits, storedParameterCount } from './models/config_schema';
+import {
+  ConfigError,
+  ConfigSchema,
+  ParameterCountError,
+  checkParameterCount,
+  moduleFits,
+  storedParameterCount,
+} from './models/config_schema';
 import { EfficientNetEncoder, EfficientNetEncoderConfig, parseEfficientNetEncoderConfig } from './models/effnet';
 import { DIFFNEXT_SCHEMA, WuerstchenDiffNeXt, WuerstchenDiffNeXtConfig, parseDiffNeXtConfig } from './models/diffnext';
 import { PAELLA_VQ_SCHEMA, PaellaVQConfig, PaellaVQModel, parsePaellaVQConfig } from './models/paella_vq';
@@ -37,7 +44,11 @@ import { CLIPTokenizer } from './tokenizer';
 
 /** A folder, file or config problem found while loading; `file` is the path it concerns. */
 export class LoaderError extends Error {
-  constructor(readonly file: string, detail: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly file: string,
+    detail: string,
+    options?: { cause?: unknown },
+  ) {
     super(`${file}: ${detail}`, options);
     this.name = 'LoaderError';
   }
@@ -60,7 +71,8 @@ export function readJsonFile(file: string, what: string): Record<string, unknown
     if (e instanceof JsonTextError) throw new LoaderError(file, `is not valid JSON (${e.message}); expected ${what}`);
     throw e;
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new LoaderError(file, `is not a JSON object (expected ${what})`);
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new LoaderError(file, `is not a JSON object (expected ${what})`);
   return value as Record<string, unknown>;
 }
 
@@ -133,7 +145,9 @@ export function readModelIndex(dir: string, expected: PipelineClass[]): ModelInd
   if (typeof cls !== 'string') throw new LoaderError(file, `has no "_class_name" (expected ${expected.join(' or ')})`);
   if (!(expected as string[]).includes(cls)) {
     const known = Object.keys(PIPELINE_COMPONENTS);
-    const why = known.includes(cls) ? `this folder holds a ${cls}` : `unknown pipeline class "${cls}"${legacyHint(cls)}`;
+    const why = known.includes(cls)
+      ? `this folder holds a ${cls}`
+      : `unknown pipeline class "${cls}"${legacyHint(cls)}`;
     throw new LoaderError(file, `${why}; expected ${expected.join(' or ')}`);
   }
   const className = cls as PipelineClass;
@@ -153,7 +167,10 @@ export function readModelIndex(dir: string, expected: PipelineClass[]): ModelInd
       throw new LoaderError(file, `component "${name}" is not listed (expected "${name}": [library, "${classes[0]}"])`);
     }
     if (!(classes as readonly string[]).includes(entry[1])) {
-      throw new LoaderError(file, `component "${name}" has unknown class "${entry[1]}"${legacyHint(entry[1])}; expected ${classes.join(' or ')}`);
+      throw new LoaderError(
+        file,
+        `component "${name}" has unknown class "${entry[1]}"${legacyHint(entry[1])}; expected ${classes.join(' or ')}`,
+      );
     }
   }
   return { file, className, components, config };
@@ -163,7 +180,8 @@ export function readModelIndex(dir: string, expected: PipelineClass[]): ModelInd
 export function indexNumber(index: ModelIndex, key: string, fallback: number): number {
   const v = index.config[key];
   if (v === undefined || v === null) return fallback;
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new LoaderError(index.file, `"${key}" must be a number, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v))
+    throw new LoaderError(index.file, `"${key}" must be a number, got ${JSON.stringify(v)}`);
   return v;
 }
 
@@ -196,11 +214,19 @@ function openWeights(dir: string, base: string, opts: WeightsOptions): Checkpoin
     }
     if (variants.size === 1) variant = [...variants][0];
     else if (variants.size > 1) {
-      throw new LoaderError(dir, `no ${base}.safetensors; found the variants ${[...variants].join(', ')}: choose one with the variant option`);
+      throw new LoaderError(
+        dir,
+        `no ${base}.safetensors; found the variants ${[...variants].join(', ')}: choose one with the variant option`,
+      );
     } else {
       const bins = names.filter((n) => n.endsWith('.bin'));
-      const hint = bins.length ? ` (found ${bins.join(', ')}: PyTorch pickles are not read; convert them to safetensors)` : '';
-      throw new LoaderError(joinPath(dir, `${base}.safetensors`), `missing (expected the weights as ${plain.join(' or ')})${hint}`);
+      const hint = bins.length
+        ? ` (found ${bins.join(', ')}: PyTorch pickles are not read; convert them to safetensors)`
+        : '';
+      throw new LoaderError(
+        joinPath(dir, `${base}.safetensors`),
+        `missing (expected the weights as ${plain.join(' or ')})${hint}`,
+      );
     }
   }
   try {
@@ -214,7 +240,8 @@ function openWeights(dir: string, base: string, opts: WeightsOptions): Checkpoin
 // ---------------------------------------------------------------------------------------------------------------
 // Models
 
-export type ModelClass = 'WuerstchenPrior' | 'WuerstchenDiffNeXt' | 'PaellaVQModel' | 'CLIPTextModel' | 'EfficientNetEncoder';
+export type ModelClass =
+  'WuerstchenPrior' | 'WuerstchenDiffNeXt' | 'PaellaVQModel' | 'CLIPTextModel' | 'EfficientNetEncoder';
 
 /** A model whose config and weight headers were checked; `load()` reads the weights. */
 export interface PreparedModel<M extends Module> {
@@ -247,7 +274,8 @@ function declaredClass(json: Record<string, unknown>): string | undefined {
   return undefined;
 }
 
-type ModelConfig = WuerstchenPriorConfig | WuerstchenDiffNeXtConfig | PaellaVQConfig | CLIPTextConfig | EfficientNetEncoderConfig;
+type ModelConfig =
+  WuerstchenPriorConfig | WuerstchenDiffNeXtConfig | PaellaVQConfig | CLIPTextConfig | EfficientNetEncoderConfig;
 
 /** Checks a config's types, ranges and list lengths; nothing is built yet. */
 function parseModelConfig(cls: ModelClass, json: Record<string, unknown>, file: string): ModelConfig {
@@ -314,7 +342,13 @@ function checkCount(cls: ModelClass, config: ModelConfig, configFile: string, ck
   }
 }
 
-const KNOWN_MODELS: ModelClass[] = ['WuerstchenPrior', 'WuerstchenDiffNeXt', 'PaellaVQModel', 'CLIPTextModel', 'EfficientNetEncoder'];
+const KNOWN_MODELS: ModelClass[] = [
+  'WuerstchenPrior',
+  'WuerstchenDiffNeXt',
+  'PaellaVQModel',
+  'CLIPTextModel',
+  'EfficientNetEncoder',
+];
 
 /** Keys in a checkpoint that are not parameters and are skipped (e.g. CLIP's `position_ids`). */
 function ignoredKeys(cls: ModelClass): ((k: string) => boolean) | undefined {
@@ -325,15 +359,26 @@ function ignoredKeys(cls: ModelClass): ((k: string) => boolean) | undefined {
  * Checks a component folder (`config.json` + weights) without reading tensor data. `expected`
  * is the class the pipeline needs; without it, any known model class is accepted.
  */
-export function prepareModel<C extends ModelClass>(dir: string, expected?: C, opts: WeightsOptions = {}): PreparedModel<ModelOf<C>> {
+export function prepareModel<C extends ModelClass>(
+  dir: string,
+  expected?: C,
+  opts: WeightsOptions = {},
+): PreparedModel<ModelOf<C>> {
   requireDir(dir, `a ${expected ?? 'model'} folder with config.json and safetensors weights`);
   const configFile = joinPath(dir, 'config.json');
   const json = readJsonFile(configFile, `the ${expected ?? 'model'} config`);
   const declared = declaredClass(json);
   const cls = (expected ?? declared) as ModelClass | undefined;
-  if (declared === undefined && expected === undefined) throw new LoaderError(configFile, `has no "_class_name" (expected one of ${KNOWN_MODELS.join(', ')})`);
-  if (declared !== undefined && (!KNOWN_MODELS.includes(declared as ModelClass) || (expected && declared !== expected))) {
-    throw new LoaderError(configFile, `unknown class "${declared}"${legacyHint(declared)}; expected ${expected ?? KNOWN_MODELS.join(', ')}`);
+  if (declared === undefined && expected === undefined)
+    throw new LoaderError(configFile, `has no "_class_name" (expected one of ${KNOWN_MODELS.join(', ')})`);
+  if (
+    declared !== undefined &&
+    (!KNOWN_MODELS.includes(declared as ModelClass) || (expected && declared !== expected))
+  ) {
+    throw new LoaderError(
+      configFile,
+      `unknown class "${declared}"${legacyHint(declared)}; expected ${expected ?? KNOWN_MODELS.join(', ')}`,
+    );
   }
   const base = cls === 'CLIPTextModel' ? 'model' : 'diffusion_pytorch_model';
   const config = parseModelConfig(cls!, json, configFile);
@@ -342,7 +387,12 @@ export function prepareModel<C extends ModelClass>(dir: string, expected?: C, op
   try {
     const countNote = checkCount(cls!, config, configFile, ckpt);
     module = build(cls!, config);
-    module.checkStateDict(ckpt, { ignore: ignoredKeys(cls!), source: ckpt.files.length === 1 ? ckpt.files[0] : dir, against: configFile, preface: countNote });
+    module.checkStateDict(ckpt, {
+      ignore: ignoredKeys(cls!),
+      source: ckpt.files.length === 1 ? ckpt.files[0] : dir,
+      against: configFile,
+      preface: countNote,
+    });
   } finally {
     ckpt.close();
   }
@@ -357,10 +407,22 @@ export function prepareModel<C extends ModelClass>(dir: string, expected?: C, op
   };
 }
 
-function loadModelFrom<M extends Module>(module: M, dir: string, base: string, configFile: string, cls: ModelClass, opts: WeightsOptions): M {
+function loadModelFrom<M extends Module>(
+  module: M,
+  dir: string,
+  base: string,
+  configFile: string,
+  cls: ModelClass,
+  opts: WeightsOptions,
+): M {
   const ckpt = openWeights(dir, base, opts);
   try {
-    module.loadStateDict(ckpt, { ignore: ignoredKeys(cls), source: ckpt.files.length === 1 ? ckpt.files[0] : dir, against: configFile, allowNonFinite: opts.allowNonFinite });
+    module.loadStateDict(ckpt, {
+      ignore: ignoredKeys(cls),
+      source: ckpt.files.length === 1 ? ckpt.files[0] : dir,
+      against: configFile,
+      allowNonFinite: opts.allowNonFinite,
+    });
   } catch (e) {
     module.dispose();
     throw e;
@@ -380,7 +442,10 @@ export function loadTokenizer(dir: string): CLIPTokenizer {
   requireDir(dir, 'a CLIP tokenizer folder (vocab.json, merges.txt)');
   for (const f of ['vocab.json', 'merges.txt']) {
     if (kindOf(joinPath(dir, f)) === undefined && kindOf(joinPath(dir, 'tokenizer.json')) === undefined) {
-      throw new LoaderError(joinPath(dir, f), 'missing (expected the CLIP BPE vocabulary: vocab.json + merges.txt, or tokenizer.json)');
+      throw new LoaderError(
+        joinPath(dir, f),
+        'missing (expected the CLIP BPE vocabulary: vocab.json + merges.txt, or tokenizer.json)',
+      );
     }
   }
   try {
@@ -424,7 +489,8 @@ function componentFiles(component: string): FetchRequest[] {
       { rel: 'tokenizer/special_tokens_map.json', optional: true },
     ];
   }
-  if (component === 'scheduler') return [{ rel: 'scheduler/scheduler_config.json', what: 'the DDPMWuerstchenScheduler config' }];
+  if (component === 'scheduler')
+    return [{ rel: 'scheduler/scheduler_config.json', what: 'the DDPMWuerstchenScheduler config' }];
   return [{ rel: `${component}/config.json`, what: `the ${component} config` }];
 }
 
@@ -433,7 +499,11 @@ function componentFiles(component: string): FetchRequest[] {
  * that `fromPretrained(baseUrl)` reads it like a folder on disk. Weights are `<base>[.<variant>].safetensors`, else
  * its shard index and the shards it names. A failed request names the URL and what was expected.
  */
-export async function fetchPipelineFolder(baseUrl: string, expected: PipelineClass, opts: WeightsOptions = {}): Promise<FetchedFolder> {
+export async function fetchPipelineFolder(
+  baseUrl: string,
+  expected: PipelineClass,
+  opts: WeightsOptions = {},
+): Promise<FetchedFolder> {
   const folder = new FetchedFolder(baseUrl);
   try {
     await folder.fetch([{ rel: 'model_index.json', what: `the model_index.json of a ${expected} folder` }]);
@@ -460,9 +530,15 @@ async function fetchWeights(folder: FetchedFolder, component: string, variant: s
   const shards = new Set(typeof weightMap === 'object' && weightMap !== null ? Object.values(weightMap) : []);
   for (const shard of shards) {
     const why = typeof shard === 'string' ? unsafeRelativeName(shard) : 'is not a string';
-    if (why !== undefined) throw new LoaderError(folder.url(index), `shard name ${JSON.stringify(shard)} ${why}; an index may only name files in its own folder`);
+    if (why !== undefined)
+      throw new LoaderError(
+        folder.url(index),
+        `shard name ${JSON.stringify(shard)} ${why}; an index may only name files in its own folder`,
+      );
   }
-  await folder.fetch([...shards].map((shard) => ({ rel: `${component}/${shard as string}`, what: `a shard named by ${index}` })));
+  await folder.fetch(
+    [...shards].map((shard) => ({ rel: `${component}/${shard as string}`, what: `a shard named by ${index}` })),
+  );
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -493,7 +569,12 @@ export class ModelHandle<M extends Module> {
 
   /** A model that stays owned by the caller. */
   static of<M extends Module>(model: M): ModelHandle<M> {
-    return new ModelHandle<M>(null, model, model.numParameters() * 4, (model as unknown as { config: PreparedModel<M>['config'] }).config);
+    return new ModelHandle<M>(
+      null,
+      model,
+      model.numParameters() * 4,
+      (model as unknown as { config: PreparedModel<M>['config'] }).config,
+    );
   }
 
   /** A handle as is; a model as `of(model)`. */

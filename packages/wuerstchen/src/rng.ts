@@ -126,7 +126,8 @@ export class Generator {
    * output and may take more; how many depends only on the state).
    */
   int(n: number): number {
-    if (!Number.isSafeInteger(n) || n < 1 || n > 2 ** 32) throw new Error(`Generator.int: n must be an integer in [1, 2^32], got ${n}`);
+    if (!Number.isSafeInteger(n) || n < 1 || n > 2 ** 32)
+      throw new Error(`Generator.int: n must be an integer in [1, 2^32], got ${n}`);
     const limit = 2 ** 32 - (2 ** 32 % n);
     for (;;) {
       const x = this.nextUint32();
@@ -188,7 +189,9 @@ export class Generator {
   /** Restore a state from `state()`; the following numbers are exactly those that followed it. Returns this. */
   setState(state: GeneratorState): this {
     if (typeof state !== 'object' || state === null || state.algorithm !== 'xoshiro128**') {
-      throw new Error(`Generator.setState: expected {algorithm: "xoshiro128**", s: [4 uint32]}, got ${JSON.stringify(state)}`);
+      throw new Error(
+        `Generator.setState: expected {algorithm: "xoshiro128**", s: [4 uint32]}, got ${JSON.stringify(state)}`,
+      );
     }
     const s = state.s;
     if (!Array.isArray(s) || s.length !== 4 || !s.every((w) => Number.isInteger(w) && w >= 0 && w <= 0xffffffff)) {

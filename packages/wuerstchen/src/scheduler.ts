@@ -52,7 +52,8 @@ function numpyLinspace(start: number, stop: number, num: number): number[] {
  * differs by 1–2 ulp for some sizes (e.g. 61 values); to replay such a run bit for bit, pass its timesteps.
  */
 export function linspaceF32(start: number, end: number, steps: number): Float32Array {
-  if (!Number.isSafeInteger(steps) || steps < 1) throw new Error(`linspaceF32: steps must be a positive integer, got ${steps}`);
+  if (!Number.isSafeInteger(steps) || steps < 1)
+    throw new Error(`linspaceF32: steps must be a positive integer, got ${steps}`);
   const out = new Float32Array(steps);
   const s = f32(start);
   const e = f32(end);
@@ -100,7 +101,13 @@ export class DDPMWuerstchenScheduler {
   constructor(config: Partial<DDPMWuerstchenSchedulerConfig> = {}) {
     const where = 'DDPMWuerstchenScheduler';
     const s = checkNumber(config.s ?? SCHEDULER_DEFAULTS.s, 's', where, (v) => v >= 0, 'a finite number >= 0');
-    const scaler = checkNumber(config.scaler ?? SCHEDULER_DEFAULTS.scaler, 'scaler', where, (v) => v > 0, 'a finite number > 0');
+    const scaler = checkNumber(
+      config.scaler ?? SCHEDULER_DEFAULTS.scaler,
+      'scaler',
+      where,
+      (v) => v > 0,
+      'a finite number > 0',
+    );
     this.config = Object.freeze({ s, scaler });
     // torch: s = tensor([s]) (float32); cos(s / (1 + s) * pi * 0.5) ** 2, every op in float32.
     const s32 = f32(s);
@@ -114,14 +121,16 @@ export class DDPMWuerstchenScheduler {
    * `_class_name` other than `DDPMWuerstchenScheduler` is rejected; `where` names the source in errors.
    */
   static fromConfig(obj: Record<string, unknown>, where = 'scheduler config'): DDPMWuerstchenScheduler {
-    if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw new Error(`${where}: expected a JSON object`);
+    if (typeof obj !== 'object' || obj === null || Array.isArray(obj))
+      throw new Error(`${where}: expected a JSON object`);
     const cls = obj._class_name;
     if (cls !== undefined && cls !== SCHEDULER_CLASS_NAME) {
       throw new Error(`${where}: _class_name is ${JSON.stringify(cls)}, expected "${SCHEDULER_CLASS_NAME}"`);
     }
     const cfg: Partial<DDPMWuerstchenSchedulerConfig> = {};
     if (obj.s !== undefined) cfg.s = checkNumber(obj.s, 's', where, (v) => v >= 0, 'a finite number >= 0');
-    if (obj.scaler !== undefined) cfg.scaler = checkNumber(obj.scaler, 'scaler', where, (v) => v > 0, 'a finite number > 0');
+    if (obj.scaler !== undefined)
+      cfg.scaler = checkNumber(obj.scaler, 'scaler', where, (v) => v > 0, 'a finite number > 0');
     return new DDPMWuerstchenScheduler(cfg);
   }
 
@@ -130,7 +139,9 @@ export class DDPMWuerstchenScheduler {
    * `scheduler/` subfolder, or the json file itself, is accepted too).
    */
   static fromPretrained(dir: string): DDPMWuerstchenScheduler {
-    const candidates = dir.endsWith('.json') ? [dir] : [joinPath(dir, SCHEDULER_CONFIG_FILE), joinPath(dir, 'scheduler', SCHEDULER_CONFIG_FILE)];
+    const candidates = dir.endsWith('.json')
+      ? [dir]
+      : [joinPath(dir, SCHEDULER_CONFIG_FILE), joinPath(dir, 'scheduler', SCHEDULER_CONFIG_FILE)];
     const file = candidates.find((f) => fileStore(f).kind(f) === 'file');
     if (!file) throw new Error(`${dir}: no ${SCHEDULER_CONFIG_FILE} found (tried ${candidates.join(', ')})`);
     let json: unknown;
@@ -174,7 +185,8 @@ export class DDPMWuerstchenScheduler {
     const where = 'DDPMWuerstchenScheduler.setTimesteps';
     if (typeof arg === 'number' || (typeof arg === 'object' && arg !== null && 'numInferenceSteps' in arg)) {
       const n = typeof arg === 'number' ? arg : arg.numInferenceSteps;
-      if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${where}: numInferenceSteps must be a positive integer, got ${String(n)}`);
+      if (!Number.isSafeInteger(n) || n < 1)
+        throw new Error(`${where}: numInferenceSteps must be a positive integer, got ${String(n)}`);
       this.ts = linspaceF32(1.0, 0.0, n + 1);
       return this.timesteps;
     }
@@ -187,10 +199,13 @@ export class DDPMWuerstchenScheduler {
       if (src.rank !== 1) throw new Error(`${where}: timesteps tensor must be 1-D, got ${describe(src)}`);
       values = Float32Array.from(src.dataSync());
     } else if (src !== null && typeof src === 'object' && typeof (src as ArrayLike<number>).length === 'number') {
-      values = Float32Array.from(Array.from(src as ArrayLike<number>, (v) => {
-        if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${where}: timesteps must be finite numbers, got ${JSON.stringify(v)}`);
-        return v;
-      }));
+      values = Float32Array.from(
+        Array.from(src as ArrayLike<number>, (v) => {
+          if (typeof v !== 'number' || !Number.isFinite(v))
+            throw new Error(`${where}: timesteps must be finite numbers, got ${JSON.stringify(v)}`);
+          return v;
+        }),
+      );
     } else {
       throw new Error(`${where}: timesteps must be an array of numbers or a 1-D tensor`);
     }
@@ -241,7 +256,9 @@ export class DDPMWuerstchenScheduler {
       }
     }
     if (best + 1 >= ts.length) {
-      throw new Error(`DDPMWuerstchenScheduler: t=${t0} is the last timestep (${ts[ts.length - 1]}); it has no previous timestep to step to`);
+      throw new Error(
+        `DDPMWuerstchenScheduler: t=${t0} is the last timestep (${ts[ts.length - 1]}); it has no previous timestep to step to`,
+      );
     }
     return ts[best + 1];
   }
@@ -255,15 +272,21 @@ export class DDPMWuerstchenScheduler {
     const where = 'step';
     this.checkFloat(modelOutput, 'modelOutput', where);
     this.checkFloat(sample, 'sample', where);
-    if (sample.rank < 1) throw new Error(`DDPMWuerstchenScheduler.step: sample must have a batch axis, got ${describe(sample)}`);
+    if (sample.rank < 1)
+      throw new Error(`DDPMWuerstchenScheduler.step: sample must have a batch axis, got ${describe(sample)}`);
     if (!sameShape(modelOutput.shape, sample.shape)) {
-      throw new Error(`DDPMWuerstchenScheduler.step: modelOutput ${describe(modelOutput)} and sample ${describe(sample)} must have the same shape`);
+      throw new Error(
+        `DDPMWuerstchenScheduler.step: modelOutput ${describe(modelOutput)} and sample ${describe(sample)} must have the same shape`,
+      );
     }
     if (opts.noise !== undefined) {
-      if (!(opts.noise instanceof tf.Tensor)) throw new Error('DDPMWuerstchenScheduler.step: noise must be a tf.Tensor');
+      if (!(opts.noise instanceof tf.Tensor))
+        throw new Error('DDPMWuerstchenScheduler.step: noise must be a tf.Tensor');
       this.checkFloat(opts.noise, 'noise', where);
       if (!sameShape(opts.noise.shape, sample.shape)) {
-        throw new Error(`DDPMWuerstchenScheduler.step: noise ${describe(opts.noise)} must have the shape of sample ${describe(sample)}`);
+        throw new Error(
+          `DDPMWuerstchenScheduler.step: noise ${describe(opts.noise)} must have the shape of sample ${describe(sample)}`,
+        );
       }
     }
     if (opts.generator !== undefined && !(opts.generator instanceof Generator)) {
@@ -273,7 +296,9 @@ export class DDPMWuerstchenScheduler {
     if (typeof t !== 'number') {
       this.checkT(t, where);
       if (t.shape[0] !== batch && t.shape[0] !== 1) {
-        throw new Error(`DDPMWuerstchenScheduler.step: t ${describe(t)} must have length 1 or the batch size ${batch} of sample ${describe(sample)}`);
+        throw new Error(
+          `DDPMWuerstchenScheduler.step: t ${describe(t)} must have length 1 or the batch size ${batch} of sample ${describe(sample)}`,
+        );
       }
     } else if (!Number.isFinite(t)) {
       throw new Error(`DDPMWuerstchenScheduler.step: t must be finite, got ${t}`);
@@ -289,7 +314,10 @@ export class DDPMWuerstchenScheduler {
       const alpha = tf.div(a, aPrev);
       const oneMinusAlpha = tf.sub(1, alpha);
       const oneMinusA = tf.sub(1, a);
-      const mu = tf.mul(tf.sqrt(tf.div(1, alpha)), tf.sub(sample, tf.div(tf.mul(oneMinusAlpha, modelOutput), tf.sqrt(oneMinusA))));
+      const mu = tf.mul(
+        tf.sqrt(tf.div(1, alpha)),
+        tf.sub(sample, tf.div(tf.mul(oneMinusAlpha, modelOutput), tf.sqrt(oneMinusA))),
+      );
       const noise = opts.noise ?? (opts.generator ?? this.fallbackGenerator()).randn(mu.shape);
       const std = tf.mul(tf.sqrt(tf.div(tf.mul(oneMinusAlpha, tf.sub(1, aPrev)), oneMinusA)), noise);
       const nonzero = tf.reshape(tf.cast(tf.notEqual(tPrev, 0), 'float32'), view);
@@ -304,12 +332,17 @@ export class DDPMWuerstchenScheduler {
     this.checkFloat(original, 'original', where);
     this.checkFloat(noise, 'noise', where);
     this.checkT(t, where);
-    if (original.rank < 1) throw new Error(`DDPMWuerstchenScheduler.addNoise: original must have a batch axis, got ${describe(original)}`);
+    if (original.rank < 1)
+      throw new Error(`DDPMWuerstchenScheduler.addNoise: original must have a batch axis, got ${describe(original)}`);
     if (!sameShape(original.shape, noise.shape)) {
-      throw new Error(`DDPMWuerstchenScheduler.addNoise: noise ${describe(noise)} must have the shape of original ${describe(original)}`);
+      throw new Error(
+        `DDPMWuerstchenScheduler.addNoise: noise ${describe(noise)} must have the shape of original ${describe(original)}`,
+      );
     }
     if (t.shape[0] !== original.shape[0] && t.shape[0] !== 1) {
-      throw new Error(`DDPMWuerstchenScheduler.addNoise: t ${describe(t)} must have length 1 or the batch size ${original.shape[0]}`);
+      throw new Error(
+        `DDPMWuerstchenScheduler.addNoise: t ${describe(t)} must have length 1 or the batch size ${original.shape[0]}`,
+      );
     }
     return tf.tidy(() => {
       const ac = tf.reshape(this.alphaCumprod(t), [t.shape[0]!, ...new Array(original.rank - 1).fill(1)]);
@@ -324,13 +357,15 @@ export class DDPMWuerstchenScheduler {
 
   private checkFloat(x: unknown, name: string, where: string): void {
     if (!(x instanceof tf.Tensor)) throw new Error(`DDPMWuerstchenScheduler.${where}: ${name} must be a tf.Tensor`);
-    if (x.dtype !== 'float32') throw new Error(`DDPMWuerstchenScheduler.${where}: ${name} must be float32, got ${describe(x)}`);
+    if (x.dtype !== 'float32')
+      throw new Error(`DDPMWuerstchenScheduler.${where}: ${name} must be float32, got ${describe(x)}`);
   }
 
   private checkT(t: unknown, where: string): tf.Tensor {
     this.checkFloat(t, 't', where);
     const tt = t as tf.Tensor;
-    if (tt.rank !== 1 || tt.shape[0] === 0) throw new Error(`DDPMWuerstchenScheduler.${where}: t must be a non-empty 1-D [B] tensor, got ${describe(tt)}`);
+    if (tt.rank !== 1 || tt.shape[0] === 0)
+      throw new Error(`DDPMWuerstchenScheduler.${where}: t must be a non-empty 1-D [B] tensor, got ${describe(tt)}`);
     return tt;
   }
 }

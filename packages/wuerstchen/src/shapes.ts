@@ -32,7 +32,8 @@ export const EXTRA_PALETTE: Readonly<Record<string, RGB>> = {
 /** sRGB of a colour of PALETTE or EXTRA_PALETTE. */
 export function colourRGB(name: string): RGB {
   const c = PALETTE[name] ?? EXTRA_PALETTE[name];
-  if (!c) throw new Error(`unknown colour "${name}" (known: ${[...COLOURS, ...Object.keys(EXTRA_PALETTE)].join(', ')})`);
+  if (!c)
+    throw new Error(`unknown colour "${name}" (known: ${[...COLOURS, ...Object.keys(EXTRA_PALETTE)].join(', ')})`);
   return c;
 }
 export const SHAPES = ['circle', 'square', 'triangle'] as const;
@@ -96,9 +97,14 @@ export function parseCaption(caption: string): ShapeScene | null {
  * `colours` are the shape colours to draw from (default COLOURS; EXTRA_PALETTE names allowed); the
  * background is always a COLOURS one.
  */
-export function randomScene(rng: Generator, heldOut: 'exclude' | 'only' | 'any' = 'exclude', colours: readonly string[] = COLOURS): ShapeScene {
+export function randomScene(
+  rng: Generator,
+  heldOut: 'exclude' | 'only' | 'any' = 'exclude',
+  colours: readonly string[] = COLOURS,
+): ShapeScene {
   colours.forEach(colourRGB);
-  if (heldOut === 'only' && !colours.some((c) => HELD_OUT_PAIRS.some(([h]) => h === c))) throw new Error(`no held-out pair has a colour among ${colours.join(', ')}`);
+  if (heldOut === 'only' && !colours.some((c) => HELD_OUT_PAIRS.some(([h]) => h === c)))
+    throw new Error(`no held-out pair has a colour among ${colours.join(', ')}`);
   for (;;) {
     const colour = colours[rng.int(colours.length)];
     const shape = SHAPES[rng.int(SHAPES.length)];
@@ -109,7 +115,13 @@ export function randomScene(rng: Generator, heldOut: 'exclude' | 'only' | 'any' 
       background = COLOURS[rng.int(COLOURS.length - 1)];
       if (background === colour) background = COLOURS[COLOURS.length - 1];
     } else background = COLOURS[rng.int(COLOURS.length)];
-    return { size: SIZES[rng.int(SIZES.length)], colour, shape, position: POSITIONS[rng.int(POSITIONS.length)], background };
+    return {
+      size: SIZES[rng.int(SIZES.length)],
+      colour,
+      shape,
+      position: POSITIONS[rng.int(POSITIONS.length)],
+      background,
+    };
   }
 }
 
@@ -203,15 +215,24 @@ function nearestColour(c: RGB, colours: readonly string[], exclude?: string): st
  * anchors; size = the box's larger side against the midpoint of the two sizes. `colours` are the
  * names it chooses among (default COLOURS; add EXTRA_PALETTE names to judge a taught colour).
  */
-export function judgeImage(pixels: Uint8Array, width: number, height: number, channels = 3, threshold = 40, colours: readonly string[] = COLOURS): Judgement {
+export function judgeImage(
+  pixels: Uint8Array,
+  width: number,
+  height: number,
+  channels = 3,
+  threshold = 40,
+  colours: readonly string[] = COLOURS,
+): Judgement {
   const at = (x: number, y: number, c: number) => pixels[(y * width + x) * channels + c];
   const median = (xs: number[]) => {
     const s = xs.slice().sort((a, b) => a - b);
     return s[s.length >> 1];
   };
   const border: number[][] = [[], [], []];
-  for (let x = 0; x < width; x++) for (const y of [0, height - 1]) for (let c = 0; c < 3; c++) border[c].push(at(x, y, c));
-  for (let y = 1; y < height - 1; y++) for (const x of [0, width - 1]) for (let c = 0; c < 3; c++) border[c].push(at(x, y, c));
+  for (let x = 0; x < width; x++)
+    for (const y of [0, height - 1]) for (let c = 0; c < 3; c++) border[c].push(at(x, y, c));
+  for (let y = 1; y < height - 1; y++)
+    for (const x of [0, width - 1]) for (let c = 0; c < 3; c++) border[c].push(at(x, y, c));
   const bgRGB = border.map(median) as RGB;
   const background = nearestColour(bgRGB, colours);
   const rows = new Int32Array(height);
@@ -220,7 +241,9 @@ export function judgeImage(pixels: Uint8Array, width: number, height: number, ch
   let count = 0;
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
-      const d = Math.sqrt((at(x, y, 0) - bgRGB[0]) ** 2 + (at(x, y, 1) - bgRGB[1]) ** 2 + (at(x, y, 2) - bgRGB[2]) ** 2);
+      const d = Math.sqrt(
+        (at(x, y, 0) - bgRGB[0]) ** 2 + (at(x, y, 1) - bgRGB[1]) ** 2 + (at(x, y, 2) - bgRGB[2]) ** 2,
+      );
       if (d <= threshold) continue;
       rows[y]++;
       cols[x]++;
@@ -245,7 +268,9 @@ export function judgeImage(pixels: Uint8Array, width: number, height: number, ch
   let inBox = 0;
   for (let y = y0; y <= y1; y++) {
     for (let x = x0; x <= x1; x++) {
-      const d = Math.sqrt((at(x, y, 0) - bgRGB[0]) ** 2 + (at(x, y, 1) - bgRGB[1]) ** 2 + (at(x, y, 2) - bgRGB[2]) ** 2);
+      const d = Math.sqrt(
+        (at(x, y, 0) - bgRGB[0]) ** 2 + (at(x, y, 1) - bgRGB[1]) ** 2 + (at(x, y, 2) - bgRGB[2]) ** 2,
+      );
       if (d > threshold) inBox++;
     }
   }

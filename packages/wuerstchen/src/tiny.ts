@@ -9,7 +9,8 @@ import { joinPath } from '@wuerstchen/core';
  * Folder holding `wuerstchen-prior/` and `wuerstchen/` (diffusers pipeline folders), next to this package's code.
  * A browser bundle has no such folder: a page serves it and loads it by URL (`fromUrl`).
  */
-export const TINY_MODEL_DIR = typeof __dirname === 'string' ? joinPath(__dirname, '../models/wuerstchen-tiny') : 'models/wuerstchen-tiny';
+export const TINY_MODEL_DIR =
+  typeof __dirname === 'string' ? joinPath(__dirname, '../models/wuerstchen-tiny') : 'models/wuerstchen-tiny';
 
 /** Its native geometry and the sampling defaults its model card reports numbers for. */
 export const TINY_MODEL = {

@@ -50,8 +50,7 @@ const END_OF_TEXT = '<|endoftext|>';
 const DEFAULT_SPECIALS: SpecialTokens = { bos: START_OF_TEXT, eos: END_OF_TEXT, unk: END_OF_TEXT, pad: END_OF_TEXT };
 
 /** CLIP pre-tokenizer pattern of the slow tokenizer, with its literal specials; IGNORECASE (transformers `tokenization_clip.py`). */
-const CLIP_PATTERN =
-  /<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+/giu;
+const CLIP_PATTERN = /<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+/giu;
 /**
  * U+0345 matches no alternative of the pattern under Python `regex` IGNORECASE, so `findall` skips it; JS /iu
  * folds it into `\p{L}`. A space reproduces the skip (it separates matches and is itself never matched).
@@ -111,7 +110,8 @@ function readJsonObject(file: string): Record<string, unknown> {
     if (e instanceof JsonTextError) throw new Error(`CLIPTokenizer: ${file} is not valid JSON (${e.message})`);
     throw e;
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`CLIPTokenizer: ${file} is not a JSON object`);
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new Error(`CLIPTokenizer: ${file} is not a JSON object`);
   return value as Record<string, unknown>;
 }
 
@@ -160,7 +160,8 @@ function readTokenizerJson(file: string): Pick<CLIPTokenizerData, 'vocab' | 'mer
     model?: { vocab?: Record<string, number>; merges?: Array<string | string[]> };
     added_tokens?: Array<{ id: number; content: string }>;
   };
-  if (!json.model?.vocab || !json.model.merges) throw new Error(`CLIPTokenizer: ${file} has no model.vocab/model.merges`);
+  if (!json.model?.vocab || !json.model.merges)
+    throw new Error(`CLIPTokenizer: ${file} has no model.vocab/model.merges`);
   const vocab = new Map(Object.entries(json.model.vocab));
   for (const added of json.added_tokens ?? []) vocab.set(added.content, added.id);
   const merges = json.model.merges.map(parseMerge).filter((m): m is [string, string] => m !== undefined);
@@ -242,9 +243,7 @@ export class CLIPTokenizer {
 
   /** BPE tokens of `text`, without BOS/EOS. */
   tokenize(text: string): string[] {
-    return text
-      .split(this.specialSplitter)
-      .flatMap((chunk, i) => (i % 2 === 1 ? [chunk] : this.tokenizeChunk(chunk)));
+    return text.split(this.specialSplitter).flatMap((chunk, i) => (i % 2 === 1 ? [chunk] : this.tokenizeChunk(chunk)));
   }
 
   /** Token ids of `text`, without BOS/EOS and untruncated; unknown tokens map to the unk id. */
@@ -256,7 +255,8 @@ export class CLIPTokenizer {
   call(texts: string | string[], options: CLIPTokenizerCallOptions = {}): CLIPTokenizerOutput {
     const maxLength = options.maxLength ?? this.modelMaxLength;
     const truncation = options.truncation ?? true;
-    if (truncation && maxLength < 2) throw new Error(`CLIPTokenizer: maxLength ${maxLength} leaves no room for BOS/EOS`);
+    if (truncation && maxLength < 2)
+      throw new Error(`CLIPTokenizer: maxLength ${maxLength} leaves no room for BOS/EOS`);
     const rows = (Array.isArray(texts) ? texts : [texts]).map((text) => {
       const ids = this.encode(text);
       return [this.bosTokenId, ...(truncation ? ids.slice(0, maxLength - 2) : ids), this.eosTokenId];
@@ -287,7 +287,8 @@ export class CLIPTokenizer {
   /** Id of a special token, which must be in the vocabulary. */
   private specialId(token: string): number {
     const id = this.vocab.get(token);
-    if (id === undefined) throw new Error(`CLIPTokenizer: special token ${JSON.stringify(token)} is not in the vocabulary`);
+    if (id === undefined)
+      throw new Error(`CLIPTokenizer: special token ${JSON.stringify(token)} is not in the vocabulary`);
     this.specialIds.set(token, id);
     return id;
   }

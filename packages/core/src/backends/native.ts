@@ -11,18 +11,42 @@ import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 
 /** Functions of wuerstchen_native.node (native/src/addon.cc). Outputs are zero-filled arrays from JS. */
 interface Addon {
-  matmul(a: Float32Array, b: Float32Array, out: Float32Array, batch: number, batchA: number, batchB: number,
-    m: number, n: number, k: number, transposeA: boolean, transposeB: boolean): void;
-  biasActivation(y: Float32Array, channels: number, bias: Float32Array | null, activation: number,
-    alpha: Float32Array | null, leakyAlpha: number): void;
+  matmul(
+    a: Float32Array,
+    b: Float32Array,
+    out: Float32Array,
+    batch: number,
+    batchA: number,
+    batchB: number,
+    m: number,
+    n: number,
+    k: number,
+    transposeA: boolean,
+    transposeB: boolean,
+  ): void;
+  biasActivation(
+    y: Float32Array,
+    channels: number,
+    bias: Float32Array | null,
+    activation: number,
+    alpha: Float32Array | null,
+    leakyAlpha: number,
+  ): void;
   conv2d: FusedConvFn;
   conv2dBackpropInput: ConvFn;
   conv2dBackpropFilter: ConvFn;
   depthwise: FusedConvFn;
   depthwiseBackpropInput: ConvFn;
   depthwiseBackpropFilter: ConvFn;
-  binary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, shape: number[], aStrides: number[],
-    bStrides: number[]): void;
+  binary(
+    op: number,
+    a: Float32Array,
+    b: Float32Array,
+    out: Float32Array,
+    shape: number[],
+    aStrides: number[],
+    bStrides: number[],
+  ): void;
   unary(op: number, x: Float32Array, out: Float32Array): void;
   softmax(x: Float32Array, out: Float32Array, cols: number): void;
   stridedCopy(x: Float32Array, out: Float32Array, offset: number, shape: number[], strides: number[]): void;
@@ -34,8 +58,13 @@ interface Addon {
 /** (in0, in1, out, geometry) where geometry is the output of `geometry()` below. */
 type ConvFn = (in0: Float32Array, in1: Float32Array, out: Float32Array, geometry: number[]) => void;
 /** A forward convolution, optionally followed by the epilogue y = activation(y + bias) (see EpilogueArgs). */
-type FusedConvFn = (x: Float32Array, filter: Float32Array, y: Float32Array, geometry: number[],
-  ...epilogue: EpilogueArgs | []) => void;
+type FusedConvFn = (
+  x: Float32Array,
+  filter: Float32Array,
+  y: Float32Array,
+  geometry: number[],
+  ...epilogue: EpilogueArgs | []
+) => void;
 /** The addon's epilogue arguments: bias | null, activation code, prelu alpha | null, leaky-relu alpha. */
 type EpilogueArgs = [Float32Array | null, number, Float32Array | null, number];
 
@@ -172,7 +201,9 @@ function values(backend: MathBackendCPU, t: tf.TensorInfo): Float32Array {
  * float32 keeps the cpu backend's Uint8Array / Int32Array, which goes to the cpu kernels.
  */
 function allFloat32(backend: MathBackendCPU, ...ts: (tf.TensorInfo | undefined)[]): boolean {
-  return ts.every((t) => t === undefined || (t.dtype === 'float32' && backend.data.get(t.dataId).values instanceof Float32Array));
+  return ts.every(
+    (t) => t === undefined || (t.dtype === 'float32' && backend.data.get(t.dataId).values instanceof Float32Array),
+  );
 }
 
 function output(backend: MathBackendCPU, shape: number[], fill: (out: Float32Array) => void): tf.TensorInfo {
@@ -192,8 +223,14 @@ function batchMatMul({ inputs, backend, attrs }: Args, native: Addon): tf.Tensor
  * b[i % batchB]. That agrees with numpy broadcasting only when each operand's broadcast dims are all
  * in front; other cases go to the cpu kernel so that results stay identical to it.
  */
-function matMul(backend: MathBackendCPU, native: Addon, a: tf.TensorInfo, b: tf.TensorInfo,
-  transposeA: boolean, transposeB: boolean): tf.TensorInfo | null {
+function matMul(
+  backend: MathBackendCPU,
+  native: Addon,
+  a: tf.TensorInfo,
+  b: tf.TensorInfo,
+  transposeA: boolean,
+  transposeB: boolean,
+): tf.TensorInfo | null {
   if (!allFloat32(backend, a, b) || a.shape.length < 2 || b.shape.length < 2) return null;
   const [a0, a1] = a.shape.slice(-2);
   const [b0, b1] = b.shape.slice(-2);
@@ -209,7 +246,8 @@ function matMul(backend: MathBackendCPU, native: Addon, a: tf.TensorInfo, b: tf.
     return null;
   }
   return output(backend, [...outer, m, n], (out) =>
-    native.matmul(values(backend, a), values(backend, b), out, batch, batchA, batchB, m, n, k, transposeA, transposeB));
+    native.matmul(values(backend, a), values(backend, b), out, batch, batchA, batchB, m, n, k, transposeA, transposeB),
+  );
 }
 
 /** Whether `dims` broadcasts to `out` by repeating only along leading dims. */
@@ -230,7 +268,12 @@ function fusedMatMul({ inputs, backend, attrs }: Args, native: Addon): tf.Tensor
 /** Position = activation code in native/src/kernels.h. */
 const ACTIVATIONS = ['linear', 'relu', 'relu6', 'elu', 'sigmoid', 'leakyrelu', 'prelu'];
 const ACTIVATION_KERNELS: Record<string, string> = {
-  relu: 'Relu', relu6: 'Relu6', elu: 'Elu', sigmoid: 'Sigmoid', leakyrelu: 'LeakyRelu', prelu: 'Prelu',
+  relu: 'Relu',
+  relu6: 'Relu6',
+  elu: 'Elu',
+  sigmoid: 'Sigmoid',
+  leakyrelu: 'LeakyRelu',
+  prelu: 'Prelu',
 };
 
 function knownActivation(activation: unknown): boolean {
@@ -243,26 +286,46 @@ function channelVector(t: tf.TensorInfo | undefined, shape: number[]): boolean {
   if (!t) return true;
   const size = tf.util.sizeFromShape(t.shape);
   const channels = shape[shape.length - 1];
-  return t.shape.length <= shape.length && (size === 1 || (size === channels && t.shape[t.shape.length - 1] === channels));
+  return (
+    t.shape.length <= shape.length && (size === 1 || (size === channels && t.shape[t.shape.length - 1] === channels))
+  );
 }
 
 /** The addon's arguments for the epilogue of a fused kernel whose output has `shape`, or null when the
  *  bias or prelu weights are not a scalar or a channel vector (then the cpu kernels apply it). */
-function nativeEpilogue(backend: MathBackendCPU, shape: number[], inputs: Inputs,
-  attrs: Record<string, unknown>): EpilogueArgs | null {
+function nativeEpilogue(
+  backend: MathBackendCPU,
+  shape: number[],
+  inputs: Inputs,
+  attrs: Record<string, unknown>,
+): EpilogueArgs | null {
   const bias: tf.TensorInfo | undefined = inputs.bias;
   const alpha: tf.TensorInfo | undefined = inputs.preluActivationWeights;
-  if (!allFloat32(backend, bias, alpha) || !channelVector(bias, shape) || !channelVector(alpha, shape) || !shape.length) {
+  if (
+    !allFloat32(backend, bias, alpha) ||
+    !channelVector(bias, shape) ||
+    !channelVector(alpha, shape) ||
+    !shape.length
+  ) {
     return null;
   }
   const activation = (attrs.activation as string | undefined) ?? 'linear';
-  return [bias ? values(backend, bias) : null, ACTIVATIONS.indexOf(activation),
-    alpha ? values(backend, alpha) : null, (attrs.leakyreluAlpha as number | undefined) ?? 0.2];
+  return [
+    bias ? values(backend, bias) : null,
+    ACTIVATIONS.indexOf(activation),
+    alpha ? values(backend, alpha) : null,
+    (attrs.leakyreluAlpha as number | undefined) ?? 0.2,
+  ];
 }
 
 /** y = activation(y + bias), like tfjs's fused kernels; y is a fresh result and may be updated in place. */
-function epilogue(backend: MathBackendCPU, native: Addon, y: tf.TensorInfo, inputs: Inputs,
-  attrs: Record<string, unknown>): tf.TensorInfo {
+function epilogue(
+  backend: MathBackendCPU,
+  native: Addon,
+  y: tf.TensorInfo,
+  inputs: Inputs,
+  attrs: Record<string, unknown>,
+): tf.TensorInfo {
   const args = nativeEpilogue(backend, y.shape, inputs, attrs);
   if (args) {
     native.biasActivation(values(backend, y), y.shape[y.shape.length - 1], ...args);
@@ -291,20 +354,48 @@ type Shape4 = [number, number, number, number];
 
 /** The int64 layout of ConvGeom in native/src/kernels.h. */
 function geometry(c: ConvInfo): number[] {
-  return [c.batchSize, c.inHeight, c.inWidth, c.inChannels, c.outHeight, c.outWidth, c.outChannels,
-    c.filterHeight, c.filterWidth, c.strideHeight, c.strideWidth, c.dilationHeight, c.dilationWidth,
-    c.padInfo.top, c.padInfo.left];
+  return [
+    c.batchSize,
+    c.inHeight,
+    c.inWidth,
+    c.inChannels,
+    c.outHeight,
+    c.outWidth,
+    c.outChannels,
+    c.filterHeight,
+    c.filterWidth,
+    c.strideHeight,
+    c.strideWidth,
+    c.dilationHeight,
+    c.dilationWidth,
+    c.padInfo.top,
+    c.padInfo.left,
+  ];
 }
 
 /** computeConv2DInfo for NHWC, or null for NCHW and for empty tensors. */
-function convInfo(inShape: number[], filterShape: number[], attrs: Record<string, unknown>, depthwise: boolean,
-  dilations: unknown = attrs.dilations): ConvInfo | null {
+function convInfo(
+  inShape: number[],
+  filterShape: number[],
+  attrs: Record<string, unknown>,
+  depthwise: boolean,
+  dilations: unknown = attrs.dilations,
+): ConvInfo | null {
   if (attrs.dataFormat === 'NCHW') return null;
-  const info = tf.backend_util.computeConv2DInfo(inShape as Shape4, filterShape as Shape4,
-    attrs.strides as [number, number], (dilations ?? 1) as [number, number], attrs.pad as 'same',
-    attrs.dimRoundingMode as 'floor' | undefined, depthwise);
-  const empty = tf.util.sizeFromShape(info.inShape) * tf.util.sizeFromShape(info.outShape) *
-    tf.util.sizeFromShape(info.filterShape) === 0;
+  const info = tf.backend_util.computeConv2DInfo(
+    inShape as Shape4,
+    filterShape as Shape4,
+    attrs.strides as [number, number],
+    (dilations ?? 1) as [number, number],
+    attrs.pad as 'same',
+    attrs.dimRoundingMode as 'floor' | undefined,
+    depthwise,
+  );
+  const empty =
+    tf.util.sizeFromShape(info.inShape) *
+      tf.util.sizeFromShape(info.outShape) *
+      tf.util.sizeFromShape(info.filterShape) ===
+    0;
   return empty ? null : info;
 }
 
@@ -316,12 +407,18 @@ function sameShape(a: number[], b: number[]): boolean {
  * A forward convolution (fn: the addon's conv2d or depthwise). With `fused`, the epilogue goes to the addon
  * with it (oneDNN applies it as it writes y) when it can, and runs afterwards otherwise.
  */
-function forwardConv({ inputs, backend, attrs }: Args, fn: FusedConvFn, info: ConvInfo | null, native: Addon,
-  fused: boolean): tf.TensorInfo | null {
+function forwardConv(
+  { inputs, backend, attrs }: Args,
+  fn: FusedConvFn,
+  info: ConvInfo | null,
+  native: Addon,
+  fused: boolean,
+): tf.TensorInfo | null {
   if (!info) return null;
   const epilogueArgs = fused ? nativeEpilogue(backend, info.outShape, inputs, attrs) : null;
   const y = output(backend, info.outShape, (out) =>
-    fn(values(backend, inputs.x), values(backend, inputs.filter), out, geometry(info), ...(epilogueArgs ?? [])));
+    fn(values(backend, inputs.x), values(backend, inputs.filter), out, geometry(info), ...(epilogueArgs ?? [])),
+  );
   return fused && !epilogueArgs ? epilogue(backend, native, y, inputs, attrs) : y;
 }
 
@@ -339,15 +436,23 @@ function fusedConv2d(args: Args, native: Addon): tf.TensorInfo | null {
 }
 
 function conv2dBackpropInput({ inputs: { dy, filter }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
-  const info = allFloat32(backend, dy, filter) ? convInfo(attrs.inputShape as number[], filter.shape, attrs, false, 1) : null;
-  return info && sameShape(dy.shape, info.outShape) ? output(backend, info.inShape, (dx) =>
-    native.conv2dBackpropInput(values(backend, dy), values(backend, filter), dx, geometry(info))) : null;
+  const info = allFloat32(backend, dy, filter)
+    ? convInfo(attrs.inputShape as number[], filter.shape, attrs, false, 1)
+    : null;
+  return info && sameShape(dy.shape, info.outShape)
+    ? output(backend, info.inShape, (dx) =>
+        native.conv2dBackpropInput(values(backend, dy), values(backend, filter), dx, geometry(info)),
+      )
+    : null;
 }
 
 function conv2dBackpropFilter({ inputs: { x, dy }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
   const info = allFloat32(backend, x, dy) ? convInfo(x.shape, attrs.filterShape as number[], attrs, false, 1) : null;
-  return info && sameShape(dy.shape, info.outShape) ? output(backend, info.filterShape, (dw) =>
-    native.conv2dBackpropFilter(values(backend, x), values(backend, dy), dw, geometry(info))) : null;
+  return info && sameShape(dy.shape, info.outShape)
+    ? output(backend, info.filterShape, (dw) =>
+        native.conv2dBackpropFilter(values(backend, x), values(backend, dy), dw, geometry(info)),
+      )
+    : null;
 }
 
 function depthwiseInfo({ inputs: { x, filter }, backend, attrs }: Args): ConvInfo | null {
@@ -373,15 +478,21 @@ function undilated(attrs: Record<string, unknown>): boolean {
 function depthwiseBackpropInput({ inputs: { dy, filter }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
   const ok = allFloat32(backend, dy, filter) && undilated(attrs);
   const info = ok ? convInfo(attrs.inputShape as number[], filter.shape, attrs, true) : null;
-  return info && sameShape(dy.shape, info.outShape) ? output(backend, info.inShape, (dx) =>
-    native.depthwiseBackpropInput(values(backend, dy), values(backend, filter), dx, geometry(info))) : null;
+  return info && sameShape(dy.shape, info.outShape)
+    ? output(backend, info.inShape, (dx) =>
+        native.depthwiseBackpropInput(values(backend, dy), values(backend, filter), dx, geometry(info)),
+      )
+    : null;
 }
 
 function depthwiseBackpropFilter({ inputs: { x, dy }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
   const ok = allFloat32(backend, x, dy) && undilated(attrs);
   const info = ok ? convInfo(x.shape, attrs.filterShape as number[], attrs, true) : null;
-  return info && sameShape(dy.shape, info.outShape) ? output(backend, info.filterShape, (dw) =>
-    native.depthwiseBackpropFilter(values(backend, x), values(backend, dy), dw, geometry(info))) : null;
+  return info && sameShape(dy.shape, info.outShape)
+    ? output(backend, info.filterShape, (dw) =>
+        native.depthwiseBackpropFilter(values(backend, x), values(backend, dy), dw, geometry(info)),
+      )
+    : null;
 }
 
 // --- elementwise ---
@@ -402,7 +513,9 @@ function collapse(shape: number[], strides: number[][]): [number[], number[][]] 
     const last = dims.length - 1;
     if (last >= 0 && strides.every((s, k) => steps[k][last] === s[i] * d)) {
       dims[last] *= d;
-      strides.forEach((s, k) => { steps[k][last] = s[i]; });
+      strides.forEach((s, k) => {
+        steps[k][last] = s[i];
+      });
     } else {
       dims.push(d);
       strides.forEach((s, k) => steps[k].push(s[i]));
@@ -427,13 +540,14 @@ function binary(op: number): NativeKernel {
     if (tf.util.sizeFromShape(shape) === 0) return null;
     const [dims, [sa, sb]] = collapse(shape, [broadcastStrides(a.shape, shape), broadcastStrides(b.shape, shape)]);
     return output(backend, shape, (out) =>
-      native.binary(op, values(backend, a), values(backend, b), out, dims, sa, sb));
+      native.binary(op, values(backend, a), values(backend, b), out, dims, sa, sb),
+    );
   };
 }
 
 function unary(op: number): NativeKernel {
-  return ({ inputs: { x }, backend }, native) => allFloat32(backend, x) ?
-    output(backend, x.shape, (out) => native.unary(op, values(backend, x), out)) : null;
+  return ({ inputs: { x }, backend }, native) =>
+    allFloat32(backend, x) ? output(backend, x.shape, (out) => native.unary(op, values(backend, x), out)) : null;
 }
 
 function softmax({ inputs: { logits }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
@@ -446,15 +560,27 @@ function softmax({ inputs: { logits }, backend, attrs }: Args, native: Addon): t
 // --- layout and reductions ---
 
 /** x read through `strides` from `offset` into a new dense tensor of `shape`. */
-function stridedCopy(backend: MathBackendCPU, native: Addon, x: tf.TensorInfo, shape: number[], strides: number[],
-  offset = 0): tf.TensorInfo {
+function stridedCopy(
+  backend: MathBackendCPU,
+  native: Addon,
+  x: tf.TensorInfo,
+  shape: number[],
+  strides: number[],
+  offset = 0,
+): tf.TensorInfo {
   const [dims, [steps]] = collapse(shape, [strides]);
   return output(backend, shape, (out) => native.stridedCopy(values(backend, x), out, offset, dims, steps));
 }
 
 function transposed(backend: MathBackendCPU, native: Addon, x: tf.TensorInfo, perm: number[]): tf.TensorInfo {
   const strides = tf.util.computeStrides(x.shape).concat(1);
-  return stridedCopy(backend, native, x, perm.map((p) => x.shape[p]), perm.map((p) => strides[p]));
+  return stridedCopy(
+    backend,
+    native,
+    x,
+    perm.map((p) => x.shape[p]),
+    perm.map((p) => strides[p]),
+  );
 }
 
 function transpose({ inputs: { x }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
@@ -463,7 +589,13 @@ function transpose({ inputs: { x }, backend, attrs }: Args, native: Addon): tf.T
 }
 
 /** A slice that is one contiguous run is left to the cpu kernel, which returns a view. */
-function sliced(backend: MathBackendCPU, native: Addon, x: tf.TensorInfo, begin: number[], size: number[]): tf.TensorInfo {
+function sliced(
+  backend: MathBackendCPU,
+  native: Addon,
+  x: tf.TensorInfo,
+  begin: number[],
+  size: number[],
+): tf.TensorInfo {
   if (tf.util.sizeFromShape(size) === 0 || tf.slice_util.isSliceContinous(x.shape, begin, size)) {
     return cpuKernel('Slice')({ inputs: { x }, backend, attrs: { begin, size } }) as tf.TensorInfo;
   }
@@ -509,7 +641,8 @@ function reduceSum({ inputs: { x }, backend, attrs }: Args, native: Addon, mean:
   const lastAxis = oneRun ? Math.max(...axes.filter((a) => x.shape[a] !== 1)) : x.shape.length - 1;
   const inner = oneRun ? tf.util.sizeFromShape(x.shape.slice(lastAxis + 1)) : 1;
   const result = output(backend, shape, (out) =>
-    native.reduceSum(values(backend, src), out, total / mid / inner, mid, inner, mean ? 1 / mid : 1));
+    native.reduceSum(values(backend, src), out, total / mid / inner, mid, inner, mean ? 1 / mid : 1),
+  );
   if (src !== x) backend.disposeIntermediateTensorInfo(src);
   return result;
 }

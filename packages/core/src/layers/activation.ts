@@ -22,20 +22,30 @@ export type ActivationName = 'gelu' | 'quick_gelu' | 'silu' | 'relu' | 'leaky_re
 
 export function activation(name: ActivationName, alpha = 0.01): (x: tf.Tensor) => tf.Tensor {
   switch (name) {
-    case 'gelu': return gelu;
-    case 'quick_gelu': return quickGelu;
-    case 'silu': return silu;
-    case 'relu': return (x) => tf.relu(x);
-    case 'leaky_relu': return (x) => tf.leakyRelu(x, alpha);
-    case 'identity': return (x) => x;
-    default: throw new Error(`unknown activation "${name as string}"; expected gelu, quick_gelu, silu, relu, leaky_relu`);
+    case 'gelu':
+      return gelu;
+    case 'quick_gelu':
+      return quickGelu;
+    case 'silu':
+      return silu;
+    case 'relu':
+      return (x) => tf.relu(x);
+    case 'leaky_relu':
+      return (x) => tf.leakyRelu(x, alpha);
+    case 'identity':
+      return (x) => x;
+    default:
+      throw new Error(`unknown activation "${name as string}"; expected gelu, quick_gelu, silu, relu, leaky_relu`);
   }
 }
 
 /** A parameter-free activation as a module, so it can take its slot in a Sequential. */
 export class Activation extends Module {
   private readonly fn: (x: tf.Tensor) => tf.Tensor;
-  constructor(readonly name: ActivationName, alpha = 0.01) {
+  constructor(
+    readonly name: ActivationName,
+    alpha = 0.01,
+  ) {
     super();
     this.fn = activation(name, alpha);
   }
@@ -44,10 +54,26 @@ export class Activation extends Module {
   }
 }
 
-export class GELU extends Activation { constructor() { super('gelu'); } }
-export class SiLU extends Activation { constructor() { super('silu'); } }
-export class LeakyReLU extends Activation { constructor(alpha = 0.01) { super('leaky_relu', alpha); } }
-export class Identity extends Activation { constructor() { super('identity'); } }
+export class GELU extends Activation {
+  constructor() {
+    super('gelu');
+  }
+}
+export class SiLU extends Activation {
+  constructor() {
+    super('silu');
+  }
+}
+export class LeakyReLU extends Activation {
+  constructor(alpha = 0.01) {
+    super('leaky_relu', alpha);
+  }
+}
+export class Identity extends Activation {
+  constructor() {
+    super('identity');
+  }
+}
 
 /** `nn.Dropout(p)`: identity in eval mode. */
 export class Dropout extends Module {

@@ -6,19 +6,32 @@ import { Dropout } from './activation';
 /** Split `[B, L, heads·d]` into `[B·heads, L, d]` (head h = channels [h·d, (h+1)·d)). */
 function splitHeads(t: tf.Tensor, heads: number): tf.Tensor3D {
   const [b, l, c] = t.shape;
-  return t.reshape([b, l, heads, c / heads]).transpose([0, 2, 1, 3]).reshape([b * heads, l, c / heads]);
+  return t
+    .reshape([b, l, heads, c / heads])
+    .transpose([0, 2, 1, 3])
+    .reshape([b * heads, l, c / heads]);
 }
 
 function mergeHeads(t: tf.Tensor, batch: number, heads: number): tf.Tensor3D {
   const [, l, d] = t.shape;
-  return t.reshape([batch, heads, l, d]).transpose([0, 2, 1, 3]).reshape([batch, l, heads * d]);
+  return t
+    .reshape([batch, heads, l, d])
+    .transpose([0, 2, 1, 3])
+    .reshape([batch, l, heads * d]);
 }
 
 /**
  * Scaled dot-product attention over `[B, L, C]` queries and `[B, S, C]` keys/values with
  * `heads` heads: softmax(q·kᵀ·scale + mask)·v. `mask` is additive and broadcasts to `[B·heads, L, S]`.
  */
-export function multiHeadAttention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, heads: number, scale: number, mask?: tf.Tensor): tf.Tensor3D {
+export function multiHeadAttention(
+  q: tf.Tensor,
+  k: tf.Tensor,
+  v: tf.Tensor,
+  heads: number,
+  scale: number,
+  mask?: tf.Tensor,
+): tf.Tensor3D {
   return tf.tidy(() => {
     const batch = q.shape[0];
     const qh = splitHeads(tf.mul(q, scale), heads);
@@ -50,7 +63,10 @@ export class Attention extends Module {
   readonly toOut: ModuleList<Linear | Dropout>;
   readonly scale: number;
 
-  constructor(readonly queryDim: number, opts: AttentionOptions) {
+  constructor(
+    readonly queryDim: number,
+    opts: AttentionOptions,
+  ) {
     super();
     this.heads = opts.heads;
     const inner = opts.heads * opts.dimHead;
@@ -60,14 +76,23 @@ export class Attention extends Module {
     this.toQ = this.child('to_q', new Linear(queryDim, inner, bias));
     this.toK = this.child('to_k', new Linear(kvDim, inner, bias));
     this.toV = this.child('to_v', new Linear(kvDim, inner, bias));
-    this.toOut = this.child('to_out', new ModuleList<Linear | Dropout>([new Linear(inner, queryDim, true), new Dropout(opts.dropout ?? 0)]));
+    this.toOut = this.child(
+      'to_out',
+      new ModuleList<Linear | Dropout>([new Linear(inner, queryDim, true), new Dropout(opts.dropout ?? 0)]),
+    );
   }
 
   /** x: `[B, L, C]`; context: `[B, S, C_kv]` (defaults to x, self-attention). */
   forward(x: tf.Tensor, context?: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {
       const kv = context ?? x;
-      const o = multiHeadAttention(this.toQ.forward(x), this.toK.forward(kv), this.toV.forward(kv), this.heads, this.scale);
+      const o = multiHeadAttention(
+        this.toQ.forward(x),
+        this.toK.forward(kv),
+        this.toV.forward(kv),
+        this.heads,
+        this.scale,
+      );
       return (this.toOut.at(1) as Dropout).forward((this.toOut.at(0) as Linear).forward(o));
     });
   }

@@ -31,7 +31,14 @@ export function replicatePad(x: tf.Tensor4D, p: number): tf.Tensor4D {
 }
 
 function zeroPad(x: tf.Tensor4D, p: number): tf.Tensor4D {
-  return p === 0 ? x : tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]]);
+  return p === 0
+    ? x
+    : tf.pad(x, [
+        [0, 0],
+        [p, p],
+        [p, p],
+        [0, 0],
+      ]);
 }
 
 /**
@@ -49,7 +56,12 @@ export class Conv2d extends Module {
   /** added to the output (LoRA on 1×1 convs); see OutputDelta. */
   readonly deltas: OutputDelta[] = [];
 
-  constructor(readonly inChannels: number, readonly outChannels: number, readonly kernelSize: number, opts: Conv2dOptions = {}) {
+  constructor(
+    readonly inChannels: number,
+    readonly outChannels: number,
+    readonly kernelSize: number,
+    opts: Conv2dOptions = {},
+  ) {
     super();
     this.stride = opts.stride ?? 1;
     this.padding = opts.padding ?? 0;
@@ -57,7 +69,9 @@ export class Conv2d extends Module {
     this.paddingMode = opts.paddingMode ?? 'zeros';
     const g = this.groups;
     if (inChannels % g !== 0 || outChannels % g !== 0) {
-      throw new Error(`Conv2d: in_channels ${inChannels} and out_channels ${outChannels} must be divisible by groups ${g}`);
+      throw new Error(
+        `Conv2d: in_channels ${inChannels} and out_channels ${outChannels} must be divisible by groups ${g}`,
+      );
     }
     if (g !== 1 && g !== outChannels) {
       throw new Error(`Conv2d: groups=${g} is supported only as 1 or out_channels (${outChannels})`);
@@ -80,7 +94,9 @@ export class Conv2d extends Module {
     return tf.tidy(() => {
       const x4 = x as tf.Tensor4D;
       if (x4.rank !== 4 || x4.shape[3] !== this.inChannels) {
-        throw new Error(`Conv2d(${this.inChannels}→${this.outChannels}): expected NHWC input with ${this.inChannels} channels, got [${x.shape}]`);
+        throw new Error(
+          `Conv2d(${this.inChannels}→${this.outChannels}): expected NHWC input with ${this.inChannels} channels, got [${x.shape}]`,
+        );
       }
       const k = this.kernelSize;
       const p = this.padding;
@@ -116,12 +132,20 @@ export class ConvTranspose2d extends Module {
   readonly stride: number;
   readonly padding: number;
 
-  constructor(readonly inChannels: number, readonly outChannels: number, readonly kernelSize: number, opts: { stride?: number; padding?: number; bias?: boolean } = {}) {
+  constructor(
+    readonly inChannels: number,
+    readonly outChannels: number,
+    readonly kernelSize: number,
+    opts: { stride?: number; padding?: number; bias?: boolean } = {},
+  ) {
     super();
     this.stride = opts.stride ?? 1;
     this.padding = opts.padding ?? 0;
     const bound = 1 / Math.sqrt(outChannels * kernelSize * kernelSize);
-    this.weight = this.param('weight', [inChannels, outChannels, kernelSize, kernelSize], { layout: 'conv_transpose', init: init.uniform(bound) });
+    this.weight = this.param('weight', [inChannels, outChannels, kernelSize, kernelSize], {
+      layout: 'conv_transpose',
+      init: init.uniform(bound),
+    });
     this.bias = (opts.bias ?? true) ? this.param('bias', [outChannels], { init: init.uniform(bound) }) : null;
   }
 
@@ -129,14 +153,25 @@ export class ConvTranspose2d extends Module {
     return tf.tidy(() => {
       const x4 = x as tf.Tensor4D;
       if (x4.rank !== 4 || x4.shape[3] !== this.inChannels) {
-        throw new Error(`ConvTranspose2d(${this.inChannels}→${this.outChannels}): expected NHWC input with ${this.inChannels} channels, got [${x.shape}]`);
+        throw new Error(
+          `ConvTranspose2d(${this.inChannels}→${this.outChannels}): expected NHWC input with ${this.inChannels} channels, got [${x.shape}]`,
+        );
       }
       const [n, h, w] = x4.shape;
       const k = this.kernelSize;
       const s = this.stride;
-      const full = tf.conv2dTranspose(x4, this.weight.value as tf.Tensor4D, [n, (h - 1) * s + k, (w - 1) * s + k, this.outChannels], s, 'valid');
+      const full = tf.conv2dTranspose(
+        x4,
+        this.weight.value as tf.Tensor4D,
+        [n, (h - 1) * s + k, (w - 1) * s + k, this.outChannels],
+        s,
+        'valid',
+      );
       const p = this.padding;
-      const cropped = p === 0 ? full : tf.slice(full, [0, p, p, 0], [n, (h - 1) * s + k - 2 * p, (w - 1) * s + k - 2 * p, this.outChannels]);
+      const cropped =
+        p === 0
+          ? full
+          : tf.slice(full, [0, p, p, 0], [n, (h - 1) * s + k - 2 * p, (w - 1) * s + k - 2 * p, this.outChannels]);
       return this.bias ? tf.add(cropped, this.bias.value) : cropped;
     });
   }

@@ -4,7 +4,10 @@ import { Module, Parameter, init } from '../module';
 /** `nn.Embedding(num, dim)`: rows of a `[num, dim]` table, same layout in both worlds. */
 export class Embedding extends Module {
   readonly weight: Parameter;
-  constructor(readonly numEmbeddings: number, readonly embeddingDim: number) {
+  constructor(
+    readonly numEmbeddings: number,
+    readonly embeddingDim: number,
+  ) {
     super();
     this.weight = this.param('weight', [numEmbeddings, embeddingDim], { init: init.normal(1) });
   }

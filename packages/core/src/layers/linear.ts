@@ -20,7 +20,11 @@ export class Linear extends Module {
   /** added to the output (LoRA); see OutputDelta. */
   readonly deltas: OutputDelta[] = [];
 
-  constructor(readonly inFeatures: number, readonly outFeatures: number, bias = true) {
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    bias = true,
+  ) {
     super();
     const bound = 1 / Math.sqrt(inFeatures);
     this.weight = this.param('weight', [outFeatures, inFeatures], { layout: 'linear', init: init.uniform(bound) });
@@ -32,10 +36,14 @@ export class Linear extends Module {
       const shape = x.shape;
       const last = shape[shape.length - 1];
       if (last !== this.inFeatures) {
-        throw new Error(`Linear(${this.inFeatures}→${this.outFeatures}): input has ${last} features (shape [${shape}])`);
+        throw new Error(
+          `Linear(${this.inFeatures}→${this.outFeatures}): input has ${last} features (shape [${shape}])`,
+        );
       }
       const x2 = x.reshape([-1, this.inFeatures]) as tf.Tensor2D;
-      const y = tf.fused.matMul({ a: x2, b: this.weight.value as tf.Tensor2D, bias: this.bias?.value }).reshape([...shape.slice(0, -1), this.outFeatures]);
+      const y = tf.fused
+        .matMul({ a: x2, b: this.weight.value as tf.Tensor2D, bias: this.bias?.value })
+        .reshape([...shape.slice(0, -1), this.outFeatures]);
       return this.deltas.reduce((acc, d) => tf.add(acc, d.forward(x)), y);
     });
   }

@@ -19,7 +19,11 @@ export function layerNormLastAxis(x: tf.Tensor, eps: number): tf.Tensor {
 export class LayerNorm extends Module {
   readonly weight: Parameter | null;
   readonly bias: Parameter | null;
-  constructor(readonly dim: number, readonly eps = 1e-5, affine = true) {
+  constructor(
+    readonly dim: number,
+    readonly eps = 1e-5,
+    affine = true,
+  ) {
     super();
     this.weight = affine ? this.param('weight', [dim], { init: init.ones() }) : null;
     this.bias = affine ? this.param('bias', [dim], { init: init.zeros() }) : null;
@@ -52,13 +56,21 @@ export class BatchNorm2d extends Module {
   readonly runningMean: Parameter;
   readonly runningVar: Parameter;
   readonly numBatchesTracked: Parameter;
-  constructor(readonly numFeatures: number, readonly eps = 1e-5, readonly momentum = 0.1) {
+  constructor(
+    readonly numFeatures: number,
+    readonly eps = 1e-5,
+    readonly momentum = 0.1,
+  ) {
     super();
     this.weight = this.param('weight', [numFeatures], { init: init.ones() });
     this.bias = this.param('bias', [numFeatures], { init: init.zeros() });
     this.runningMean = this.param('running_mean', [numFeatures], { init: init.zeros(), trainable: false });
     this.runningVar = this.param('running_var', [numFeatures], { init: init.ones(), trainable: false });
-    this.numBatchesTracked = this.param('num_batches_tracked', [], { init: init.zeros(), trainable: false, dtype: 'I64' });
+    this.numBatchesTracked = this.param('num_batches_tracked', [], {
+      init: init.zeros(),
+      trainable: false,
+      dtype: 'I64',
+    });
   }
   forward(x: tf.Tensor): tf.Tensor {
     if (!this.training) {
@@ -77,7 +89,9 @@ export class BatchNorm2d extends Module {
       this.runningVar.value.assign(tf.add(tf.mul(this.runningVar.value, 1 - m), tf.mul(unbiased, m)));
       this.numBatchesTracked.value.assign(tf.add(this.numBatchesTracked.value, tf.scalar(1, 'int32')));
     });
-    const y = tf.tidy(() => tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, this.eps))), this.weight.value), this.bias.value));
+    const y = tf.tidy(() =>
+      tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, this.eps))), this.weight.value), this.bias.value),
+    );
     mean.dispose();
     variance.dispose();
     return y;

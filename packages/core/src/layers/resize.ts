@@ -23,7 +23,13 @@ export interface AAWeights {
  * `scale` when downscaling, and each output's taps are normalised to sum 1. `scale` is `nIn/nOut`, or
  * `(nIn − 1)/(nOut − 1)` for align_corners=True.
  */
-export function antialiasWeights(nIn: number, nOut: number, scale: number, kernel: (x: number) => number, kernelSupport: number): AAWeights {
+export function antialiasWeights(
+  nIn: number,
+  nOut: number,
+  scale: number,
+  kernel: (x: number) => number,
+  kernelSupport: number,
+): AAWeights {
   const support = scale >= 1 ? kernelSupport * scale : kernelSupport;
   const invscale = scale >= 1 ? 1 / scale : 1;
   const maxSize = Math.ceil(support) * 2 + 1;

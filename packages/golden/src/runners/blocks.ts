@@ -18,11 +18,16 @@ function withModule<M extends Module>(ctx: CaseContext, m: M, fn: (m: M) => Reco
 }
 
 /** Apply an NHWC image function to an NCHW case tensor and return NCHW. */
-const nchw = (ctx: CaseContext, name: string, f: (x: tf.Tensor) => tf.Tensor): tf.Tensor => toNCHW(f(toNHWC(ctx.tensor(name))));
+const nchw = (ctx: CaseContext, name: string, f: (x: tf.Tensor) => tf.Tensor): tf.Tensor =>
+  toNCHW(f(toNHWC(ctx.tensor(name))));
 
 registerRunner('WuerstchenLayerNorm', (ctx) => {
   const cfg = ctx.spec.config as Cfg;
-  const m = new WuerstchenLayerNorm(cfg.normalized_shape as number, (cfg.eps as number) ?? 1e-6, Boolean(cfg.elementwise_affine));
+  const m = new WuerstchenLayerNorm(
+    cfg.normalized_shape as number,
+    (cfg.eps as number) ?? 1e-6,
+    Boolean(cfg.elementwise_affine),
+  );
   return withModule(ctx, m, (mod) => ({ y: nchw(ctx, 'x', (x) => mod.forward(x)) }));
 });
 
@@ -33,9 +38,13 @@ registerRunner('GlobalResponseNorm', (ctx) => {
 
 registerRunner('TimestepBlock', (ctx) => {
   const cfg = ctx.spec.config as Cfg;
-  return withModule(ctx, new TimestepBlock(cfg.c as number, cfg.c_timestep as number ?? (cfg.c_r as number)), (m) => ({
-    y: nchw(ctx, 'x', (x) => m.forward(x, ctx.tensor('t'))),
-  }));
+  return withModule(
+    ctx,
+    new TimestepBlock(cfg.c as number, (cfg.c_timestep as number) ?? (cfg.c_r as number)),
+    (m) => ({
+      y: nchw(ctx, 'x', (x) => m.forward(x, ctx.tensor('t'))),
+    }),
+  );
 });
 
 function resBlockRunner(Block: typeof ResBlock | typeof ResBlockStageB) {
@@ -59,7 +68,11 @@ registerRunner('AttnBlock', (ctx) => {
 
 registerRunner('Attention', (ctx) => {
   const cfg = ctx.spec.config as Cfg;
-  const m = new Attention(cfg.query_dim as number, { heads: cfg.heads as number, dimHead: cfg.dim_head as number, bias: cfg.bias as boolean });
+  const m = new Attention(cfg.query_dim as number, {
+    heads: cfg.heads as number,
+    dimHead: cfg.dim_head as number,
+    bias: cfg.bias as boolean,
+  });
   return withModule(ctx, m, (mod) => {
     // A 4-D input is flattened to row-major pixel tokens and reshaped back (diffusers AttnProcessor).
     const run = (ctxTokens?: tf.Tensor) =>
@@ -79,6 +92,10 @@ registerRunner('gen_r_embedding', (ctx) => {
 registerRunner('torch.nn.functional.interpolate', (ctx) => {
   const resizes = ctx.spec.resizes as { input: string; size: [number, number]; output: string }[];
   return {
-    tensors: tf.tidy(() => Object.fromEntries(resizes.map((r) => [r.output, nchw(ctx, r.input, (x) => resizeBicubicAA(x as tf.Tensor4D, r.size))]))),
+    tensors: tf.tidy(() =>
+      Object.fromEntries(
+        resizes.map((r) => [r.output, nchw(ctx, r.input, (x) => resizeBicubicAA(x as tf.Tensor4D, r.size))]),
+      ),
+    ),
   };
 });

@@ -16,7 +16,15 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { HostTensor, Module, loadSafetensors, openCheckpoint, openSafetensors, toNCHW, toNHWC } from '@wuerstchen/core';
-import { CLIPTextModel, CLIP_TEXT_BIGG, CLIP_TEXT_H, WuerstchenDiffNeXt, PaellaVQModel, WuerstchenPrior, WuerstchenPriorConfig } from 'wuerstchen';
+import {
+  CLIPTextModel,
+  CLIP_TEXT_BIGG,
+  CLIP_TEXT_H,
+  WuerstchenDiffNeXt,
+  PaellaVQModel,
+  WuerstchenPrior,
+  WuerstchenPriorConfig,
+} from 'wuerstchen';
 import { CaseContext, Check, RunResult, registerCaseRunner, registerRunner } from '../harness';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -30,7 +38,8 @@ function bitwiseEqual(a: HostTensor, b: HostTensor): string | null {
   const bytes = (t: HostTensor) => new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
   const x = bytes(a);
   const y = bytes(b);
-  if (a.data.constructor !== b.data.constructor) return `data types ${a.data.constructor.name} vs ${b.data.constructor.name}`;
+  if (a.data.constructor !== b.data.constructor)
+    return `data types ${a.data.constructor.name} vs ${b.data.constructor.name}`;
   if (x.length !== y.length) return `${x.length} vs ${y.length} bytes`;
   for (let i = 0; i < x.length; i++) {
     if (x[i] !== y[i]) {
@@ -42,7 +51,12 @@ function bitwiseEqual(a: HostTensor, b: HostTensor): string | null {
 }
 
 /** One check comparing a set of tensors against an expected map, bitwise. */
-function compareTensors(name: string, got: (key: string) => HostTensor, gotKeys: string[], expected: Map<string, HostTensor>): Check {
+function compareTensors(
+  name: string,
+  got: (key: string) => HostTensor,
+  gotKeys: string[],
+  expected: Map<string, HostTensor>,
+): Check {
   const problems: string[] = [];
   const have = new Set(gotKeys);
   const missing = [...expected.keys()].filter((k) => !have.has(k));
@@ -54,7 +68,11 @@ function compareTensors(name: string, got: (key: string) => HostTensor, gotKeys:
     const diff = bitwiseEqual(got(k), ref);
     if (diff) problems.push(`${k}: ${diff}`);
   }
-  return { name, ok: problems.length === 0, detail: `${problems.length} problem(s): ${problems.slice(0, 5).join('; ')}` };
+  return {
+    name,
+    ok: problems.length === 0,
+    detail: `${problems.length} problem(s): ${problems.slice(0, 5).join('; ')}`,
+  };
 }
 
 /** Case config (constructor kwargs) as a WuerstchenPrior config, cross-checked with the folder's config.json. */
@@ -64,8 +82,14 @@ function priorConfig(ctx: CaseContext, checks: Check[]): Partial<WuerstchenPrior
   const file = ctx.file('config.json');
   if (fs.existsSync(file)) {
     const json = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
-    const diffs = Object.entries(cfg).filter(([k, v]) => JSON.stringify(json[k]) !== JSON.stringify(v)).map(([k]) => k);
-    checks.push({ name: 'config.json', ok: json._class_name === 'WuerstchenPrior' && diffs.length === 0, detail: `_class_name ${String(json._class_name)}, differs from case config in: ${diffs.join(', ')}` });
+    const diffs = Object.entries(cfg)
+      .filter(([k, v]) => JSON.stringify(json[k]) !== JSON.stringify(v))
+      .map(([k]) => k);
+    checks.push({
+      name: 'config.json',
+      ok: json._class_name === 'WuerstchenPrior' && diffs.length === 0,
+      detail: `_class_name ${String(json._class_name)}, differs from case config in: ${diffs.join(', ')}`,
+    });
   }
   return cfg;
 }
@@ -85,13 +109,23 @@ function variantLoader(variant: 'fp16' | 'bf16', dtype: 'F16' | 'BF16') {
     const ckpt = openCheckpoint(ctx.dir, { variant });
     try {
       const weightsFile = ctx.file(String(ctx.spec.weights));
-      checks.push({ name: 'variant file', ok: ckpt.files.length === 1 && path.resolve(ckpt.files[0]) === path.resolve(weightsFile), detail: `opened ${ckpt.files.join(', ')}, expected ${weightsFile}` });
+      checks.push({
+        name: 'variant file',
+        ok: ckpt.files.length === 1 && path.resolve(ckpt.files[0]) === path.resolve(weightsFile),
+        detail: `opened ${ckpt.files.join(', ')}, expected ${weightsFile}`,
+      });
       const wrongDtype = ckpt.keys().filter((k) => ckpt.info(k).dtype !== dtype);
-      checks.push({ name: `stored dtype ${dtype}`, ok: wrongDtype.length === 0, detail: `${wrongDtype.length} tensors are not ${dtype}: ${wrongDtype.slice(0, 5).join(', ')}` });
+      checks.push({
+        name: `stored dtype ${dtype}`,
+        ok: wrongDtype.length === 0,
+        detail: `${wrongDtype.length} tensors are not ${dtype}: ${wrongDtype.slice(0, 5).join(', ')}`,
+      });
       model.loadStateDict(ckpt, { source: ckpt.files[0] });
       model.eval();
       const expected = loadSafetensors(ctx.file(String(ctx.spec.expected ?? 'expected_float32.safetensors')));
-      checks.push(compareTensors('checkpoint tensors = expected_float32 (bitwise)', (k) => ckpt.get(k), ckpt.keys(), expected));
+      checks.push(
+        compareTensors('checkpoint tensors = expected_float32 (bitwise)', (k) => ckpt.get(k), ckpt.keys(), expected),
+      );
       checks.push(stateDictCheck('loaded model state_dict = expected_float32 (bitwise)', model, expected));
       const tensors = tf.tidy(() => ({
         output: toNCHW(model.forward(toNHWC(ctx.tensor('x')), ctx.tensor('r'), ctx.tensor('c'))),
@@ -117,16 +151,26 @@ registerCaseRunner('loader_prior_sharded', (ctx) => {
   try {
     const shards = (ctx.spec.shards as { file: string; num_tensors: number }[] | undefined) ?? [];
     const names = ckpt.files.map((f) => path.basename(f));
-    checks.push({ name: 'shard files', ok: JSON.stringify(names) === JSON.stringify(shards.map((s) => s.file)), detail: `opened ${names.join(', ')}` });
+    checks.push({
+      name: 'shard files',
+      ok: JSON.stringify(names) === JSON.stringify(shards.map((s) => s.file)),
+      detail: `opened ${names.join(', ')}`,
+    });
     for (const s of shards) {
       const f = openSafetensors(ctx.file(s.file));
       const n = f.keys().length;
       f.close();
       checks.push({ name: `${s.file} tensors`, ok: n === s.num_tensors, detail: `${n}, case says ${s.num_tensors}` });
     }
-    const index = JSON.parse(fs.readFileSync(ctx.file(String(ctx.spec.weights)), 'utf8')) as { metadata?: { total_size?: number } };
+    const index = JSON.parse(fs.readFileSync(ctx.file(String(ctx.spec.weights)), 'utf8')) as {
+      metadata?: { total_size?: number };
+    };
     const bytes = ckpt.keys().reduce((a, k) => a + ckpt.info(k).byteLength, 0);
-    checks.push({ name: 'index total_size', ok: index.metadata?.total_size === bytes, detail: `index says ${index.metadata?.total_size}, tensors hold ${bytes} bytes` });
+    checks.push({
+      name: 'index total_size',
+      ok: index.metadata?.total_size === bytes,
+      detail: `index says ${index.metadata?.total_size}, tensors hold ${bytes} bytes`,
+    });
     model.loadStateDict(ckpt, { source: ctx.file(String(ctx.spec.weights)) });
     const expected = loadSafetensors(path.resolve(ctx.dir, String(ctx.spec.expected)));
     checks.push(compareTensors('merged shards = expected (bitwise)', (k) => ckpt.get(k), ckpt.keys(), expected));
@@ -142,7 +186,14 @@ registerCaseRunner('loader_prior_sharded', (ctx) => {
 // real_checkpoint_keys
 
 /** `prior/config.json` of warp-ai/wuerstchen-prior (its values, which differ from the class defaults). */
-export const REAL_PRIOR_CONFIG: Partial<WuerstchenPriorConfig> = { c_in: 16, c: 1536, c_cond: 1280, c_r: 64, depth: 32, nhead: 24 };
+export const REAL_PRIOR_CONFIG: Partial<WuerstchenPriorConfig> = {
+  c_in: 16,
+  c: 1536,
+  c_cond: 1280,
+  c_r: 64,
+  depth: 32,
+  nhead: 24,
+};
 
 interface KeyEntry {
   name: string;
@@ -194,40 +245,68 @@ function keyChecks(component: string, model: Module & { config: object }, file: 
     const w = want ? `${want.name} ${fmtShape(want.shape)} ${want.dtype}` : '(none)';
     return `at #${i}: model has ${g}, expected ${w}`;
   };
-  checks.push({ name: `${component}: key names in order`, ok: firstName < 0, detail: firstName < 0 ? '' : at(firstName) });
+  checks.push({
+    name: `${component}: key names in order`,
+    ok: firstName < 0,
+    detail: firstName < 0 ? '' : at(firstName),
+  });
   checks.push({ name: `${component}: shapes`, ok: firstShape < 0, detail: firstShape < 0 ? '' : at(firstShape) });
   checks.push({ name: `${component}: dtypes`, ok: firstDtype < 0, detail: firstDtype < 0 ? '' : at(firstDtype) });
-  checks.push({ name: `${component}: num_tensors`, ok: params.length === file.num_tensors, detail: `model has ${params.length}, expected ${file.num_tensors}` });
+  checks.push({
+    name: `${component}: num_tensors`,
+    ok: params.length === file.num_tensors,
+    detail: `model has ${params.length}, expected ${file.num_tensors}`,
+  });
   const floats = params.filter(([, p]) => p.dtype === 'F32').reduce((a, [, p]) => a + p.size, 0);
-  checks.push({ name: `${component}: num_float_values`, ok: floats === file.num_float_values, detail: `model has ${floats}, expected ${file.num_float_values}` });
+  checks.push({
+    name: `${component}: num_float_values`,
+    ok: floats === file.num_float_values,
+    detail: `model has ${floats}, expected ${file.num_float_values}`,
+  });
   const allocated = params.filter(([, p]) => p.allocated).map(([k]) => k);
-  checks.push({ name: `${component}: no weights allocated`, ok: allocated.length === 0, detail: `${allocated.length} allocated: ${allocated.slice(0, 3).join(', ')}` });
+  checks.push({
+    name: `${component}: no weights allocated`,
+    ok: allocated.length === 0,
+    detail: `${allocated.length} allocated: ${allocated.slice(0, 3).join(', ')}`,
+  });
   if (file.config) {
     const cfg = model.config as Record<string, unknown>;
     const diffs = Object.entries(file.config).filter(([k, v]) => JSON.stringify(cfg[k]) !== JSON.stringify(v));
     checks.push({
       name: `${component}: config`,
       ok: diffs.length === 0,
-      detail: diffs.map(([k, v]) => `${k}: model ${JSON.stringify(cfg[k])}, checkpoint ${JSON.stringify(v)}`).join('; '),
+      detail: diffs
+        .map(([k, v]) => `${k}: model ${JSON.stringify(cfg[k])}, checkpoint ${JSON.stringify(v)}`)
+        .join('; '),
     });
   }
   return checks;
 }
 
 registerRunner('key lists', (ctx) => {
-  const components = ctx.spec.components as { component: string; module: string; file: string; num_tensors: number; num_float_values: number }[] | undefined;
-  if (!Array.isArray(components) || components.length === 0) throw new Error(`${ctx.file('case.json')}: no "components" list`);
+  const components = ctx.spec.components as
+    { component: string; module: string; file: string; num_tensors: number; num_float_values: number }[] | undefined;
+  if (!Array.isArray(components) || components.length === 0)
+    throw new Error(`${ctx.file('case.json')}: no "components" list`);
   const checks: Check[] = [];
   for (const comp of components) {
     const builder = BUILDERS[comp.component];
     if (!builder) {
-      checks.push({ name: comp.component, ok: false, detail: `no builder for component "${comp.component}" (module ${comp.module})` });
+      checks.push({
+        name: comp.component,
+        ok: false,
+        detail: `no builder for component "${comp.component}" (module ${comp.module})`,
+      });
       continue;
     }
     let model: (Module & { config: object }) | undefined;
     try {
       const file = JSON.parse(fs.readFileSync(ctx.file(comp.file), 'utf8')) as KeyFile;
-      checks.push({ name: `${comp.component}: module`, ok: builder.module === comp.module && file.module === comp.module, detail: `builder ${builder.module}, case ${comp.module}, file ${file.module}` });
+      checks.push({
+        name: `${comp.component}: module`,
+        ok: builder.module === comp.module && file.module === comp.module,
+        detail: `builder ${builder.module}, case ${comp.module}, file ${file.module}`,
+      });
       checks.push({
         name: `${comp.component}: case.json counts`,
         ok: comp.num_tensors === file.num_tensors && comp.num_float_values === file.num_float_values,

@@ -15,7 +15,11 @@ registerRunner('CLIPTextModel', (ctx) => {
     }
     if (numParameters !== undefined) {
       const n = model.numParameters();
-      checks.push({ name: 'num_parameters', ok: n === numParameters, detail: `model has ${n}, case says ${numParameters}` });
+      checks.push({
+        name: 'num_parameters',
+        ok: n === numParameters,
+        detail: `model has ${n}, case says ${numParameters}`,
+      });
     }
     if (ctx.spec.weights) model.loadStateDict(ctx.weights(), { source: ctx.file(ctx.spec.weights) });
     model.eval();

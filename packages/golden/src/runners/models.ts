@@ -1,7 +1,13 @@
 /** Runners for the Stage C prior and Stage B decoder cases (with their intermediates). */
 import * as tf from '@tensorflow/tfjs';
 import { resizeBicubicAA, toNCHW, toNHWC } from '@wuerstchen/core';
-import { WuerstchenDiffNeXt, WuerstchenDiffNeXtConfig, WuerstchenPrior, WuerstchenPriorConfig, collectTrace } from 'wuerstchen';
+import {
+  WuerstchenDiffNeXt,
+  WuerstchenDiffNeXtConfig,
+  WuerstchenPrior,
+  WuerstchenPriorConfig,
+  collectTrace,
+} from 'wuerstchen';
 import { CaseContext, RunResult, registerRunner } from '../harness';
 
 /** Intermediates are NHWC in the project; 4-D ones go back to NCHW for comparison. */
@@ -13,7 +19,12 @@ function runPrior(ctx: CaseContext): RunResult {
   try {
     model.loadStateDict(ctx.weights(), { source: ctx.file(ctx.spec.weights as string) });
     tf.tidy(() => {
-      const out = model.forward(toNHWC(ctx.tensor('x')), ctx.tensor('r'), ctx.tensor('c'), collectTrace(tensors, asTorch));
+      const out = model.forward(
+        toNHWC(ctx.tensor('x')),
+        ctx.tensor('r'),
+        ctx.tensor('c'),
+        collectTrace(tensors, asTorch),
+      );
       tensors.output = tf.keep(toNCHW(out));
     });
   } finally {
@@ -33,9 +44,15 @@ registerRunner('WuerstchenDiffNeXt', (ctx) => {
   try {
     model.loadStateDict(ctx.weights(), { source: ctx.file(ctx.spec.weights as string) });
     tf.tidy(() => {
-      const out = model.forward(toNHWC(ctx.tensor('x')), ctx.tensor('r'), toNHWC(ctx.tensor('effnet')), ctx.tensor('clip'), {
-        trace: collectTrace(tensors, asTorch),
-      });
+      const out = model.forward(
+        toNHWC(ctx.tensor('x')),
+        ctx.tensor('r'),
+        toNHWC(ctx.tensor('effnet')),
+        ctx.tensor('clip'),
+        {
+          trace: collectTrace(tensors, asTorch),
+        },
+      );
       tensors.output = tf.keep(toNCHW(out));
       addEffnetResizes(ctx, tensors);
     });

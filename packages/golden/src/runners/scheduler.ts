@@ -28,9 +28,7 @@ interface ScheduleSpec {
  * values stay strings because their printed precision is what they promise.
  */
 export type Schedule =
-  | { kind: 'default' }
-  | { kind: 'count'; steps: number }
-  | { kind: 'list'; values: string[]; truncated: boolean };
+  { kind: 'default' } | { kind: 'count'; steps: number } | { kind: 'list'; values: string[]; truncated: boolean };
 
 const NUMBER = /^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i;
 
@@ -70,11 +68,17 @@ function ulpDistance(a: number, b: number): number {
 /** Whether the stored timesteps are the listed ones, each within its printed precision (plus float32 rounding). */
 function listCheck(name: string, listed: Extract<Schedule, { kind: 'list' }>, given: Float32Array): Check {
   if (!listed.truncated && listed.values.length !== given.length) {
-    return { name: `${name} = listed timesteps`, ok: false, detail: `${listed.values.length} listed, ${given.length} stored` };
+    return {
+      name: `${name} = listed timesteps`,
+      ok: false,
+      detail: `${listed.values.length} listed, ${given.length} stored`,
+    };
   }
   const bad = listed.values.flatMap((text, i) => {
     const v = Number(text);
-    return i < given.length && Math.abs(given[i] - v) <= printedHalfUnit(text) + Math.abs(v) * 2 ** -24 ? [] : [`[${i}] ${given[i]} vs ${text}`];
+    return i < given.length && Math.abs(given[i] - v) <= printedHalfUnit(text) + Math.abs(v) * 2 ** -24
+      ? []
+      : [`[${i}] ${given[i]} vs ${text}`];
   });
   const what = listed.truncated ? `the ${listed.values.length} listed leading timesteps` : 'listed timesteps';
   return { name: `${name} = ${what}`, ok: bad.length === 0, detail: `differs at ${bad.join(', ')}` };
@@ -83,7 +87,11 @@ function listCheck(name: string, listed: Extract<Schedule, { kind: 'list' }>, gi
 function timestepChecks(spec: ScheduleSpec, given: Float32Array, config: DDPMWuerstchenSchedulerConfig): Check[] {
   const name = `${spec.prefix}timesteps`;
   const checks: Check[] = [
-    { name: `${name} length`, ok: given.length === spec.num_steps + 1, detail: `${given.length} values for ${spec.num_steps} steps` },
+    {
+      name: `${name} length`,
+      ok: given.length === spec.num_steps + 1,
+      detail: `${given.length} values for ${spec.num_steps} steps`,
+    },
   ];
   const schedule = parseSchedule(spec.schedule);
   if (!schedule) {
@@ -91,13 +99,18 @@ function timestepChecks(spec: ScheduleSpec, given: Float32Array, config: DDPMWue
   } else if (schedule.kind === 'default') {
     const bad = DEFAULT_STAGE_C_TIMESTEPS.map((_, i) => i).filter((i) => DEFAULT_STAGE_C_TIMESTEPS[i] !== given[i]);
     const ok = given.length === DEFAULT_STAGE_C_TIMESTEPS.length && bad.length === 0;
-    checks.push({ name: `${name} = DEFAULT_STAGE_C_TIMESTEPS`, ok, detail: `differs at ${bad.join(', ') || 'length'}` });
+    checks.push({
+      name: `${name} = DEFAULT_STAGE_C_TIMESTEPS`,
+      ok,
+      detail: `differs at ${bad.join(', ') || 'length'}`,
+    });
   } else if (schedule.kind === 'list') {
     checks.push(listCheck(name, schedule, given));
   } else {
     const n = schedule.steps;
     const ours = new DDPMWuerstchenScheduler(config).setTimesteps(n);
-    const maxUlp = ours.length === given.length ? Math.max(...Array.from(ours, (v, i) => ulpDistance(v, given[i]))) : Infinity;
+    const maxUlp =
+      ours.length === given.length ? Math.max(...Array.from(ours, (v, i) => ulpDistance(v, given[i]))) : Infinity;
     checks.push({
       name: `${name} ≈ setTimesteps(${n})`,
       ok: maxUlp <= 2,
@@ -107,11 +120,18 @@ function timestepChecks(spec: ScheduleSpec, given: Float32Array, config: DDPMWue
   return checks;
 }
 
-function runSchedule(ctx: CaseContext, spec: ScheduleSpec, config: DDPMWuerstchenSchedulerConfig, tensors: Record<string, tf.Tensor>, checks: Check[]): void {
+function runSchedule(
+  ctx: CaseContext,
+  spec: ScheduleSpec,
+  config: DDPMWuerstchenSchedulerConfig,
+  tensors: Record<string, tf.Tensor>,
+  checks: Check[],
+): void {
   const p = spec.prefix;
   const tol = ctx.spec.tolerance ?? 0;
   const stored = ctx.io().get(`${p}timesteps`);
-  if (!stored || !(stored.data instanceof Float32Array)) throw new Error(`${ctx.file('io.safetensors')}: no float32 tensor "${p}timesteps"`);
+  if (!stored || !(stored.data instanceof Float32Array))
+    throw new Error(`${ctx.file('io.safetensors')}: no float32 tensor "${p}timesteps"`);
   const timesteps = stored.data;
   checks.push(...timestepChecks(spec, timesteps, config));
   const scheduler = new DDPMWuerstchenScheduler(config);
@@ -170,7 +190,8 @@ function run(ctx: CaseContext): RunResult {
   const scheduler = DDPMWuerstchenScheduler.fromConfig({ ...(config ?? {}) }, `${ctx.file('case.json')} config`);
   const cfg = { ...scheduler.config };
   const schedules = ctx.spec.schedules as ScheduleSpec[] | undefined;
-  if (!Array.isArray(schedules) || schedules.length === 0) throw new Error(`${ctx.file('case.json')}: no "schedules" list`);
+  if (!Array.isArray(schedules) || schedules.length === 0)
+    throw new Error(`${ctx.file('case.json')}: no "schedules" list`);
   const tensors: Record<string, tf.Tensor> = {};
   const checks: Check[] = [];
   try {

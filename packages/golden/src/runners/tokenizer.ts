@@ -27,13 +27,29 @@ registerRunner('CLIPTokenizer', (ctx) => {
   const out = tokenizer.call(prompts, opts);
   const pad0 = tokenizer.call(prompts, { ...opts, padTokenId: 0 });
   const checks: Check[] = rows.flatMap((r) => [
-    { name: `row ${r.row} normalized`, ok: tokenizer.normalize(r.prompt) === r.normalized, detail: JSON.stringify(tokenizer.normalize(r.prompt)) },
-    { name: `row ${r.row} tokens`, ok: same(tokenizer.tokenize(r.prompt), r.tokens), detail: JSON.stringify(tokenizer.tokenize(r.prompt)) },
-    { name: `row ${r.row} ids`, ok: same(tokenizer.encode(r.prompt), r.ids), detail: JSON.stringify(tokenizer.encode(r.prompt)) },
+    {
+      name: `row ${r.row} normalized`,
+      ok: tokenizer.normalize(r.prompt) === r.normalized,
+      detail: JSON.stringify(tokenizer.normalize(r.prompt)),
+    },
+    {
+      name: `row ${r.row} tokens`,
+      ok: same(tokenizer.tokenize(r.prompt), r.tokens),
+      detail: JSON.stringify(tokenizer.tokenize(r.prompt)),
+    },
+    {
+      name: `row ${r.row} ids`,
+      ok: same(tokenizer.encode(r.prompt), r.ids),
+      detail: JSON.stringify(tokenizer.encode(r.prompt)),
+    },
   ]);
   const ids = (m: number[][]) => tf.tensor2d(m.flat(), [m.length, m[0].length], 'int32');
   return {
-    tensors: { input_ids: ids(out.inputIds), attention_mask: ids(out.attentionMask), input_ids_pad0: ids(pad0.inputIds) },
+    tensors: {
+      input_ids: ids(out.inputIds),
+      attention_mask: ids(out.attentionMask),
+      input_ids_pad0: ids(pad0.inputIds),
+    },
     checks,
   };
 });

@@ -22,7 +22,14 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Generator } from 'wuerstchen';
 import { deriveSeed } from '../rng';
-import { DEFAULT_MAX_IMAGE_PIXELS, ImageDecodeError, ImageTooLargeError, RGBImage, decodeImage, maxEncodedImageBytes } from './image';
+import {
+  DEFAULT_MAX_IMAGE_PIXELS,
+  ImageDecodeError,
+  ImageTooLargeError,
+  RGBImage,
+  decodeImage,
+  maxEncodedImageBytes,
+} from './image';
 import { TarError, TarReader, WdsRawSample, wdsSamples } from './tar';
 
 export const IMAGE_EXTENSIONS = ['png', 'jpg', 'jpeg'];
@@ -104,7 +111,9 @@ export class DatasetError extends Error {
 function listImagesRecursive(root: string): string[] {
   const out: string[] = [];
   const walk = (dir: string) => {
-    for (const e of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+    for (const e of fs
+      .readdirSync(dir, { withFileTypes: true })
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
       const p = path.join(dir, e.name);
       if (e.isDirectory()) walk(p);
       else if (IMAGE_EXTENSIONS.includes(path.extname(e.name).slice(1).toLowerCase())) out.push(p);
@@ -118,7 +127,11 @@ function listImagesRecursive(root: string): string[] {
 class ListSource implements RawSource {
   private perm: number[] | null = null;
   private permEpoch = -1;
-  constructor(readonly description: string, private readonly items: RawSample[], private readonly seed: number) {}
+  constructor(
+    readonly description: string,
+    private readonly items: RawSample[],
+    private readonly seed: number,
+  ) {}
   next(pos: DataPosition): RawSample {
     if (pos.index >= this.items.length) {
       pos.epoch++;
@@ -153,7 +166,10 @@ function readCaptionFile(p: string): string | undefined {
 function readImageFile(p: string, maxBytes: number): Buffer {
   const st = fs.statSync(p);
   if (!st.isFile()) throw new ImageDecodeError('not a regular file');
-  if (st.size > maxBytes) throw new ImageTooLargeError(`the file is ${st.size} bytes, over the ${maxBytes} an image within max_image_pixels can take`);
+  if (st.size > maxBytes)
+    throw new ImageTooLargeError(
+      `the file is ${st.size} bytes, over the ${maxBytes} an image within max_image_pixels can take`,
+    );
   return fs.readFileSync(p);
 }
 
@@ -205,7 +221,9 @@ class WdsSource implements RawSource {
     this.openEpoch = pos.epoch;
     try {
       this.reader = new TarReader(this.file);
-      this.stream = wdsSamples(this.reader, WdsSource.WANTED, (ext) => (IMAGE_EXTENSIONS.includes(ext) ? this.maxImageBytes : MAX_CAPTION_BYTES));
+      this.stream = wdsSamples(this.reader, WdsSource.WANTED, (ext) =>
+        IMAGE_EXTENSIONS.includes(ext) ? this.maxImageBytes : MAX_CAPTION_BYTES,
+      );
     } catch (e) {
       this.badShard(e);
     }
@@ -276,7 +294,10 @@ class WdsSource implements RawSource {
       load: () => {
         if (imageExt) return s.files.get(imageExt)!;
         const big = IMAGE_EXTENSIONS.find((e) => s.oversized.has(e));
-        if (big) throw new ImageTooLargeError(`its .${big} entry is ${s.oversized.get(big)} bytes, over the ${this.maxImageBytes} an image within max_image_pixels can take`);
+        if (big)
+          throw new ImageTooLargeError(
+            `its .${big} entry is ${s.oversized.get(big)} bytes, over the ${this.maxImageBytes} an image within max_image_pixels can take`,
+          );
         throw new ImageDecodeError(`no image entry (.${IMAGE_EXTENSIONS.join('/.')})`);
       },
     };
@@ -347,7 +368,8 @@ export interface DatasetOptions {
   log?: (line: string) => void;
 }
 
-const strictError = (id: string, detail: string): DatasetError => new DatasetError(`${id}: ${detail} (strict data mode: --strict-data / "strict_data": true)`);
+const strictError = (id: string, detail: string): DatasetError =>
+  new DatasetError(`${id}: ${detail} (strict data mode: --strict-data / "strict_data": true)`);
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -363,25 +385,39 @@ interface OpenContext {
 /** Detect the source kind and build it. */
 function openSource(spec: string, ctx: OpenContext): RawSource {
   const { opts } = ctx;
-  const wds = (shards: string[]) => new WdsSource(`WebDataset ${spec}`, shards, opts.seed, opts.shuffleBuffer ?? 44, ctx.maxImageBytes, ctx.report);
-  const specs = spec.includes(',') ? spec.split(',').map((s) => s.trim()).filter(Boolean) : [spec];
+  const wds = (shards: string[]) =>
+    new WdsSource(`WebDataset ${spec}`, shards, opts.seed, opts.shuffleBuffer ?? 44, ctx.maxImageBytes, ctx.report);
+  const specs = spec.includes(',')
+    ? spec
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : [spec];
   const isTarSpec = (s: string) => s.endsWith('.tar') || /\{.*\}/.test(s);
   if (specs.length > 1 || isTarSpec(spec)) {
     const shards: string[] = [];
     for (const s of specs) {
       shards.push(...expandBraces(s));
-      if (shards.length > MAX_BRACE_EXPANSION) throw new DatasetError(`WebDataset ${spec}: names more than ${MAX_BRACE_EXPANSION} shards`);
+      if (shards.length > MAX_BRACE_EXPANSION)
+        throw new DatasetError(`WebDataset ${spec}: names more than ${MAX_BRACE_EXPANSION} shards`);
     }
     if (!shards.length) throw new DatasetError(`WebDataset ${spec}: names no shards`);
     const missing = shards.filter((s) => !fs.existsSync(s));
-    if (missing.length) throw new DatasetError(`WebDataset ${spec}: missing shard(s): ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', …' : ''}`);
+    if (missing.length)
+      throw new DatasetError(
+        `WebDataset ${spec}: missing shard(s): ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', …' : ''}`,
+      );
     return wds(shards);
   }
   if (!fs.existsSync(spec)) throw new DatasetError(`dataset ${spec} does not exist`);
   const stat = fs.statSync(spec);
   if (stat.isFile() && /\.jsonl?$/i.test(spec)) return openJsonl(spec, ctx);
-  if (!stat.isDirectory()) throw new DatasetError(`dataset ${spec}: expected a folder, a .jsonl manifest or .tar shards`);
-  const tars = fs.readdirSync(spec).filter((f) => f.endsWith('.tar')).sort();
+  if (!stat.isDirectory())
+    throw new DatasetError(`dataset ${spec}: expected a folder, a .jsonl manifest or .tar shards`);
+  const tars = fs
+    .readdirSync(spec)
+    .filter((f) => f.endsWith('.tar'))
+    .sort();
   const images = listImagesRecursive(spec);
   if (tars.length && !images.length) return wds(tars.map((t) => path.join(spec, t)));
   const items: RawSample[] = [];
@@ -396,9 +432,12 @@ function openSource(spec: string, ctx: OpenContext): RawSource {
     items.push({ id: img, caption, load: () => readImageFile(img, ctx.maxImageBytes) });
   }
   const missingCaption = ctx.counts.missingCaption;
-  if (missingCaption) opts.log?.(`warning: ${spec}: ${missingCaption} image(s) without a same-named .txt caption were skipped`);
+  if (missingCaption)
+    opts.log?.(`warning: ${spec}: ${missingCaption} image(s) without a same-named .txt caption were skipped`);
   if (!items.length) {
-    throw new DatasetError(`dataset ${spec} has nothing usable: ${images.length} image(s), ${missingCaption} without a caption (.png/.jpg/.jpeg with same-named .txt expected)`);
+    throw new DatasetError(
+      `dataset ${spec} has nothing usable: ${images.length} image(s), ${missingCaption} without a caption (.png/.jpg/.jpeg with same-named .txt expected)`,
+    );
   }
   return new ListSource(`folder ${spec}`, items, opts.seed);
 }
@@ -413,7 +452,8 @@ function openJsonl(file: string, ctx: OpenContext): RawSource {
     if (opts.strict) throw strictError(`${file}:${line}`, detail);
     counts.malformed++;
     if (counts.malformed <= max) opts.log?.(`warning: ${file}:${line}: ${detail}, skipped`);
-    else if (counts.malformed === max + 1) opts.log?.(`warning: ${file}: further malformed lines are counted but not printed`);
+    else if (counts.malformed === max + 1)
+      opts.log?.(`warning: ${file}: further malformed lines are counted but not printed`);
   };
   lines.forEach((line, i) => {
     if (!line.trim()) return;
@@ -435,9 +475,12 @@ function openJsonl(file: string, ctx: OpenContext): RawSource {
     const p = path.isAbsolute(img) ? img : path.join(dir, img);
     items.push({ id: `${file}:${i + 1}`, caption: cap, load: () => readImageFile(p, ctx.maxImageBytes) });
   });
-  if (counts.missingCaption) opts.log?.(`warning: ${file}: ${counts.missingCaption} record(s) without a caption were skipped`);
+  if (counts.missingCaption)
+    opts.log?.(`warning: ${file}: ${counts.missingCaption} record(s) without a caption were skipped`);
   if (!items.length) {
-    throw new DatasetError(`dataset ${file} has nothing usable: ${counts.missingCaption + counts.malformed} record(s), ${counts.missingCaption} without a caption, ${counts.malformed} malformed`);
+    throw new DatasetError(
+      `dataset ${file} has nothing usable: ${counts.missingCaption + counts.malformed} record(s), ${counts.missingCaption} without a caption, ${counts.malformed} malformed`,
+    );
   }
   return new ListSource(`JSONL ${file}`, items, opts.seed);
 }
@@ -451,9 +494,17 @@ export class ImageTextDataset {
   private printed = 0;
   private readonly maxPixels: number;
 
-  constructor(readonly spec: string, private readonly opts: DatasetOptions) {
+  constructor(
+    readonly spec: string,
+    private readonly opts: DatasetOptions,
+  ) {
     this.maxPixels = opts.maxImagePixels ?? DEFAULT_MAX_IMAGE_PIXELS;
-    this.source = openSource(spec, { opts, maxImageBytes: maxEncodedImageBytes(this.maxPixels), report: (id, kind, detail) => this.skip(id, kind, detail), counts: this.warnings });
+    this.source = openSource(spec, {
+      opts,
+      maxImageBytes: maxEncodedImageBytes(this.maxPixels),
+      report: (id, kind, detail) => this.skip(id, kind, detail),
+      counts: this.warnings,
+    });
   }
 
   get description(): string {
@@ -498,7 +549,9 @@ export class ImageTextDataset {
       const raw = this.source.next(this.pos);
       if (this.pos.epoch !== epoch) {
         if (this.pos.usableInEpoch === 0) {
-          throw new DatasetError(`dataset ${this.source.description} has nothing usable: a whole pass skipped every sample (${this.warningSummary() || 'no samples'})`);
+          throw new DatasetError(
+            `dataset ${this.source.description} has nothing usable: a whole pass skipped every sample (${this.warningSummary() || 'no samples'})`,
+          );
         }
         this.pos.usableInEpoch = 0;
       }

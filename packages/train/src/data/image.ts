@@ -37,7 +37,8 @@ export const DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192;
 /** The most bytes an encoded image of `maxPixels` can need (uncompressed 16-bit RGBA), plus room for metadata. */
 export const maxEncodedImageBytes = (maxPixels: number): number => 8 * maxPixels + (1 << 20);
 
-const isPng = (b: Buffer): boolean => b.length >= 8 && b.readUInt32BE(0) === 0x89504e47 && b.readUInt32BE(4) === 0x0d0a1a0a;
+const isPng = (b: Buffer): boolean =>
+  b.length >= 8 && b.readUInt32BE(0) === 0x89504e47 && b.readUInt32BE(4) === 0x0d0a1a0a;
 const isJpeg = (b: Buffer): boolean => b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff;
 
 /** Width and height from a JPEG's first frame header (SOFn), walking the marker segments before it. */
@@ -70,7 +71,8 @@ function jpegDimensions(b: Buffer): { width: number; height: number } {
 /** The declared size of a PNG (IHDR) or JPEG (SOFn), read without decoding anything. */
 export function imageDimensions(bytes: Buffer): { format: 'png' | 'jpeg'; width: number; height: number } {
   if (isPng(bytes)) {
-    if (bytes.length < 24 || bytes.toString('latin1', 12, 16) !== 'IHDR') throw new ImageDecodeError('PNG: the IHDR header is missing');
+    if (bytes.length < 24 || bytes.toString('latin1', 12, 16) !== 'IHDR')
+      throw new ImageDecodeError('PNG: the IHDR header is missing');
     return { format: 'png', width: bytes.readUInt32BE(16), height: bytes.readUInt32BE(20) };
   }
   if (isJpeg(bytes)) return { format: 'jpeg', ...jpegDimensions(bytes) };
@@ -87,7 +89,9 @@ export function decodeImage(bytes: Buffer | Uint8Array, maxPixels = DEFAULT_MAX_
   const dims = imageDimensions(b);
   if (!dims.width || !dims.height) throw new ImageDecodeError('image has no pixels');
   if (dims.width * dims.height > maxPixels) {
-    throw new ImageTooLargeError(`${dims.width}×${dims.height} = ${dims.width * dims.height} pixels, over the limit of ${maxPixels} (max_image_pixels)`);
+    throw new ImageTooLargeError(
+      `${dims.width}×${dims.height} = ${dims.width * dims.height} pixels, over the limit of ${maxPixels} (max_image_pixels)`,
+    );
   }
   let rgba: Uint8Array;
   let width: number;
@@ -101,7 +105,12 @@ export function decodeImage(bytes: Buffer | Uint8Array, maxPixels = DEFAULT_MAX_
       height = png.height;
       channels = 4;
     } else {
-      const img = jpeg.decode(b, { useTArray: true, formatAsRGBA: false, maxMemoryUsageInMB: 1024, maxResolutionInMP: Math.max(1, maxPixels / 1e6) });
+      const img = jpeg.decode(b, {
+        useTArray: true,
+        formatAsRGBA: false,
+        maxMemoryUsageInMB: 1024,
+        maxResolutionInMP: Math.max(1, maxPixels / 1e6),
+      });
       rgba = img.data;
       width = img.width;
       height = img.height;
@@ -111,7 +120,10 @@ export function decodeImage(bytes: Buffer | Uint8Array, maxPixels = DEFAULT_MAX_
     // jpeg-js throws plain strings for some malformed streams
     throw new ImageDecodeError(e instanceof Error ? e.message : String(e));
   }
-  if (width !== dims.width || height !== dims.height) throw new ImageDecodeError(`decoded size ${width}×${height} differs from the declared ${dims.width}×${dims.height}`);
+  if (width !== dims.width || height !== dims.height)
+    throw new ImageDecodeError(
+      `decoded size ${width}×${height} differs from the declared ${dims.width}×${dims.height}`,
+    );
   const data = new Float32Array(width * height * 3);
   for (let i = 0, j = 0; i < width * height; i++, j += channels) {
     data[i * 3] = rgba[j] / 255;
@@ -135,7 +147,8 @@ export function encodePNG(img: RGBImage): Buffer {
 const triangle = (x: number): number => Math.max(0, 1 - Math.abs(x));
 
 /** One axis of PyTorch's antialiased bilinear resize (align_corners=False): the triangle filter widened by the downscale factor (PIL-style). */
-const bilinearAAWeights = (nIn: number, nOut: number): AAWeights => antialiasWeights(nIn, nOut, nIn / nOut, triangle, 1);
+const bilinearAAWeights = (nIn: number, nOut: number): AAWeights =>
+  antialiasWeights(nIn, nOut, nIn / nOut, triangle, 1);
 
 /** Resize to exactly `outW × outH` (bilinear, antialias; separable, width first). */
 export function resize(img: RGBImage, outW: number, outH: number): RGBImage {
@@ -145,7 +158,9 @@ export function resize(img: RGBImage, outW: number, outH: number): RGBImage {
   const tmp = new Float32Array(img.height * outW * 3);
   for (let y = 0; y < img.height; y++) {
     for (let x = 0; x < outW; x++) {
-      let r = 0, g = 0, b = 0;
+      let r = 0,
+        g = 0,
+        b = 0;
       const s = wx.start[x];
       for (let k = 0; k < wx.size[x]; k++) {
         const wt = wx.w[x * wx.maxSize + k];
@@ -192,7 +207,8 @@ export function crop(img: RGBImage, left: number, top: number, w: number, h: num
     throw new Error(`crop ${w}x${h}+${left}+${top} is outside the ${img.width}x${img.height} image`);
   }
   const out = new Float32Array(w * h * 3);
-  for (let y = 0; y < h; y++) out.set(img.data.subarray(((top + y) * img.width + left) * 3, ((top + y) * img.width + left + w) * 3), y * w * 3);
+  for (let y = 0; y < h; y++)
+    out.set(img.data.subarray(((top + y) * img.width + left) * 3, ((top + y) * img.width + left + w) * 3), y * w * 3);
   return { width: w, height: h, data: out };
 }
 

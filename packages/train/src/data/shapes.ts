@@ -44,19 +44,33 @@ export function encodeRGB(pixels: Uint8Array, side: number): Buffer {
 }
 
 /** Sample i of the dataset with this seed. */
-export function shapeSample(i: number, seed: number, side: number, heldOut: MakeShapesOptions['heldOut'] = 'exclude', colours?: readonly string[]): ShapeSample {
+export function shapeSample(
+  i: number,
+  seed: number,
+  side: number,
+  heldOut: MakeShapesOptions['heldOut'] = 'exclude',
+  colours?: readonly string[],
+): ShapeSample {
   const rng = new Generator(deriveSeed(seed, 'shapes', String(i)));
   const scene = randomScene(rng, heldOut, colours);
-  return { key: `shape-${String(i).padStart(6, '0')}`, scene, caption: sceneCaption(scene), png: encodeRGB(renderScene(scene, rng, { side }), side) };
+  return {
+    key: `shape-${String(i).padStart(6, '0')}`,
+    scene,
+    caption: sceneCaption(scene),
+    png: encodeRGB(renderScene(scene, rng, { side }), side),
+  };
 }
 
 /** Write the dataset; returns the files written (images, or shards). */
 export function makeShapes(opts: MakeShapesOptions): string[] {
   const side = opts.side ?? 64;
-  if (!Number.isInteger(opts.n) || opts.n < 1 || opts.n > 10_000_000) throw new Error(`--n must be an integer in [1, 10000000], got ${opts.n}`);
-  if (!Number.isInteger(side) || side < 16 || side > 1024) throw new Error(`--side must be an integer in [16, 1024], got ${side}`);
+  if (!Number.isInteger(opts.n) || opts.n < 1 || opts.n > 10_000_000)
+    throw new Error(`--n must be an integer in [1, 10000000], got ${opts.n}`);
+  if (!Number.isInteger(side) || side < 16 || side > 1024)
+    throw new Error(`--side must be an integer in [16, 1024], got ${side}`);
   const shards = opts.shards ?? 0;
-  if (!Number.isInteger(shards) || shards < 0 || shards > opts.n) throw new Error(`--shards must be an integer in [0, n], got ${shards}`);
+  if (!Number.isInteger(shards) || shards < 0 || shards > opts.n)
+    throw new Error(`--shards must be an integer in [0, n], got ${shards}`);
   fs.mkdirSync(opts.out, { recursive: true });
   const files: string[] = [];
   if (shards === 0) {

@@ -48,7 +48,10 @@ function checksumOk(header: Buffer): boolean {
 }
 
 export class TarError extends Error {
-  constructor(readonly file: string, readonly detail: string) {
+  constructor(
+    readonly file: string,
+    readonly detail: string,
+  ) {
     super(`${file}: ${detail}`);
     this.name = 'TarError';
   }
@@ -100,14 +103,23 @@ export class TarReader {
       }
       this.readAt(header, pos);
       if (header.every((b) => b === 0)) return; // end-of-archive marker
-      if (!checksumOk(header)) throw new TarError(this.file, `bad header checksum at byte ${pos} (not a tar file, or corrupt)`);
+      if (!checksumOk(header))
+        throw new TarError(this.file, `bad header checksum at byte ${pos} (not a tar file, or corrupt)`);
       const type = String.fromCharCode(header[156] || 0x30);
       let size = parseNumber(header, 124, 12);
       if (Number.isNaN(size)) throw new TarError(this.file, `entry at byte ${pos}: the size field is not a number`);
       const dataOffset = pos + BLOCK;
-      if (dataOffset + size > this.size) throw new TarError(this.file, `entry at byte ${pos} declares ${size} bytes, past the end of the file (truncated shard)`);
+      if (dataOffset + size > this.size)
+        throw new TarError(
+          this.file,
+          `entry at byte ${pos} declares ${size} bytes, past the end of the file (truncated shard)`,
+        );
       if (type === 'L' || type === 'x' || type === 'g') {
-        if (size > MAX_META_BYTES) throw new TarError(this.file, `${type === 'L' ? 'long-name' : 'pax'} record at byte ${pos} is ${size} bytes (limit ${MAX_META_BYTES})`);
+        if (size > MAX_META_BYTES)
+          throw new TarError(
+            this.file,
+            `${type === 'L' ? 'long-name' : 'pax'} record at byte ${pos} is ${size} bytes (limit ${MAX_META_BYTES})`,
+          );
         const data = this.read({ name: '', size, offset: dataOffset, type });
         if (type === 'L') longName = cstring(data, 0, data.length);
         else if (type === 'x') {
@@ -115,7 +127,11 @@ export class TarReader {
           if (rec.path !== undefined) paxPath = rec.path;
           if (rec.size !== undefined) {
             paxSize = /^\d{1,15}$/.test(rec.size) ? Number(rec.size) : NaN;
-            if (Number.isNaN(paxSize)) throw new TarError(this.file, `pax record at byte ${pos}: size ${JSON.stringify(rec.size.slice(0, 40))} is not a number`);
+            if (Number.isNaN(paxSize))
+              throw new TarError(
+                this.file,
+                `pax record at byte ${pos}: size ${JSON.stringify(rec.size.slice(0, 40))} is not a number`,
+              );
           }
         }
         pos = dataOffset + Math.ceil(size / BLOCK) * BLOCK;
@@ -135,7 +151,8 @@ export class TarReader {
       if (!name || name.length > MAX_NAME_LENGTH || /[\x00-\x1f\x7f]/.test(name)) {
         throw new TarError(this.file, `entry at byte ${pos} has an invalid name ${JSON.stringify(name.slice(0, 60))}`);
       }
-      if (dataOffset + size > this.size) throw new TarError(this.file, `entry ${name} runs past the end of the file (truncated shard)`);
+      if (dataOffset + size > this.size)
+        throw new TarError(this.file, `entry ${name} runs past the end of the file (truncated shard)`);
       if (all || type === '0' || type === '\0' || type === '7') yield { name, size, offset: dataOffset, type };
       pos = dataOffset + Math.ceil(size / BLOCK) * BLOCK;
     }
@@ -202,7 +219,11 @@ export interface WdsRawSample {
  * entries whose extension is in `wanted` are read, and only up to `maxBytes(ext)` bytes each (larger
  * ones are listed in `oversized`); the rest are skipped by offset.
  */
-export function* wdsSamples(reader: TarReader, wanted: Set<string>, maxBytes: (ext: string) => number = () => Infinity): Generator<WdsRawSample> {
+export function* wdsSamples(
+  reader: TarReader,
+  wanted: Set<string>,
+  maxBytes: (ext: string) => number = () => Infinity,
+): Generator<WdsRawSample> {
   let current: WdsRawSample | undefined;
   for (const entry of reader.entries()) {
     const { key, ext } = splitWdsName(entry.name);
@@ -225,7 +246,11 @@ export function writeTar(file: string, entries: [string, Buffer][]): void {
     const h = Buffer.alloc(BLOCK);
     if (Buffer.byteLength(name) > 100) {
       const longData = Buffer.from(name + '\0');
-      chunks.push(makeHeader('././@LongLink', longData.length, 'L'), longData, Buffer.alloc((BLOCK - (longData.length % BLOCK)) % BLOCK));
+      chunks.push(
+        makeHeader('././@LongLink', longData.length, 'L'),
+        longData,
+        Buffer.alloc((BLOCK - (longData.length % BLOCK)) % BLOCK),
+      );
       h.set(makeHeader(name.slice(0, 99), data.length, '0'));
     } else h.set(makeHeader(name, data.length, '0'));
     chunks.push(h, data, Buffer.alloc((BLOCK - (data.length % BLOCK)) % BLOCK));

@@ -25,7 +25,15 @@ import {
   multiHeadAttention,
   openCheckpoint,
 } from '@wuerstchen/core';
-import { ConfigSchema, checkParameterCount, linearCount, moduleFits, parseConfig, readConfigJson, storedParameterCount } from './config_schema';
+import {
+  ConfigSchema,
+  checkParameterCount,
+  linearCount,
+  moduleFits,
+  parseConfig,
+  readConfigJson,
+  storedParameterCount,
+} from './config_schema';
 
 /** transformers `CLIPTextConfig` (the fields of `text_encoder/config.json` this model uses). */
 export interface CLIPTextConfig {
@@ -110,7 +118,13 @@ export const CLIP_TEXT_SCHEMA: ConfigSchema<CLIPTextConfig> = {
       fail('hidden_size', `${cfg.hidden_size} is not divisible by num_attention_heads ${cfg.num_attention_heads}`);
     }
   },
-  count({ vocab_size: vocab, hidden_size: h, intermediate_size: inner, num_hidden_layers: layers, max_position_embeddings: positions }) {
+  count({
+    vocab_size: vocab,
+    hidden_size: h,
+    intermediate_size: inner,
+    num_hidden_layers: layers,
+    max_position_embeddings: positions,
+  }) {
     const layer = 4 * linearCount(h, h) + linearCount(h, inner) + linearCount(inner, h) + 2 * 2 * h;
     return (vocab + positions) * h + layers * layer + 2 * h;
   },
@@ -121,7 +135,10 @@ export const CLIP_TEXT_SCHEMA: ConfigSchema<CLIPTextConfig> = {
  * full `CLIPConfig` too (uses its `text_config`). Unknown fields are ignored.
  */
 export function parseCLIPTextConfig(json: Record<string, unknown>, where = 'CLIPTextConfig'): CLIPTextConfig {
-  const src = json.model_type === 'clip' && typeof json.text_config === 'object' && json.text_config !== null ? (json.text_config as Record<string, unknown>) : json;
+  const src =
+    json.model_type === 'clip' && typeof json.text_config === 'object' && json.text_config !== null
+      ? (json.text_config as Record<string, unknown>)
+      : json;
   return parseConfig(CLIP_TEXT_SCHEMA, src, where);
 }
 
@@ -135,7 +152,10 @@ export class CLIPAttention extends Module {
   readonly qProj: Linear;
   readonly outProj: Linear;
   readonly scale: number;
-  constructor(readonly dim: number, readonly heads: number) {
+  constructor(
+    readonly dim: number,
+    readonly heads: number,
+  ) {
     super();
     this.scale = (dim / heads) ** -0.5;
     // Declaration order = transformers' state_dict order.
@@ -147,7 +167,14 @@ export class CLIPAttention extends Module {
   /** x: `[B, S, D]`; mask: additive, broadcastable to `[B·heads, S, S]`. */
   forward(x: tf.Tensor, mask?: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {
-      const o = multiHeadAttention(this.qProj.forward(x), this.kProj.forward(x), this.vProj.forward(x), this.heads, this.scale, mask);
+      const o = multiHeadAttention(
+        this.qProj.forward(x),
+        this.kProj.forward(x),
+        this.vProj.forward(x),
+        this.heads,
+        this.scale,
+        mask,
+      );
       return this.outProj.forward(o);
     });
   }
@@ -197,7 +224,10 @@ export class CLIPTextEmbeddings extends Module {
   constructor(cfg: CLIPTextConfig) {
     super();
     this.tokenEmbedding = this.child('token_embedding', new Embedding(cfg.vocab_size, cfg.hidden_size));
-    this.positionEmbedding = this.child('position_embedding', new Embedding(cfg.max_position_embeddings, cfg.hidden_size));
+    this.positionEmbedding = this.child(
+      'position_embedding',
+      new Embedding(cfg.max_position_embeddings, cfg.hidden_size),
+    );
   }
   /** ids: int32 `[B, S]` → `[B, S, D]` (positions 0..S−1). */
   forward(ids: tf.Tensor): tf.Tensor3D {
@@ -214,7 +244,10 @@ export class CLIPEncoder extends Module {
   readonly layers: ModuleList<CLIPEncoderLayer>;
   constructor(cfg: CLIPTextConfig) {
     super();
-    this.layers = this.child('layers', new ModuleList(Array.from({ length: cfg.num_hidden_layers }, () => new CLIPEncoderLayer(cfg))));
+    this.layers = this.child(
+      'layers',
+      new ModuleList(Array.from({ length: cfg.num_hidden_layers }, () => new CLIPEncoderLayer(cfg))),
+    );
   }
 }
 
@@ -272,15 +305,24 @@ export class CLIPTextModel extends Module {
   /** Build from a `text_encoder/` folder: `config.json` + `model.safetensors` (or its shards / a variant). */
   static fromPretrained(dir: string, opts: { variant?: string; allowNonFinite?: boolean } = {}): CLIPTextModel {
     const configFile = joinPath(dir, 'config.json');
-    if (fileStore(configFile).kind(configFile) === undefined) throw new Error(`${dir}: no config.json (expected a transformers CLIPTextModel folder)`);
+    if (fileStore(configFile).kind(configFile) === undefined)
+      throw new Error(`${dir}: no config.json (expected a transformers CLIPTextModel folder)`);
     const json = readConfigJson(configFile);
     const config = parseCLIPTextConfig(json, configFile);
     const ckpt = openCheckpoint(dir, { base: 'model', variant: opts.variant });
     const source = ckpt.files.length === 1 ? ckpt.files[0] : dir;
     let model: CLIPTextModel | undefined;
     try {
-      const fits = (candidate: CLIPTextConfig) => moduleFits(() => new CLIPTextModel(candidate), ckpt, CLIPTextModel.ignoredKeys);
-      checkParameterCount(CLIP_TEXT_SCHEMA, config, configFile, storedParameterCount(ckpt, CLIPTextModel.ignoredKeys), source, fits);
+      const fits = (candidate: CLIPTextConfig) =>
+        moduleFits(() => new CLIPTextModel(candidate), ckpt, CLIPTextModel.ignoredKeys);
+      checkParameterCount(
+        CLIP_TEXT_SCHEMA,
+        config,
+        configFile,
+        storedParameterCount(ckpt, CLIPTextModel.ignoredKeys),
+        source,
+        fits,
+      );
       model = new CLIPTextModel(config);
       model.loadStateDict(ckpt, { source, allowNonFinite: opts.allowNonFinite });
     } catch (e) {
@@ -306,20 +348,29 @@ export class CLIPTextModel extends Module {
     const cfg = this.config;
     if (!(inputIds instanceof tf.Tensor)) throw new Error('CLIPTextModel.forward: inputIds must be a tf.Tensor');
     if (inputIds.rank !== 2 || inputIds.dtype !== 'int32') {
-      throw new Error(`CLIPTextModel.forward: inputIds must be an int32 tensor of shape [batch, seq]; got ${fmtTensor(inputIds)}`);
+      throw new Error(
+        `CLIPTextModel.forward: inputIds must be an int32 tensor of shape [batch, seq]; got ${fmtTensor(inputIds)}`,
+      );
     }
     const [b, s] = inputIds.shape;
     if (b < 1 || s < 1) throw new Error(`CLIPTextModel.forward: inputIds is empty (${fmtTensor(inputIds)})`);
     if (s > cfg.max_position_embeddings) {
-      throw new Error(`CLIPTextModel.forward: sequence length ${s} exceeds max_position_embeddings ${cfg.max_position_embeddings}`);
+      throw new Error(
+        `CLIPTextModel.forward: sequence length ${s} exceeds max_position_embeddings ${cfg.max_position_embeddings}`,
+      );
     }
     if (attentionMask !== undefined) {
-      if (!(attentionMask instanceof tf.Tensor)) throw new Error('CLIPTextModel.forward: attentionMask must be a tf.Tensor');
+      if (!(attentionMask instanceof tf.Tensor))
+        throw new Error('CLIPTextModel.forward: attentionMask must be a tf.Tensor');
       if (attentionMask.rank !== 2 || attentionMask.shape[0] !== b || attentionMask.shape[1] !== s) {
-        throw new Error(`CLIPTextModel.forward: attentionMask must have the shape of inputIds [${b}, ${s}]; got ${fmtTensor(attentionMask)}`);
+        throw new Error(
+          `CLIPTextModel.forward: attentionMask must have the shape of inputIds [${b}, ${s}]; got ${fmtTensor(attentionMask)}`,
+        );
       }
       if (attentionMask.dtype === 'string' || attentionMask.dtype === 'complex64') {
-        throw new Error(`CLIPTextModel.forward: attentionMask must be int32, bool or float32 (1 = keep, 0 = padding); got ${fmtTensor(attentionMask)}`);
+        throw new Error(
+          `CLIPTextModel.forward: attentionMask must be int32, bool or float32 (1 = keep, 0 = padding); got ${fmtTensor(attentionMask)}`,
+        );
       }
     }
     // One small read ([B, 2] numbers): out-of-range ids would otherwise give zeros on some backends.
@@ -327,7 +378,9 @@ export class CLIPTextModel extends Module {
     const [lo, hi] = Array.from(range.dataSync());
     range.dispose();
     if (lo < 0 || hi >= cfg.vocab_size) {
-      throw new Error(`CLIPTextModel.forward: token ids must be in [0, ${cfg.vocab_size}); got values in [${lo}, ${hi}]`);
+      throw new Error(
+        `CLIPTextModel.forward: token ids must be in [0, ${cfg.vocab_size}); got values in [${lo}, ${hi}]`,
+      );
     }
   }
 
@@ -337,7 +390,10 @@ export class CLIPTextModel extends Module {
    */
   private buildMask(batch: number, seq: number, attentionMask?: tf.Tensor): tf.Tensor3D {
     return tf.tidy(() => {
-      const causal = tf.linalg.bandPart(tf.ones([seq, seq]), -1, 0).reshape([1, seq, seq]).cast('bool');
+      const causal = tf.linalg
+        .bandPart(tf.ones([seq, seq]), -1, 0)
+        .reshape([1, seq, seq])
+        .cast('bool');
       let allowed: tf.Tensor = causal;
       if (attentionMask) {
         const keys = tf.notEqual(attentionMask, 0).reshape([batch, 1, seq]);

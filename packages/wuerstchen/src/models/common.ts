@@ -3,7 +3,18 @@
  * src/diffusers/pipelines/wuerstchen/modeling_wuerstchen_common.py). Activations are NHWC.
  */
 import * as tf from '@tensorflow/tfjs';
-import { Attention, ChannelLayerNorm, Conv2d, Dropout, GELU, GlobalResponseNorm, Linear, Module, Sequential, SiLU } from '@wuerstchen/core';
+import {
+  Attention,
+  ChannelLayerNorm,
+  Conv2d,
+  Dropout,
+  GELU,
+  GlobalResponseNorm,
+  Linear,
+  Module,
+  Sequential,
+  SiLU,
+} from '@wuerstchen/core';
 
 /** Channel LayerNorm of an NHWC image tensor, no affine, eps 1e-6 (`WuerstchenLayerNorm`). */
 export class WuerstchenLayerNorm extends ChannelLayerNorm {}
@@ -11,7 +22,10 @@ export class WuerstchenLayerNorm extends ChannelLayerNorm {}
 /** `x·(1 + a) + b` with `a, b = chunk(mapper(t), 2)` (`TimestepBlock`). */
 export class TimestepBlock extends Module {
   readonly mapper: Linear;
-  constructor(readonly c: number, cR: number) {
+  constructor(
+    readonly c: number,
+    cR: number,
+  ) {
     super();
     this.mapper = this.child('mapper', new Linear(cR, 2 * c));
   }
@@ -28,7 +42,13 @@ export class TimestepBlock extends Module {
 
 /** Linear(c_in → 4c) → GELU → GRN(4c) → Dropout → Linear(4c → c), per pixel (the ConvNeXt-V2 MLP). */
 function channelwiseMlp(cIn: number, c: number, dropout: number): Sequential {
-  return new Sequential([new Linear(cIn, 4 * c), new GELU(), new GlobalResponseNorm(4 * c), new Dropout(dropout), new Linear(4 * c, c)]);
+  return new Sequential([
+    new Linear(cIn, 4 * c),
+    new GELU(),
+    new GlobalResponseNorm(4 * c),
+    new Dropout(dropout),
+    new Linear(4 * c, c),
+  ]);
 }
 
 /**
@@ -39,9 +59,17 @@ export class ResBlock extends Module {
   readonly depthwise: Conv2d;
   readonly norm: WuerstchenLayerNorm;
   readonly channelwise: Sequential;
-  constructor(readonly c: number, readonly cSkip = 0, kernelSize = 3, dropout = 0) {
+  constructor(
+    readonly c: number,
+    readonly cSkip = 0,
+    kernelSize = 3,
+    dropout = 0,
+  ) {
     super();
-    this.depthwise = this.child('depthwise', new Conv2d(c + cSkip, c, kernelSize, { padding: kernelSize >> 1, groups: c }));
+    this.depthwise = this.child(
+      'depthwise',
+      new Conv2d(c + cSkip, c, kernelSize, { padding: kernelSize >> 1, groups: c }),
+    );
     this.norm = this.child('norm', new WuerstchenLayerNorm(c));
     this.channelwise = this.child('channelwise', channelwiseMlp(c, c, dropout));
   }
@@ -61,7 +89,12 @@ export class ResBlockStageB extends Module {
   readonly depthwise: Conv2d;
   readonly norm: WuerstchenLayerNorm;
   readonly channelwise: Sequential;
-  constructor(readonly c: number, readonly cSkip = 0, kernelSize = 3, dropout = 0) {
+  constructor(
+    readonly c: number,
+    readonly cSkip = 0,
+    kernelSize = 3,
+    dropout = 0,
+  ) {
     super();
     this.depthwise = this.child('depthwise', new Conv2d(c, c, kernelSize, { padding: kernelSize >> 1, groups: c }));
     this.norm = this.child('norm', new WuerstchenLayerNorm(c));
@@ -83,10 +116,19 @@ export class AttnBlock extends Module {
   readonly norm: WuerstchenLayerNorm;
   readonly attention: Attention;
   readonly kvMapper: Sequential;
-  constructor(readonly c: number, cCond: number, readonly nhead: number, readonly selfAttn = true, dropout = 0) {
+  constructor(
+    readonly c: number,
+    cCond: number,
+    readonly nhead: number,
+    readonly selfAttn = true,
+    dropout = 0,
+  ) {
     super();
     this.norm = this.child('norm', new WuerstchenLayerNorm(c));
-    this.attention = this.child('attention', new Attention(c, { heads: nhead, dimHead: Math.floor(c / nhead), bias: true, dropout }));
+    this.attention = this.child(
+      'attention',
+      new Attention(c, { heads: nhead, dimHead: Math.floor(c / nhead), bias: true, dropout }),
+    );
     this.kvMapper = this.child('kv_mapper', new Sequential([new SiLU(), new Linear(cCond, c)]));
   }
   /** x: `[B, H, W, c]`; cond: `[B, S, c_cond]`. */
@@ -112,7 +154,11 @@ export function genREmbedding(r: tf.Tensor, cR: number, maxPositions = 10000): t
     const freqs = tf.exp(tf.mul(tf.range(0, half, 1, 'float32'), -e));
     const args = tf.mul(tf.mul(r.reshape([-1, 1]), maxPositions), freqs.reshape([1, half]));
     const emb = tf.concat([tf.sin(args), tf.cos(args)], 1) as tf.Tensor2D;
-    return cR % 2 === 1 ? (tf.pad(emb, [[0, 0], [0, 1]]) as tf.Tensor2D) : emb;
+    return cR % 2 === 1
+      ? (tf.pad(emb, [
+          [0, 0],
+          [0, 1],
+        ]) as tf.Tensor2D)
+      : emb;
   });
 }
-

@@ -86,7 +86,10 @@ export const DIFFNEXT_SCHEMA: ConfigSchema<WuerstchenDiffNeXtConfig> = {
     }
     cfg.level_config.forEach((types, i) => {
       if (types.includes('A') && !(cfg.nhead[i] > 0 && cfg.c_hidden[i] % cfg.nhead[i] === 0)) {
-        fail(`nhead[${i}]`, `= ${cfg.nhead[i]} does not divide c_hidden[${i}] = ${cfg.c_hidden[i]}, and level ${i} has attention`);
+        fail(
+          `nhead[${i}]`,
+          `= ${cfg.nhead[i]} does not divide c_hidden[${i}] = ${cfg.c_hidden[i]}, and level ${i} has attention`,
+        );
       }
     });
     // an even kernel would shift the feature maps (padding is kernel_size // 2)
@@ -96,12 +99,16 @@ export const DIFFNEXT_SCHEMA: ConfigSchema<WuerstchenDiffNeXtConfig> = {
     const { c_hidden: ch, c_cond, c_r, kernel_size: k, patch_size: p } = cfg;
     const levels = ch.length;
     const block = (type: string, c: number, nhead: number, cSkip: number): number => {
-      if (type === 'C') return convCount(c, c, k, c) + linearCount(c + cSkip, 4 * c) + 2 * 4 * c + linearCount(4 * c, c);
+      if (type === 'C')
+        return convCount(c, c, k, c) + linearCount(c + cSkip, 4 * c) + 2 * 4 * c + linearCount(4 * c, c);
       if (type === 'T') return linearCount(c_r, 2 * c);
       const inner = nhead > 0 ? Math.floor(c / nhead) * nhead : c;
       return 3 * linearCount(c, inner) + linearCount(inner, c) + linearCount(c_cond, c);
     };
-    let total = linearCount(cfg.clip_embd, c_cond) + convCount(cfg.c_in * p * p, ch[0], 1) + convCount(ch[0], cfg.c_out * 2 * p * p, 1);
+    let total =
+      linearCount(cfg.clip_embd, c_cond) +
+      convCount(cfg.c_in * p * p, ch[0], 1) +
+      convCount(ch[0], cfg.c_out * 2 * p * p, 1);
     total += 2 * cfg.inject_effnet.filter(Boolean).length * convCount(cfg.effnet_embd, c_cond, 1);
     for (let i = 0; i < levels; i++) {
       const inject = cfg.inject_effnet[i] ? c_cond : 0;
@@ -120,7 +127,10 @@ export const DIFFNEXT_SCHEMA: ConfigSchema<WuerstchenDiffNeXtConfig> = {
 };
 
 /** Validates a `decoder/config.json` (or a partial config) and fills the defaults; errors name `file` and the field. */
-export function parseDiffNeXtConfig(json: Record<string, unknown>, file = 'WuerstchenDiffNeXtConfig'): WuerstchenDiffNeXtConfig {
+export function parseDiffNeXtConfig(
+  json: Record<string, unknown>,
+  file = 'WuerstchenDiffNeXtConfig',
+): WuerstchenDiffNeXtConfig {
   return parseConfig(DIFFNEXT_SCHEMA, json, file);
 }
 
@@ -145,12 +155,19 @@ export class WuerstchenDiffNeXt extends Module {
     const levels = cfg.c_hidden.length;
     this.clipMapper = this.child('clip_mapper', new Linear(cfg.clip_embd, cfg.c_cond));
     const inject = [...cfg.inject_effnet, ...[...cfg.inject_effnet].reverse()];
-    this.effnetMappers = this.child('effnet_mappers', new ModuleList(inject.map((on) => (on ? new Conv2d(cfg.effnet_embd, cfg.c_cond, 1) : null))));
+    this.effnetMappers = this.child(
+      'effnet_mappers',
+      new ModuleList(inject.map((on) => (on ? new Conv2d(cfg.effnet_embd, cfg.c_cond, 1) : null))),
+    );
     this.seqNorm = this.child('seq_norm', new LayerNorm(cfg.c_cond, 1e-6, false));
     const p = cfg.patch_size;
     this.embedding = this.child(
       'embedding',
-      new Sequential([new PixelUnshuffle(p), new Conv2d(cfg.c_in * p * p, cfg.c_hidden[0], 1), new WuerstchenLayerNorm(cfg.c_hidden[0])]),
+      new Sequential([
+        new PixelUnshuffle(p),
+        new Conv2d(cfg.c_in * p * p, cfg.c_hidden[0], 1),
+        new WuerstchenLayerNorm(cfg.c_hidden[0]),
+      ]),
     );
 
     const block = (type: string, c: number, nhead: number, cSkip: number): LevelBlock => {
@@ -164,10 +181,16 @@ export class WuerstchenDiffNeXt extends Module {
     for (let i = 0; i < levels; i++) {
       const items: LevelBlock[] = [];
       if (i > 0) {
-        items.push(new Sequential([new WuerstchenLayerNorm(cfg.c_hidden[i - 1]), new Conv2d(cfg.c_hidden[i - 1], cfg.c_hidden[i], 2, { stride: 2 })]));
+        items.push(
+          new Sequential([
+            new WuerstchenLayerNorm(cfg.c_hidden[i - 1]),
+            new Conv2d(cfg.c_hidden[i - 1], cfg.c_hidden[i], 2, { stride: 2 }),
+          ]),
+        );
       }
       for (let b = 0; b < cfg.blocks[i]; b++) {
-        for (const type of cfg.level_config[i]) items.push(block(type, cfg.c_hidden[i], cfg.nhead[i], cfg.inject_effnet[i] ? cfg.c_cond : 0));
+        for (const type of cfg.level_config[i])
+          items.push(block(type, cfg.c_hidden[i], cfg.nhead[i], cfg.inject_effnet[i] ? cfg.c_cond : 0));
       }
       down.push(new ModuleList(items));
     }
@@ -183,7 +206,12 @@ export class WuerstchenDiffNeXt extends Module {
         });
       }
       if (i > 0) {
-        items.push(new Sequential([new WuerstchenLayerNorm(cfg.c_hidden[i]), new ConvTranspose2d(cfg.c_hidden[i], cfg.c_hidden[i - 1], 2, { stride: 2 })]));
+        items.push(
+          new Sequential([
+            new WuerstchenLayerNorm(cfg.c_hidden[i]),
+            new ConvTranspose2d(cfg.c_hidden[i], cfg.c_hidden[i - 1], 2, { stride: 2 }),
+          ]),
+        );
       }
       up.push(new ModuleList(items));
     }
@@ -191,7 +219,11 @@ export class WuerstchenDiffNeXt extends Module {
 
     this.clf = this.child(
       'clf',
-      new Sequential([new WuerstchenLayerNorm(cfg.c_hidden[0]), new Conv2d(cfg.c_hidden[0], cfg.c_out * 2 * p * p, 1), new PixelShuffle(p)]),
+      new Sequential([
+        new WuerstchenLayerNorm(cfg.c_hidden[0]),
+        new Conv2d(cfg.c_hidden[0], cfg.c_out * 2 * p * p, 1),
+        new PixelShuffle(p),
+      ]),
     );
   }
 
@@ -204,7 +236,13 @@ export class WuerstchenDiffNeXt extends Module {
   }
 
   /** The effnet map resized (bicubic AA) to `[h, w]`, cached by size when a cache is given. */
-  private resizedEffnet(effnet: tf.Tensor4D, h: number, w: number, cache: EffnetCache | undefined, trace?: Trace): tf.Tensor {
+  private resizedEffnet(
+    effnet: tf.Tensor4D,
+    h: number,
+    w: number,
+    cache: EffnetCache | undefined,
+    trace?: Trace,
+  ): tf.Tensor {
     const key = `${h}x${w}`;
     const hit = cache?.get(key);
     if (hit) return hit;
@@ -214,13 +252,25 @@ export class WuerstchenDiffNeXt extends Module {
     return resized;
   }
 
-  private effnetC(slot: number, effnet: tf.Tensor4D, x: tf.Tensor, cache: EffnetCache | undefined, trace?: Trace): tf.Tensor | null {
+  private effnetC(
+    slot: number,
+    effnet: tf.Tensor4D,
+    x: tf.Tensor,
+    cache: EffnetCache | undefined,
+    trace?: Trace,
+  ): tf.Tensor | null {
     const mapper = this.effnetMappers.at(slot);
     if (!mapper) return null;
     return mapper.forward(this.resizedEffnet(effnet, x.shape[1]!, x.shape[2]!, cache, trace));
   }
 
-  private runBlock(block: LevelBlock, x: tf.Tensor, rEmbed: tf.Tensor, clip: tf.Tensor, skip: tf.Tensor | null): tf.Tensor {
+  private runBlock(
+    block: LevelBlock,
+    x: tf.Tensor,
+    rEmbed: tf.Tensor,
+    clip: tf.Tensor,
+    skip: tf.Tensor | null,
+  ): tf.Tensor {
     if (block instanceof ResBlockStageB) return block.forward(x, skip ?? undefined);
     if (block instanceof AttnBlock) return block.forward(x, clip);
     if (block instanceof TimestepBlock) return block.forward(x, rEmbed);
@@ -228,7 +278,14 @@ export class WuerstchenDiffNeXt extends Module {
   }
 
   /** `_down_encode`: returns the level outputs deepest first. */
-  private downEncode(x: tf.Tensor, rEmbed: tf.Tensor, effnet: tf.Tensor4D, clip: tf.Tensor, cache?: EffnetCache, trace?: Trace): tf.Tensor[] {
+  private downEncode(
+    x: tf.Tensor,
+    rEmbed: tf.Tensor,
+    effnet: tf.Tensor4D,
+    clip: tf.Tensor,
+    cache?: EffnetCache,
+    trace?: Trace,
+  ): tf.Tensor[] {
     const levels: tf.Tensor[] = [];
     this.downBlocks.items.forEach((level, i) => {
       let effnetC: tf.Tensor | null = null;
@@ -242,7 +299,14 @@ export class WuerstchenDiffNeXt extends Module {
   }
 
   /** `_up_decode`: level skips enter the first ResBlockStageB of each level except the deepest. */
-  private upDecode(levels: tf.Tensor[], rEmbed: tf.Tensor, effnet: tf.Tensor4D, clip: tf.Tensor, cache?: EffnetCache, trace?: Trace): tf.Tensor {
+  private upDecode(
+    levels: tf.Tensor[],
+    rEmbed: tf.Tensor,
+    effnet: tf.Tensor4D,
+    clip: tf.Tensor,
+    cache?: EffnetCache,
+    trace?: Trace,
+  ): tf.Tensor {
     let x = levels[0];
     const slots = this.effnetMappers.length / 2;
     this.upBlocks.items.forEach((level, u) => {
@@ -252,7 +316,7 @@ export class WuerstchenDiffNeXt extends Module {
         if (block instanceof ResBlockStageB) {
           if (!effnetC) effnetC = this.effnetC(slots + u, effnet, x, cache, trace);
           const levelSkip = j === 0 && u > 0 ? levels[u] : null;
-          skip = levelSkip && effnetC ? tf.concat([levelSkip, effnetC], 3) : levelSkip ?? effnetC;
+          skip = levelSkip && effnetC ? tf.concat([levelSkip, effnetC], 3) : (levelSkip ?? effnetC);
         }
         x = this.runBlock(block, x, rEmbed, clip, skip);
       });
@@ -265,12 +329,20 @@ export class WuerstchenDiffNeXt extends Module {
    * clip: `[B, S, clip_embd]` → predicted noise `(x − a) / (σ(b)·(1 − 2·eps) + eps)`.
    * `effnetCache` reuses the resized effnet maps across calls with the same effnet tensor.
    */
-  forward(x: tf.Tensor, r: tf.Tensor, effnet: tf.Tensor, clip: tf.Tensor, opts: { eps?: number; effnetCache?: EffnetCache; trace?: Trace } = {}): tf.Tensor {
+  forward(
+    x: tf.Tensor,
+    r: tf.Tensor,
+    effnet: tf.Tensor,
+    clip: tf.Tensor,
+    opts: { eps?: number; effnetCache?: EffnetCache; trace?: Trace } = {},
+  ): tf.Tensor {
     const { trace, effnetCache } = opts;
     const eps = opts.eps ?? 1e-3;
     const m = this.sizeMultiple;
     if (x.rank !== 4 || x.shape[1]! % m !== 0 || x.shape[2]! % m !== 0) {
-      throw new Error(`WuerstchenDiffNeXt: latent height and width must be multiples of ${m}, got x of shape [${x.shape}] (NHWC)`);
+      throw new Error(
+        `WuerstchenDiffNeXt: latent height and width must be multiples of ${m}, got x of shape [${x.shape}] (NHWC)`,
+      );
     }
     return tf.tidy(() => {
       const rEmbed = genREmbedding(r, this.config.c_r);

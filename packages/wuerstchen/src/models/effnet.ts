@@ -19,7 +19,15 @@ export interface InvertedResidualConfig {
   num_layers: number;
 }
 
-const stage = (block: InvertedResidualConfig['block'], e: number, k: number, s: number, i: number, o: number, n: number): InvertedResidualConfig => ({
+const stage = (
+  block: InvertedResidualConfig['block'],
+  e: number,
+  k: number,
+  s: number,
+  i: number,
+  o: number,
+  n: number,
+): InvertedResidualConfig => ({
   block,
   expand_ratio: e,
   kernel: k,
@@ -58,9 +66,19 @@ function makeDivisible(v: number, divisor = 8): number {
 
 /** torchvision `Conv2dNormActivation`: Conv2d(k, stride, padding (k−1)/2, no bias) → BatchNorm2d → SiLU (if `act`). */
 export class Conv2dNormActivation extends Sequential {
-  constructor(inC: number, outC: number, kernel: number, opts: { stride?: number; groups?: number; act?: boolean; eps: number }) {
+  constructor(
+    inC: number,
+    outC: number,
+    kernel: number,
+    opts: { stride?: number; groups?: number; act?: boolean; eps: number },
+  ) {
     const layers: Layer[] = [
-      new Conv2d(inC, outC, kernel, { stride: opts.stride ?? 1, padding: (kernel - 1) >> 1, groups: opts.groups ?? 1, bias: false }),
+      new Conv2d(inC, outC, kernel, {
+        stride: opts.stride ?? 1,
+        padding: (kernel - 1) >> 1,
+        groups: opts.groups ?? 1,
+        bias: false,
+      }),
       new BatchNorm2d(outC, opts.eps),
     ];
     if (opts.act ?? true) layers.push(new SiLU());
@@ -151,7 +169,8 @@ export class MBConv extends InvertedResidual {
     super(cnf, sdProb);
     const expanded = makeDivisible(cnf.input_channels * cnf.expand_ratio);
     const layers: Layer[] = [];
-    if (expanded !== cnf.input_channels) layers.push(new Conv2dNormActivation(cnf.input_channels, expanded, 1, { eps }));
+    if (expanded !== cnf.input_channels)
+      layers.push(new Conv2dNormActivation(cnf.input_channels, expanded, 1, { eps }));
     layers.push(
       new Conv2dNormActivation(expanded, expanded, cnf.kernel, { stride: cnf.stride, groups: expanded, eps }),
       new SqueezeExcitation(expanded, Math.max(1, Math.floor(cnf.input_channels / 4))),
@@ -167,7 +186,11 @@ export class MBConv extends InvertedResidual {
  * width), head Conv1×1 → `lastChannel` +BN+SiLU. Block b of B gets stochastic-depth p = prob·b/B.
  */
 export class EfficientNetFeatures extends Sequential {
-  constructor(setting: InvertedResidualConfig[], lastChannel: number, opts: { stochasticDepthProb?: number; eps?: number } = {}) {
+  constructor(
+    setting: InvertedResidualConfig[],
+    lastChannel: number,
+    opts: { stochasticDepthProb?: number; eps?: number } = {},
+  ) {
     const eps = opts.eps ?? 1e-3;
     const sdProb = opts.stochasticDepthProb ?? 0.2;
     const total = setting.reduce((a, s) => a + s.num_layers, 0);
@@ -206,7 +229,11 @@ export interface EfficientNetEncoderConfig {
 export const IMAGENET_MEAN: readonly [number, number, number] = [0.485, 0.456, 0.406];
 export const IMAGENET_STD: readonly [number, number, number] = [0.229, 0.224, 0.225];
 
-export const EFFNET_ENCODER_DEFAULTS: EfficientNetEncoderConfig = { c_latent: 16, c_cond: 1280, effnet: 'efficientnet_v2_s' };
+export const EFFNET_ENCODER_DEFAULTS: EfficientNetEncoderConfig = {
+  c_latent: 16,
+  c_cond: 1280,
+  effnet: 'efficientnet_v2_s',
+};
 
 export class EfficientNetEncoder extends Module {
   readonly config: EfficientNetEncoderConfig;
@@ -217,16 +244,30 @@ export class EfficientNetEncoder extends Module {
     super();
     const cfg = (this.config = { ...EFFNET_ENCODER_DEFAULTS, ...config });
     const setting = cfg.inverted_residual_setting ?? EFFNET_SETTINGS[cfg.effnet];
-    if (!setting) throw new Error(`EfficientNetEncoder: unknown effnet "${cfg.effnet}"; expected ${Object.keys(EFFNET_SETTINGS).join(' or ')}`);
-    const lastChannel = cfg.last_channel ?? (cfg.inverted_residual_setting ? 4 * setting[setting.length - 1].out_channels : 1280);
+    if (!setting)
+      throw new Error(
+        `EfficientNetEncoder: unknown effnet "${cfg.effnet}"; expected ${Object.keys(EFFNET_SETTINGS).join(' or ')}`,
+      );
+    const lastChannel =
+      cfg.last_channel ?? (cfg.inverted_residual_setting ? 4 * setting[setting.length - 1].out_channels : 1280);
     if (lastChannel !== cfg.c_cond) {
-      throw new Error(`EfficientNetEncoder: the backbone's last_channel (${lastChannel}) must equal c_cond (${cfg.c_cond})`);
+      throw new Error(
+        `EfficientNetEncoder: the backbone's last_channel (${lastChannel}) must equal c_cond (${cfg.c_cond})`,
+      );
     }
     if (cfg.stem_channels !== undefined && cfg.stem_channels !== setting[0].input_channels) {
-      throw new Error(`EfficientNetEncoder: stem_channels ${cfg.stem_channels} differs from the first stage's input_channels ${setting[0].input_channels}`);
+      throw new Error(
+        `EfficientNetEncoder: stem_channels ${cfg.stem_channels} differs from the first stage's input_channels ${setting[0].input_channels}`,
+      );
     }
-    this.backbone = this.child('backbone', new EfficientNetFeatures(setting, lastChannel, { stochasticDepthProb: cfg.stochastic_depth_prob }));
-    this.mapper = this.child('mapper', new Sequential([new Conv2d(cfg.c_cond, cfg.c_latent, 1, { bias: false }), new BatchNorm2d(cfg.c_latent, 1e-5)]));
+    this.backbone = this.child(
+      'backbone',
+      new EfficientNetFeatures(setting, lastChannel, { stochasticDepthProb: cfg.stochastic_depth_prob }),
+    );
+    this.mapper = this.child(
+      'mapper',
+      new Sequential([new Conv2d(cfg.c_cond, cfg.c_latent, 1, { bias: false }), new BatchNorm2d(cfg.c_latent, 1e-5)]),
+    );
   }
 
   /**
@@ -276,7 +317,10 @@ export function effnetInSize(cfg: EfficientNetEncoderConfig, n: number): number 
 const BLOCK_FIELDS = ['expand_ratio', 'kernel', 'stride', 'input_channels', 'out_channels', 'num_layers'] as const;
 
 /** Checks an `EfficientNetEncoder` config.json (the fields of {@link EfficientNetEncoderConfig}); errors name `where`. */
-export function parseEfficientNetEncoderConfig(json: Record<string, unknown>, where = 'EfficientNetEncoderConfig'): EfficientNetEncoderConfig {
+export function parseEfficientNetEncoderConfig(
+  json: Record<string, unknown>,
+  where = 'EfficientNetEncoderConfig',
+): EfficientNetEncoderConfig {
   const fail = (msg: string): never => {
     throw new Error(`${where}: ${msg}`);
   };
@@ -284,26 +328,32 @@ export function parseEfficientNetEncoderConfig(json: Record<string, unknown>, wh
   for (const k of ['c_latent', 'c_cond', 'last_channel', 'stem_channels'] as const) {
     const v = json[k];
     if (v === undefined) continue;
-    if (!Number.isInteger(v) || (v as number) <= 0 || (v as number) > 65536) fail(`"${k}" must be a positive integer, got ${JSON.stringify(v)}`);
+    if (!Number.isInteger(v) || (v as number) <= 0 || (v as number) > 65536)
+      fail(`"${k}" must be a positive integer, got ${JSON.stringify(v)}`);
     cfg[k] = v as number;
   }
   if (json.effnet !== undefined) {
-    if (typeof json.effnet !== 'string' || !(json.effnet in EFFNET_SETTINGS)) fail(`"effnet" must be one of ${Object.keys(EFFNET_SETTINGS).join(', ')}, got ${JSON.stringify(json.effnet)}`);
+    if (typeof json.effnet !== 'string' || !(json.effnet in EFFNET_SETTINGS))
+      fail(`"effnet" must be one of ${Object.keys(EFFNET_SETTINGS).join(', ')}, got ${JSON.stringify(json.effnet)}`);
     cfg.effnet = json.effnet as EfficientNetEncoderConfig['effnet'];
   }
   if (json.stochastic_depth_prob !== undefined) {
     const p = json.stochastic_depth_prob;
-    if (typeof p !== 'number' || !(p >= 0 && p < 1)) fail(`"stochastic_depth_prob" must be in [0, 1), got ${JSON.stringify(p)}`);
+    if (typeof p !== 'number' || !(p >= 0 && p < 1))
+      fail(`"stochastic_depth_prob" must be in [0, 1), got ${JSON.stringify(p)}`);
     cfg.stochastic_depth_prob = p as number;
   }
   const setting = json.inverted_residual_setting;
   if (setting !== undefined) {
-    if (!Array.isArray(setting) || setting.length === 0 || setting.length > 64) fail('"inverted_residual_setting" must be a list of 1 to 64 stages');
+    if (!Array.isArray(setting) || setting.length === 0 || setting.length > 64)
+      fail('"inverted_residual_setting" must be a list of 1 to 64 stages');
     cfg.inverted_residual_setting = (setting as unknown[]).map((st, i) => {
       const s = st as Record<string, unknown>;
-      if (!s || typeof s !== 'object' || (s.block !== 'MBConv' && s.block !== 'FusedMBConv')) fail(`inverted_residual_setting[${i}].block must be "MBConv" or "FusedMBConv"`);
+      if (!s || typeof s !== 'object' || (s.block !== 'MBConv' && s.block !== 'FusedMBConv'))
+        fail(`inverted_residual_setting[${i}].block must be "MBConv" or "FusedMBConv"`);
       for (const k of BLOCK_FIELDS) {
-        if (!Number.isInteger(s[k]) || (s[k] as number) <= 0 || (s[k] as number) > 65536) fail(`inverted_residual_setting[${i}].${k} must be a positive integer, got ${JSON.stringify(s[k])}`);
+        if (!Number.isInteger(s[k]) || (s[k] as number) <= 0 || (s[k] as number) > 65536)
+          fail(`inverted_residual_setting[${i}].${k} must be a positive integer, got ${JSON.stringify(s[k])}`);
       }
       return s as unknown as InvertedResidualConfig;
     });

@@ -70,14 +70,16 @@ export const PAELLA_VQ_SCHEMA: ConfigSchema<PaellaVQConfig> = {
     scale_factor: { kind: 'number', min: 0, max: 1e6, minOpen: true },
   },
   check(cfg, fail) {
-    if (levelWidths(cfg)[0] < 1) fail('embed_dim', `(${cfg.embed_dim}) is too small for ${cfg.levels} levels: each level below the top halves it`);
+    if (levelWidths(cfg)[0] < 1)
+      fail('embed_dim', `(${cfg.embed_dim}) is too small for ${cfg.levels} levels: each level below the top halves it`);
   },
   count(cfg) {
     const c = levelWidths(cfg);
     const r = cfg.up_down_scale_factor;
     const last = c[cfg.levels - 1];
     const latent = cfg.latent_channels;
-    const mixing = (ch: number): number => 6 + convCount(ch, ch, 3, ch) + linearCount(ch, 4 * ch) + linearCount(4 * ch, ch);
+    const mixing = (ch: number): number =>
+      6 + convCount(ch, ch, 3, ch) + linearCount(ch, 4 * ch) + linearCount(4 * ch, ch);
     let total = convCount(cfg.in_channels * r * r, c[0], 1) + convCount(c[0], cfg.out_channels * r * r, 1);
     // down: a mixing block per level, stride-2 convs between levels, then Conv1×1 (no bias) + BatchNorm (4 vectors
     // and the num_batches_tracked scalar); the codebook; up: Conv1×1, the bottleneck blocks, then per level a
@@ -122,19 +124,35 @@ export class MixingResidualBlock extends Module {
   readonly norm2: ChannelLayerNorm;
   readonly channelwise: Sequential;
 
-  constructor(readonly inpChannels: number, embedDim: number) {
+  constructor(
+    readonly inpChannels: number,
+    embedDim: number,
+  ) {
     super();
     this.norm1 = this.child('norm1', new ChannelLayerNorm(inpChannels, 1e-6));
-    this.depthwise = this.child('depthwise', new Sequential([new ReplicationPad2d(1), new Conv2d(inpChannels, inpChannels, 3, { groups: inpChannels })]));
+    this.depthwise = this.child(
+      'depthwise',
+      new Sequential([new ReplicationPad2d(1), new Conv2d(inpChannels, inpChannels, 3, { groups: inpChannels })]),
+    );
     this.norm2 = this.child('norm2', new ChannelLayerNorm(inpChannels, 1e-6));
-    this.channelwise = this.child('channelwise', new Sequential([new Linear(inpChannels, embedDim), new GELU(), new Linear(embedDim, inpChannels)]));
+    this.channelwise = this.child(
+      'channelwise',
+      new Sequential([new Linear(inpChannels, embedDim), new GELU(), new Linear(embedDim, inpChannels)]),
+    );
     this.gammas = this.param('gammas', [6], { init: init.zeros() });
   }
 
   forward(x: tf.Tensor): tf.Tensor {
     // Two scopes, so the first half's temporaries are freed before the MLP's wide hidden layer exists.
     const g = tf.unstack(this.gammas.value);
-    const mix = (h: tf.Tensor, norm: ChannelLayerNorm, branch: Sequential, scale: tf.Tensor, shift: tf.Tensor, gate: tf.Tensor) =>
+    const mix = (
+      h: tf.Tensor,
+      norm: ChannelLayerNorm,
+      branch: Sequential,
+      scale: tf.Tensor,
+      shift: tf.Tensor,
+      gate: tf.Tensor,
+    ) =>
       tf.tidy(() => tf.add(h, tf.mul(branch.forward(tf.add(tf.mul(norm.forward(h), tf.add(scale, 1)), shift)), gate)));
     const x1 = mix(x, this.norm1, this.depthwise, g[0], g[1], g[2]);
     const x2 = mix(x1, this.norm2, this.channelwise, g[3], g[4], g[5]);
@@ -180,7 +198,11 @@ export interface VQLossOutput extends VQOutput {
  */
 export class VectorQuantizer extends Module {
   readonly embedding: Embedding;
-  constructor(readonly nE: number, readonly vqEmbedDim: number, readonly beta = 0.25) {
+  constructor(
+    readonly nE: number,
+    readonly vqEmbedDim: number,
+    readonly beta = 0.25,
+  ) {
     super();
     this.embedding = this.child('embedding', new Embedding(nE, vqEmbedDim));
   }
@@ -257,14 +279,19 @@ export class PaellaVQModel extends Module {
     const c = levelWidths(cfg);
     const last = c[cfg.levels - 1];
 
-    this.inBlock = this.child('in_block', new Sequential([new PixelUnshuffle(r), new Conv2d(cfg.in_channels * r * r, c[0], 1)]));
+    this.inBlock = this.child(
+      'in_block',
+      new Sequential([new PixelUnshuffle(r), new Conv2d(cfg.in_channels * r * r, c[0], 1)]),
+    );
 
     const down: Layer[] = [];
     for (let i = 0; i < cfg.levels; i++) {
       if (i > 0) down.push(new Conv2d(c[i - 1], c[i], 4, { stride: 2, padding: 1 }));
       down.push(new MixingResidualBlock(c[i], c[i] * 4));
     }
-    down.push(new Sequential([new Conv2d(last, cfg.latent_channels, 1, { bias: false }), new BatchNorm2d(cfg.latent_channels)]));
+    down.push(
+      new Sequential([new Conv2d(last, cfg.latent_channels, 1, { bias: false }), new BatchNorm2d(cfg.latent_channels)]),
+    );
     this.downBlocks = this.child('down_blocks', new Sequential(down));
 
     this.vquantizer = this.child('vquantizer', new VectorQuantizer(cfg.num_vq_embeddings, cfg.latent_channels, 0.25));
@@ -277,7 +304,10 @@ export class PaellaVQModel extends Module {
     }
     this.upBlocks = this.child('up_blocks', new Sequential(up));
 
-    this.outBlock = this.child('out_block', new Sequential([new Conv2d(c[0], cfg.out_channels * r * r, 1), new PixelShuffle(r)]));
+    this.outBlock = this.child(
+      'out_block',
+      new Sequential([new Conv2d(c[0], cfg.out_channels * r * r, 1), new PixelShuffle(r)]),
+    );
   }
 
   /** image `[B, H, W, in_channels]` → unquantised, unscaled latents `[B, H/4, W/4, latent_channels]`. */

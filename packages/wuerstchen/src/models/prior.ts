@@ -20,7 +20,15 @@ export interface WuerstchenPriorConfig {
   dropout: number;
 }
 
-export const PRIOR_DEFAULTS: WuerstchenPriorConfig = { c_in: 16, c: 1280, c_cond: 1024, c_r: 64, depth: 16, nhead: 16, dropout: 0.1 };
+export const PRIOR_DEFAULTS: WuerstchenPriorConfig = {
+  c_in: 16,
+  c: 1280,
+  c_cond: 1024,
+  c_r: 64,
+  depth: 16,
+  nhead: 16,
+  dropout: 0.1,
+};
 
 /** Widths and depth are capped far above the published checkpoint (c 1536, depth 32). */
 export const PRIOR_SCHEMA: ConfigSchema<WuerstchenPriorConfig> = {
@@ -44,7 +52,9 @@ export const PRIOR_SCHEMA: ConfigSchema<WuerstchenPriorConfig> = {
     const resBlock = convCount(c, c, 3, c) + linearCount(c, 4 * c) + 2 * 4 * c + linearCount(4 * c, c);
     const attnBlock = 3 * linearCount(c, inner) + linearCount(inner, c) + linearCount(c, c);
     const block = resBlock + linearCount(c_r, 2 * c) + attnBlock;
-    return convCount(c_in, c, 1) + linearCount(c_cond, c) + linearCount(c, c) + depth * block + convCount(c, 2 * c_in, 1);
+    return (
+      convCount(c_in, c, 1) + linearCount(c_cond, c) + linearCount(c, c) + depth * block + convCount(c, 2 * c_in, 1)
+    );
   },
 };
 
@@ -66,10 +76,17 @@ export class WuerstchenPrior extends Module {
     super();
     const cfg = (this.config = parsePriorConfig(config as Record<string, unknown>));
     this.projection = this.child('projection', new Conv2d(cfg.c_in, cfg.c, 1));
-    this.condMapper = this.child('cond_mapper', new Sequential([new Linear(cfg.c_cond, cfg.c), new LeakyReLU(0.2), new Linear(cfg.c, cfg.c)]));
+    this.condMapper = this.child(
+      'cond_mapper',
+      new Sequential([new Linear(cfg.c_cond, cfg.c), new LeakyReLU(0.2), new Linear(cfg.c, cfg.c)]),
+    );
     const blocks: PriorBlock[] = [];
     for (let i = 0; i < cfg.depth; i++) {
-      blocks.push(new ResBlock(cfg.c, 0, 3, cfg.dropout), new TimestepBlock(cfg.c, cfg.c_r), new AttnBlock(cfg.c, cfg.c, cfg.nhead, true, cfg.dropout));
+      blocks.push(
+        new ResBlock(cfg.c, 0, 3, cfg.dropout),
+        new TimestepBlock(cfg.c, cfg.c_r),
+        new AttnBlock(cfg.c, cfg.c, cfg.nhead, true, cfg.dropout),
+      );
     }
     this.blocks = this.child('blocks', new ModuleList(blocks));
     this.out = this.child('out', new Sequential([new WuerstchenLayerNorm(cfg.c), new Conv2d(cfg.c, 2 * cfg.c_in, 1)]));

@@ -17,7 +17,15 @@ import { WuerstchenPriorPipeline, priorLatentSide } from './prior';
 import { TINY_MODEL_DIR, pipelineFolders } from '../tiny';
 import { LoraComponent, loraComponents } from '../lora';
 import { ProgressCallback } from './progress';
-import { Callable, PipelineArgumentError, PipelineLoadOptions, SamplingOptions, checkPositiveInt, resolveGenerator, stripUndefined } from './shared';
+import {
+  Callable,
+  PipelineArgumentError,
+  PipelineLoadOptions,
+  SamplingOptions,
+  checkPositiveInt,
+  resolveGenerator,
+  stripUndefined,
+} from './shared';
 
 export interface CombinedCallOptions {
   negativePrompt?: string | string[];
@@ -88,13 +96,21 @@ export function outputSide(side: number, geo: DecoderGeometry, resolutionMultipl
 }
 
 /** A message naming the valid sizes, or null when `side` is fine. */
-export function checkImageSide(side: number, name: string, geo: DecoderGeometry, resolutionMultiple: number): string | null {
+export function checkImageSide(
+  side: number,
+  name: string,
+  geo: DecoderGeometry,
+  resolutionMultiple: number,
+): string | null {
   const valid = validImageSides(geo, resolutionMultiple, Math.max(2048, side + 512));
   if (valid.includes(side)) return null;
   const below = valid.filter((v) => v < side).pop();
   const above = valid.find((v) => v > side);
   const nearest = [below, above].filter((v) => v !== undefined).join(' or ');
-  const step = valid.length > 1 && valid.every((v, i) => v === valid[0] * (i + 1)) ? `multiples of ${valid[0]}` : valid.slice(0, 16).join(', ');
+  const step =
+    valid.length > 1 && valid.every((v, i) => v === valid[0] * (i + 1))
+      ? `multiples of ${valid[0]}`
+      : valid.slice(0, 16).join(', ');
   const made = outputSide(side, geo, resolutionMultiple);
   const why =
     decoderLatentSide(priorLatentSide(side, resolutionMultiple), geo.latentDimScale) % geo.sizeMultiple !== 0
@@ -112,8 +128,14 @@ export interface WuerstchenCombinedPipeline {
   (prompt: string | string[], options?: CombinedCallOptions): Promise<CombinedOutput>;
 }
 
-export class WuerstchenCombinedPipeline extends Callable<[string | string[], CombinedCallOptions?], Promise<CombinedOutput>> {
-  constructor(readonly priorPipe: WuerstchenPriorPipeline, readonly decoderPipe: WuerstchenDecoderPipeline) {
+export class WuerstchenCombinedPipeline extends Callable<
+  [string | string[], CombinedCallOptions?],
+  Promise<CombinedOutput>
+> {
+  constructor(
+    readonly priorPipe: WuerstchenPriorPipeline,
+    readonly decoderPipe: WuerstchenDecoderPipeline,
+  ) {
     super();
   }
 
@@ -122,8 +144,15 @@ export class WuerstchenCombinedPipeline extends Callable<[string | string[], Com
    * or one folder holding both as `wuerstchen-prior/` and `wuerstchen/`; or, with no folder, the
    * bundled tiny model ({@link TINY_MODEL_DIR}).
    */
-  static fromPretrained(priorDir?: string, decoderDir?: string, opts: PipelineLoadOptions = {}): WuerstchenCombinedPipeline {
-    const both = decoderDir === undefined ? pipelineFolders(priorDir ?? TINY_MODEL_DIR) : { prior: priorDir!, decoder: decoderDir };
+  static fromPretrained(
+    priorDir?: string,
+    decoderDir?: string,
+    opts: PipelineLoadOptions = {},
+  ): WuerstchenCombinedPipeline {
+    const both =
+      decoderDir === undefined
+        ? pipelineFolders(priorDir ?? TINY_MODEL_DIR)
+        : { prior: priorDir!, decoder: decoderDir };
     const prior = WuerstchenPriorPipeline.fromPretrained(both.prior, opts);
     const decoder = WuerstchenDecoderPipeline.fromPretrained(both.decoder, opts);
     return new WuerstchenCombinedPipeline(prior, decoder);
@@ -156,7 +185,10 @@ export class WuerstchenCombinedPipeline extends Callable<[string | string[], Com
 
   /** Throws (naming the valid sizes) when width or height cannot be produced exactly. */
   checkSize(width: number, height: number): void {
-    for (const [side, name] of [[width, 'width'], [height, 'height']] as const) {
+    for (const [side, name] of [
+      [width, 'width'],
+      [height, 'height'],
+    ] as const) {
       checkPositiveInt(side, name);
       const msg = checkImageSide(side, name, this.decoderPipe.geometry, this.priorPipe.config.resolutionMultiple);
       if (msg) throw new PipelineArgumentError(msg);
@@ -177,7 +209,9 @@ export class WuerstchenCombinedPipeline extends Callable<[string | string[], Com
    * its `decoder.` adapters on the decoder; an unprefixed file is the prior's.
    */
   loadLora(file: string, opts: { scale?: number } = {}): Partial<Record<LoraComponent, LoraNetwork>> {
-    return Object.fromEntries(loraComponents(file).map((c) => [c, (c === 'prior' ? this.priorPipe : this.decoderPipe).loadLora(file, opts)]));
+    return Object.fromEntries(
+      loraComponents(file).map((c) => [c, (c === 'prior' ? this.priorPipe : this.decoderPipe).loadLora(file, opts)]),
+    );
   }
 
   fuseLora(): void {

@@ -61,7 +61,12 @@ export interface DecoderOutput {
 }
 
 /** Decoder defaults of diffusers' `__call__`: 12 steps, no guidance. */
-export const DECODER_CALL_DEFAULTS = { numInferenceSteps: 12, guidanceScale: 0.0, numImagesPerPrompt: 1, outputType: 'tensor' as OutputType };
+export const DECODER_CALL_DEFAULTS = {
+  numInferenceSteps: 12,
+  guidanceScale: 0.0,
+  numImagesPerPrompt: 1,
+  outputType: 'tensor' as OutputType,
+};
 
 /** Geometry of the decoder: which embedding / image sizes it can take. */
 export interface DecoderGeometry {
@@ -72,7 +77,11 @@ export interface DecoderGeometry {
   vqScale: number;
 }
 
-export function decoderGeometry(decoder: Pick<WuerstchenDiffNeXtConfig, 'patch_size' | 'c_hidden'>, vqgan: Pick<PaellaVQConfig, 'up_down_scale_factor' | 'levels'>, latentDimScale: number): DecoderGeometry {
+export function decoderGeometry(
+  decoder: Pick<WuerstchenDiffNeXtConfig, 'patch_size' | 'c_hidden'>,
+  vqgan: Pick<PaellaVQConfig, 'up_down_scale_factor' | 'levels'>,
+  latentDimScale: number,
+): DecoderGeometry {
   return {
     latentDimScale,
     sizeMultiple: decoder.patch_size * 2 ** (decoder.c_hidden.length - 1),
@@ -81,7 +90,10 @@ export function decoderGeometry(decoder: Pick<WuerstchenDiffNeXtConfig, 'patch_s
 }
 
 /** Decoder latent side of an embedding side: `int(side · latent_dim_scale)`. */
-export function decoderLatentSide(embeddingSide: number, latentDimScale = DECODER_PIPELINE_DEFAULTS.latentDimScale): number {
+export function decoderLatentSide(
+  embeddingSide: number,
+  latentDimScale = DECODER_PIPELINE_DEFAULTS.latentDimScale,
+): number {
   return Math.trunc(embeddingSide * latentDimScale);
 }
 
@@ -96,7 +108,10 @@ export interface WuerstchenDecoderPipeline {
   (imageEmbeddings: tf.Tensor, prompt: string | string[], options?: DecoderCallOptions): Promise<DecoderOutput>;
 }
 
-export class WuerstchenDecoderPipeline extends TextConditionedPipeline<[tf.Tensor, string | string[], DecoderCallOptions?], Promise<DecoderOutput>> {
+export class WuerstchenDecoderPipeline extends TextConditionedPipeline<
+  [tf.Tensor, string | string[], DecoderCallOptions?],
+  Promise<DecoderOutput>
+> {
   readonly decoder: ModelHandle<WuerstchenDiffNeXt>;
   /** LoRA networks on the decoder (loadLora); they follow it when it is freed and loaded again. */
   readonly loras = new LoraStack();
@@ -124,7 +139,8 @@ export class WuerstchenDecoderPipeline extends TextConditionedPipeline<[tf.Tenso
     this.config = { ...DECODER_PIPELINE_DEFAULTS, ...c.config };
     const decoderConfig = c.decoderConfig ?? (c.decoder instanceof WuerstchenDiffNeXt ? c.decoder.config : undefined);
     const vqganConfig = c.vqganConfig ?? (c.vqgan instanceof PaellaVQModel ? c.vqgan.config : undefined);
-    if (!decoderConfig || !vqganConfig) throw new Error('WuerstchenDecoderPipeline: decoderConfig and vqganConfig are needed with lazily loaded models');
+    if (!decoderConfig || !vqganConfig)
+      throw new Error('WuerstchenDecoderPipeline: decoderConfig and vqganConfig are needed with lazily loaded models');
     this.decoderConfig = decoderConfig;
     this.geometry = decoderGeometry(decoderConfig, vqganConfig, this.config.latentDimScale);
     this.vqScaleFactor = vqganConfig.scale_factor;
@@ -139,9 +155,15 @@ export class WuerstchenDecoderPipeline extends TextConditionedPipeline<[tf.Tenso
     const index = readModelIndex(dir, ['WuerstchenDecoderPipeline']);
     const decoder = prepareModel(joinPath(dir, 'decoder'), 'WuerstchenDiffNeXt', opts);
     const vqgan = prepareModel(joinPath(dir, 'vqgan'), 'PaellaVQModel', opts);
-    const text = prepareTextComponents(dir, opts, { width: decoder.config.clip_embd, name: "the decoder's clip_embd", configFile: decoder.configFile });
+    const text = prepareTextComponents(dir, opts, {
+      width: decoder.config.clip_embd,
+      name: "the decoder's clip_embd",
+      configFile: decoder.configFile,
+    });
     if (vqgan.config.latent_channels !== decoder.config.c_out) {
-      throw new PipelineArgumentError(`${vqgan.configFile}: latent_channels ${vqgan.config.latent_channels} does not match the decoder's c_out ${decoder.config.c_out} (${decoder.configFile})`);
+      throw new PipelineArgumentError(
+        `${vqgan.configFile}: latent_channels ${vqgan.config.latent_channels} does not match the decoder's c_out ${decoder.config.c_out} (${decoder.configFile})`,
+      );
     }
     return new WuerstchenDecoderPipeline({
       ...text,
@@ -186,7 +208,10 @@ export class WuerstchenDecoderPipeline extends TextConditionedPipeline<[tf.Tenso
   /** Throws a message naming the valid sizes when the decoder cannot take `[h, w]` embeddings. */
   checkEmbeddingSize(h: number, w: number): void {
     const geo = this.geometry;
-    for (const [side, name] of [[h, 'height'], [w, 'width']] as const) {
+    for (const [side, name] of [
+      [h, 'height'],
+      [w, 'width'],
+    ] as const) {
       const lat = decoderLatentSide(side, geo.latentDimScale);
       if (lat % geo.sizeMultiple !== 0) {
         const valid = validEmbeddingSides(geo, 48).join(', ');
@@ -202,30 +227,52 @@ export class WuerstchenDecoderPipeline extends TextConditionedPipeline<[tf.Tenso
    * Decoder text conditioning for `count` latents: each of the P prompts covers count/P
    * consecutive latents (for one prompt: all of them, as diffusers); `cat([T, T_u])` with CFG.
    */
-  encodePrompt(prompts: string[], count: number, cfg: boolean, negativePrompt: string | string[] | undefined, trace?: SamplingOptions['trace']): tf.Tensor3D {
+  encodePrompt(
+    prompts: string[],
+    count: number,
+    cfg: boolean,
+    negativePrompt: string | string[] | undefined,
+    trace?: SamplingOptions['trace'],
+  ): tf.Tensor3D {
     return this.encodePrompts(prompts, count / prompts.length, cfg, negativePrompt, trace);
   }
 
-  override async _call(imageEmbeddings: tf.Tensor, prompt: string | string[], options: DecoderCallOptions = {}): Promise<DecoderOutput> {
+  override async _call(
+    imageEmbeddings: tf.Tensor,
+    prompt: string | string[],
+    options: DecoderCallOptions = {},
+  ): Promise<DecoderOutput> {
     if (!(imageEmbeddings instanceof tf.Tensor) || imageEmbeddings.rank !== 4) {
-      throw new PipelineArgumentError(`imageEmbeddings must be an NHWC tensor [E, h, w, ${this.decoderConfig.effnet_embd}]`);
+      throw new PipelineArgumentError(
+        `imageEmbeddings must be an NHWC tensor [E, h, w, ${this.decoderConfig.effnet_embd}]`,
+      );
     }
     const [e, eh, ew, ec] = imageEmbeddings.shape;
     if (ec !== this.decoderConfig.effnet_embd) {
-      throw new PipelineArgumentError(`imageEmbeddings has ${ec} channels but the decoder expects effnet_embd = ${this.decoderConfig.effnet_embd} (NHWC)`);
+      throw new PipelineArgumentError(
+        `imageEmbeddings has ${ec} channels but the decoder expects effnet_embd = ${this.decoderConfig.effnet_embd} (NHWC)`,
+      );
     }
     const prompts = toPromptList(prompt);
     const o = { ...DECODER_CALL_DEFAULTS, ...stripUndefined(options) };
     const plan = checkSamplingOptions(o);
-    if (!['tensor', 'png', 'latent'].includes(o.outputType)) throw new PipelineArgumentError(`outputType must be tensor, png or latent, got ${JSON.stringify(o.outputType)}`);
+    if (!['tensor', 'png', 'latent'].includes(o.outputType))
+      throw new PipelineArgumentError(`outputType must be tensor, png or latent, got ${JSON.stringify(o.outputType)}`);
     if (e % prompts.length !== 0) {
-      throw new PipelineArgumentError(`${e} image embeddings cannot be shared by ${prompts.length} prompts (pass one prompt, or one per group of embeddings)`);
+      throw new PipelineArgumentError(
+        `${e} image embeddings cannot be shared by ${prompts.length} prompts (pass one prompt, or one per group of embeddings)`,
+      );
     }
     this.checkEmbeddingSize(eh, ew);
     if (plan.cfg && o.negativePrompt !== undefined) toNegativeList(o.negativePrompt, prompts.length);
     const count = e * plan.n;
     const geo = this.geometry;
-    const shape = [count, decoderLatentSide(eh, geo.latentDimScale), decoderLatentSide(ew, geo.latentDimScale), this.decoderConfig.c_in];
+    const shape = [
+      count,
+      decoderLatentSide(eh, geo.latentDimScale),
+      decoderLatentSide(ew, geo.latentDimScale),
+      this.decoderConfig.c_in,
+    ];
     if (o.latents) checkShape(o.latents, shape, 'latents');
     const generator = resolveGenerator(o);
 
@@ -242,7 +289,14 @@ export class WuerstchenDecoderPipeline extends TextConditionedPipeline<[tf.Tenso
       const decoder = this.decoder.get();
       this.loras.attach(decoder);
       const x = prepareLatents(shape, generator, o.latents, this.scheduler);
-      latents = await denoise(x, { stage: 'decoder', scheduler: this.scheduler, plan, generator, options: o, predict: (xi, r) => decoder.forward(xi, r, eff, clip, { effnetCache: cache }) });
+      latents = await denoise(x, {
+        stage: 'decoder',
+        scheduler: this.scheduler,
+        plan,
+        generator,
+        options: o,
+        predict: (xi, r) => decoder.forward(xi, r, eff, clip, { effnetCache: cache }),
+      });
     } finally {
       clip.dispose();
       effnet?.dispose();
@@ -273,7 +327,10 @@ export class WuerstchenDecoderPipeline extends TextConditionedPipeline<[tf.Tenso
    * result equals a whole decode up to float rounding, with a fraction of the memory
    * (a whole 1024² decode needs several GB of activations).
    */
-  decodeLatents(latents: tf.Tensor, o: Pick<DecoderCallOptions, 'trace' | 'onProgress' | 'vqganTileSize'> = {}): tf.Tensor4D {
+  decodeLatents(
+    latents: tf.Tensor,
+    o: Pick<DecoderCallOptions, 'trace' | 'onProgress' | 'vqganTileSize'> = {},
+  ): tf.Tensor4D {
     const progress = new StageProgress('vqgan', 1, o.onProgress);
     progress.start();
     const vqgan = this.vqgan.get();
@@ -285,7 +342,13 @@ export class WuerstchenDecoderPipeline extends TextConditionedPipeline<[tf.Tenso
         const [n, h, w] = input.shape as number[];
         let decoded: tf.Tensor4D;
         if (!tile || (h <= tile && w <= tile)) {
-          decoded = n === 1 ? vqgan.decode(input, true) : (tf.concat(tf.split(input, n, 0).map((x) => vqgan.decode(x, true)), 0) as tf.Tensor4D);
+          decoded =
+            n === 1
+              ? vqgan.decode(input, true)
+              : (tf.concat(
+                  tf.split(input, n, 0).map((x) => vqgan.decode(x, true)),
+                  0,
+                ) as tf.Tensor4D);
         } else {
           const images = tf.split(input, n, 0).map((x) => decodeTiled(vqgan, x as tf.Tensor4D, tile, vqganHalo(vqgan)));
           decoded = (n === 1 ? images[0] : tf.concat(images, 0)) as tf.Tensor4D;
@@ -330,7 +393,11 @@ export function decodeTiled(vqgan: PaellaVQModel, latent: tf.Tensor4D, tile: num
       const piece = tf.tidy(() => {
         const out = vqgan.decode(tf.slice(latent, [0, ya, xa, 0], [1, yb - ya, xb - xa, -1]), true);
         scale = out.shape[1]! / (yb - ya);
-        return tf.slice(out, [0, (y0 - ya) * scale, (x0 - xa) * scale, 0], [1, (y1 - y0) * scale, (x1 - x0) * scale, -1]);
+        return tf.slice(
+          out,
+          [0, (y0 - ya) * scale, (x0 - xa) * scale, 0],
+          [1, (y1 - y0) * scale, (x1 - x0) * scale, -1],
+        );
       });
       cols.push(piece);
     }

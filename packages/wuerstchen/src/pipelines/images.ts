@@ -39,7 +39,9 @@ export class NonFiniteImageError extends Error {
     readonly count: number,
     readonly total: number,
   ) {
-    super(`image ${image + 1} has ${count} of its ${total} values NaN or infinite (the weights are corrupt or the sampling diverged); no PNG written`);
+    super(
+      `image ${image + 1} has ${count} of its ${total} values NaN or infinite (the weights are corrupt or the sampling diverged); no PNG written`,
+    );
     this.name = 'NonFiniteImageError';
   }
 }
@@ -68,7 +70,8 @@ export async function tensorToImages(images: tf.Tensor): Promise<RawImage[]> {
 /** Encodes an 8-bit image as PNG (RGB for 3 channels, RGBA for 4, grayscale for 1); deterministic bytes. */
 export function encodePng(image: RawImage): Buffer {
   const { width, height, channels, data } = image;
-  if (data.length !== width * height * channels) throw new Error(`image data has ${data.length} bytes, expected ${width}×${height}×${channels}`);
+  if (data.length !== width * height * channels)
+    throw new Error(`image data has ${data.length} bytes, expected ${width}×${height}×${channels}`);
   const png = new PNG({ width, height });
   const rgba = png.data;
   for (let p = 0; p < width * height; p++) {

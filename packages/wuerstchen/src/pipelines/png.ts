@@ -32,7 +32,7 @@ export function writeFileAtomic(file: string, data: Uint8Array): void {
   let fd: number | undefined = fs.openSync(temp, 'wx');
   const unregister = registerTempFile(temp);
   try {
-    for (let done = 0; done < data.length; ) done += fs.writeSync(fd, data, done, data.length - done);
+    for (let done = 0; done < data.length;) done += fs.writeSync(fd, data, done, data.length - done);
     fs.fsyncSync(fd);
     fs.closeSync(fd);
     fd = undefined;

@@ -33,7 +33,11 @@ export interface PriorPipelineConfig {
   resolutionMultiple: number;
 }
 
-export const PRIOR_PIPELINE_DEFAULTS: PriorPipelineConfig = { latentMean: 42.0, latentStd: 1.0, resolutionMultiple: 42.67 };
+export const PRIOR_PIPELINE_DEFAULTS: PriorPipelineConfig = {
+  latentMean: 42.0,
+  latentStd: 1.0,
+  resolutionMultiple: 42.67,
+};
 
 export interface PriorCallOptions extends SamplingOptions {
   /** Image width in pixels (default 1024); the latent width is ceil(width / 42.67). */
@@ -48,7 +52,13 @@ export interface PriorOutput {
 }
 
 /** Prior defaults of diffusers' `__call__`. */
-export const PRIOR_CALL_DEFAULTS = { width: 1024, height: 1024, numInferenceSteps: 60, guidanceScale: 8.0, numImagesPerPrompt: 1 };
+export const PRIOR_CALL_DEFAULTS = {
+  width: 1024,
+  height: 1024,
+  numInferenceSteps: 60,
+  guidanceScale: 8.0,
+  numImagesPerPrompt: 1,
+};
 
 /** Latent side of an image side: `ceil(side / resolution_multiple)` (Python float division). */
 export function priorLatentSide(side: number, resolutionMultiple = PRIOR_PIPELINE_DEFAULTS.resolutionMultiple): number {
@@ -59,7 +69,10 @@ export interface WuerstchenPriorPipeline {
   (prompt: string | string[], options?: PriorCallOptions): Promise<PriorOutput>;
 }
 
-export class WuerstchenPriorPipeline extends TextConditionedPipeline<[string | string[], PriorCallOptions?], Promise<PriorOutput>> {
+export class WuerstchenPriorPipeline extends TextConditionedPipeline<
+  [string | string[], PriorCallOptions?],
+  Promise<PriorOutput>
+> {
   readonly prior: ModelHandle<WuerstchenPrior>;
   /** LoRA networks on the prior (loadLora); they follow it when it is freed and loaded again. */
   readonly loras = new LoraStack();
@@ -84,7 +97,11 @@ export class WuerstchenPriorPipeline extends TextConditionedPipeline<[string | s
   static fromPretrained(dir: string, opts: PipelineLoadOptions = {}): WuerstchenPriorPipeline {
     const index = readModelIndex(dir, ['WuerstchenPriorPipeline']);
     const prior = prepareModel(joinPath(dir, 'prior'), 'WuerstchenPrior', opts);
-    const text = prepareTextComponents(dir, opts, { width: prior.config.c_cond, name: "the prior's c_cond", configFile: prior.configFile });
+    const text = prepareTextComponents(dir, opts, {
+      width: prior.config.c_cond,
+      name: "the prior's c_cond",
+      configFile: prior.configFile,
+    });
     return new WuerstchenPriorPipeline({
       ...text,
       prior: ModelHandle.lazy(prior),
@@ -99,7 +116,10 @@ export class WuerstchenPriorPipeline extends TextConditionedPipeline<[string | s
 
   /** Latent `[h, w]` of an image size. */
   latentSize(height: number, width: number): [number, number] {
-    return [priorLatentSide(height, this.config.resolutionMultiple), priorLatentSide(width, this.config.resolutionMultiple)];
+    return [
+      priorLatentSide(height, this.config.resolutionMultiple),
+      priorLatentSide(width, this.config.resolutionMultiple),
+    ];
   }
 
   /** Same as calling the pipeline. */
@@ -143,7 +163,13 @@ export class WuerstchenPriorPipeline extends TextConditionedPipeline<[string | s
    * Text embeddings for the prior: `[B·n, 77, D]`, followed by the unconditional ones when
    * `cfg` (`C = cat([E, E_u])`, conditional first).
    */
-  encodePrompt(prompts: string[], n: number, cfg: boolean, negativePrompt: string | string[] | undefined, trace?: SamplingOptions['trace']): tf.Tensor3D {
+  encodePrompt(
+    prompts: string[],
+    n: number,
+    cfg: boolean,
+    negativePrompt: string | string[] | undefined,
+    trace?: SamplingOptions['trace'],
+  ): tf.Tensor3D {
     return this.encodePrompts(prompts, n, cfg, negativePrompt, trace);
   }
 
@@ -161,10 +187,26 @@ export class WuerstchenPriorPipeline extends TextConditionedPipeline<[string | s
     try {
       const prior = this.prior.get();
       this.loras.attach(prior);
-      const latents = prepareLatents([prompts.length * plan.n, h, w, prior.config.c_in], generator, o.latents, this.scheduler);
-      const x = await denoise(latents, { stage: 'prior', scheduler: this.scheduler, plan, generator, options: o, predict: (xi, r) => prior.forward(xi, r, c) });
+      const latents = prepareLatents(
+        [prompts.length * plan.n, h, w, prior.config.c_in],
+        generator,
+        o.latents,
+        this.scheduler,
+      );
+      const x = await denoise(latents, {
+        stage: 'prior',
+        scheduler: this.scheduler,
+        plan,
+        generator,
+        options: o,
+        predict: (xi, r) => prior.forward(xi, r, c),
+      });
       try {
-        return { imageEmbeddings: tf.tidy(() => tf.sub(tf.mul(x, this.config.latentMean), this.config.latentStd)) as tf.Tensor4D };
+        return {
+          imageEmbeddings: tf.tidy(() =>
+            tf.sub(tf.mul(x, this.config.latentMean), this.config.latentStd),
+          ) as tf.Tensor4D,
+        };
       } finally {
         x.dispose();
       }

@@ -30,7 +30,11 @@ export class StageProgress {
   private started = 0;
   private done = 0;
 
-  constructor(readonly stage: ProgressStage, readonly total: number, private readonly callback?: ProgressCallback) {}
+  constructor(
+    readonly stage: ProgressStage,
+    readonly total: number,
+    private readonly callback?: ProgressCallback,
+  ) {}
 
   start(): void {
     this.started = now();
@@ -48,6 +52,13 @@ export class StageProgress {
     const elapsed = now() - this.started;
     const itPerSec = this.done > 0 && elapsed > 0 ? this.done / elapsed : 0;
     const etaSeconds = this.done > 0 ? (itPerSec > 0 ? (this.total - this.done) / itPerSec : 0) : NaN;
-    this.callback({ stage: this.stage, step: this.done, total: this.total, itPerSec, etaSeconds, elapsedSeconds: elapsed });
+    this.callback({
+      stage: this.stage,
+      step: this.done,
+      total: this.total,
+      itPerSec,
+      etaSeconds,
+      elapsedSeconds: elapsed,
+    });
   }
 }

@@ -16,7 +16,10 @@ import { ProgressCallback, ProgressStage, StageProgress } from './progress';
 export class Callable<A extends unknown[], R> extends Function {
   constructor() {
     super();
-    const closure = ((...args: A) => (closure as unknown as Callable<A, R>)._call(...args)) as unknown as Callable<A, R>;
+    const closure = ((...args: A) => (closure as unknown as Callable<A, R>)._call(...args)) as unknown as Callable<
+      A,
+      R
+    >;
     return Object.setPrototypeOf(closure, new.target.prototype) as Callable<A, R>;
   }
 
@@ -86,12 +89,21 @@ export interface PipelineComponents extends TextComponents {
  * when first needed). Its hidden_size must equal the denoiser's conditioning width `cond.width`
  * (config key `cond.name` in `cond.configFile`).
  */
-export function prepareTextComponents(dir: string, opts: WeightsOptions, cond: { width: number; name: string; configFile: string }): TextComponents {
+export function prepareTextComponents(
+  dir: string,
+  opts: WeightsOptions,
+  cond: { width: number; name: string; configFile: string },
+): TextComponents {
   const textEncoder = prepareModel(joinPath(dir, 'text_encoder'), 'CLIPTextModel', opts);
   const tokenizer = loadTokenizer(joinPath(dir, 'tokenizer'));
-  const scheduler = DDPMWuerstchenScheduler.fromConfig(readSchedulerConfig(joinPath(dir, 'scheduler')), joinPath(dir, 'scheduler', 'scheduler_config.json'));
+  const scheduler = DDPMWuerstchenScheduler.fromConfig(
+    readSchedulerConfig(joinPath(dir, 'scheduler')),
+    joinPath(dir, 'scheduler', 'scheduler_config.json'),
+  );
   if (textEncoder.config.hidden_size !== cond.width) {
-    throw new PipelineArgumentError(`${textEncoder.configFile}: hidden_size ${textEncoder.config.hidden_size} does not match ${cond.name} ${cond.width} (${cond.configFile})`);
+    throw new PipelineArgumentError(
+      `${textEncoder.configFile}: hidden_size ${textEncoder.config.hidden_size} does not match ${cond.name} ${cond.width} (${cond.configFile})`,
+    );
   }
   return { tokenizer, textEncoder: ModelHandle.lazy(textEncoder), scheduler };
 }
@@ -116,7 +128,13 @@ export abstract class TextConditionedPipeline<A extends unknown[], R> extends Ca
    * Text conditioning `[P·per, 77, D]`: each prompt's embeddings repeated `per` times, followed by the
    * negative prompts' when `cfg` (`cat([E, E_u])`, conditional first). Frees the encoder after use when offloading.
    */
-  protected encodePrompts(prompts: string[], per: number, cfg: boolean, negativePrompt: string | string[] | undefined, trace?: Trace): tf.Tensor3D {
+  protected encodePrompts(
+    prompts: string[],
+    per: number,
+    cfg: boolean,
+    negativePrompt: string | string[] | undefined,
+    trace?: Trace,
+  ): tf.Tensor3D {
     const negatives = cfg ? toNegativeList(negativePrompt, prompts.length) : [];
     const encoder = this.textEncoder.get();
     try {
@@ -155,26 +173,31 @@ export function toNegativeList(negative: string | string[] | undefined, count: n
   if (negative === undefined || negative === null) return new Array<string>(count).fill('');
   if (typeof negative === 'string') return new Array<string>(count).fill(negative);
   const list = toPromptList(negative, 'negativePrompt');
-  if (list.length !== count) throw new PipelineArgumentError(`negativePrompt has ${list.length} entries but there are ${count} prompts`);
+  if (list.length !== count)
+    throw new PipelineArgumentError(`negativePrompt has ${list.length} entries but there are ${count} prompts`);
   return list;
 }
 
 export function checkPositiveInt(value: unknown, name: string): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) throw new PipelineArgumentError(`${name} must be a positive integer, got ${JSON.stringify(value)}`);
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1)
+    throw new PipelineArgumentError(`${name} must be a positive integer, got ${JSON.stringify(value)}`);
   return value;
 }
 
 export function checkFinite(value: unknown, name: string): number {
-  if (typeof value !== 'number' || !Number.isFinite(value)) throw new PipelineArgumentError(`${name} must be a finite number, got ${JSON.stringify(value)}`);
+  if (typeof value !== 'number' || !Number.isFinite(value))
+    throw new PipelineArgumentError(`${name} must be a finite number, got ${JSON.stringify(value)}`);
   return value;
 }
 
 /** Timesteps must go from high to low, each in [0, 1], at least two. */
 export function checkTimesteps(ts: ArrayLike<number>, name: string): number[] {
   const list = Array.from(ts);
-  if (list.length < 2) throw new PipelineArgumentError(`${name} needs at least 2 values (one step), got ${list.length}`);
+  if (list.length < 2)
+    throw new PipelineArgumentError(`${name} needs at least 2 values (one step), got ${list.length}`);
   list.forEach((t, i) => {
-    if (typeof t !== 'number' || !(t >= 0 && t <= 1)) throw new PipelineArgumentError(`${name}[${i}] = ${JSON.stringify(t)} is not in [0, 1]`);
+    if (typeof t !== 'number' || !(t >= 0 && t <= 1))
+      throw new PipelineArgumentError(`${name}[${i}] = ${JSON.stringify(t)} is not in [0, 1]`);
   });
   return list;
 }
@@ -194,7 +217,10 @@ export interface SamplingPlan {
 export function checkSamplingOptions(o: SamplingOptions): SamplingPlan {
   const n = checkPositiveInt(o.numImagesPerPrompt, 'numImagesPerPrompt');
   const scale = checkFinite(o.guidanceScale, 'guidanceScale');
-  const steps = o.timesteps !== undefined ? checkTimesteps(o.timesteps, 'timesteps') : checkPositiveInt(o.numInferenceSteps, 'numInferenceSteps');
+  const steps =
+    o.timesteps !== undefined
+      ? checkTimesteps(o.timesteps, 'timesteps')
+      : checkPositiveInt(o.numInferenceSteps, 'numInferenceSteps');
   return { n, scale, cfg: scale > 1, steps };
 }
 
@@ -203,7 +229,13 @@ export function checkSamplingOptions(o: SamplingOptions): SamplingPlan {
  * `last_hidden_state` `[P, 77, D]`. The ids and masks go to `trace` as `<prefix>input_ids` /
  * `<prefix>attention_mask`.
  */
-export function encodeText(tokenizer: CLIPTokenizer, encoder: CLIPTextModel, texts: string[], prefix: string, trace?: Trace): tf.Tensor3D {
+export function encodeText(
+  tokenizer: CLIPTokenizer,
+  encoder: CLIPTextModel,
+  texts: string[],
+  prefix: string,
+  trace?: Trace,
+): tf.Tensor3D {
   const maxLength = encoder.config.max_position_embeddings;
   const tokens = tokenizer.call(texts, { padding: 'max_length', maxLength, truncation: true });
   return tf.tidy(() => {
@@ -235,7 +267,9 @@ export function guidance(eps: tf.Tensor, scale: number): tf.Tensor {
   return tf.tidy(() => {
     const [cond, uncond] = tf.split(eps, 2, 0);
     const d = tf.sub(cond, uncond);
-    return scale >= 0.5 ? tf.sub(cond, tf.mul(d, Math.fround(1 - scale))) : tf.add(uncond, tf.mul(d, Math.fround(scale)));
+    return scale >= 0.5
+      ? tf.sub(cond, tf.mul(d, Math.fround(1 - scale)))
+      : tf.add(uncond, tf.mul(d, Math.fround(scale)));
   });
 }
 
@@ -248,7 +282,8 @@ export function randnNHWC(generator: Generator, nhwc: number[]): tf.Tensor4D {
 export function resolveGenerator(opts: { seed?: number; generator?: Generator }): Generator {
   if (opts.generator) return opts.generator;
   if (opts.seed !== undefined) {
-    if (!Number.isSafeInteger(opts.seed)) throw new PipelineArgumentError(`seed must be an integer, got ${JSON.stringify(opts.seed)}`);
+    if (!Number.isSafeInteger(opts.seed))
+      throw new PipelineArgumentError(`seed must be an integer, got ${JSON.stringify(opts.seed)}`);
     return new Generator(opts.seed);
   }
   return Generator.random();
@@ -256,24 +291,38 @@ export function resolveGenerator(opts: { seed?: number; generator?: Generator })
 
 export function checkShape(t: tf.Tensor, expected: number[], name: string): void {
   if (t.shape.length !== expected.length || t.shape.some((d, i) => d !== expected[i])) {
-    throw new PipelineArgumentError(`${name} must have shape [${expected.join(', ')}] (NHWC), got [${t.shape.join(', ')}]`);
+    throw new PipelineArgumentError(
+      `${name} must have shape [${expected.join(', ')}] (NHWC), got [${t.shape.join(', ')}]`,
+    );
   }
 }
 
 /** The step noise for step `i` (a caller-provided tensor, checked) or a fresh draw. The caller disposes a draw (`owned`). */
-export function stepNoiseFor(opts: SamplingOptions, i: number, generator: Generator, shape: number[]): { noise: tf.Tensor; owned: boolean } {
+export function stepNoiseFor(
+  opts: SamplingOptions,
+  i: number,
+  generator: Generator,
+  shape: number[],
+): { noise: tf.Tensor; owned: boolean } {
   const given = typeof opts.stepNoise === 'function' ? opts.stepNoise(i) : opts.stepNoise?.[i];
   if (given) {
     checkShape(given, shape, `stepNoise[${i}]`);
     return { noise: given, owned: false };
   }
-  if (opts.stepNoise && !Array.isArray(opts.stepNoise)) throw new PipelineArgumentError(`stepNoise(${i}) returned nothing`);
-  if (Array.isArray(opts.stepNoise)) throw new PipelineArgumentError(`stepNoise has ${opts.stepNoise.length} tensors but step ${i} needs one`);
+  if (opts.stepNoise && !Array.isArray(opts.stepNoise))
+    throw new PipelineArgumentError(`stepNoise(${i}) returned nothing`);
+  if (Array.isArray(opts.stepNoise))
+    throw new PipelineArgumentError(`stepNoise has ${opts.stepNoise.length} tensors but step ${i} needs one`);
   return { noise: randnNHWC(generator, shape), owned: true };
 }
 
 /** diffusers' `prepare_latents`: the given latents (checked against `shape`) or a fresh draw, times the scheduler's `init_noise_sigma`. */
-export function prepareLatents(shape: number[], generator: Generator, latents: tf.Tensor | undefined, scheduler: DDPMWuerstchenScheduler): tf.Tensor {
+export function prepareLatents(
+  shape: number[],
+  generator: Generator,
+  latents: tf.Tensor | undefined,
+  scheduler: DDPMWuerstchenScheduler,
+): tf.Tensor {
   if (latents) {
     checkShape(latents, shape, 'latents');
     return tf.mul(latents, scheduler.initNoiseSigma);
@@ -304,7 +353,11 @@ export async function denoise(latents: tf.Tensor, loop: SamplingLoop): Promise<t
   const { scheduler, plan, generator, options: o, predict } = loop;
   let x = latents;
   try {
-    const ts = Array.from(typeof plan.steps === 'number' ? scheduler.setTimesteps(plan.steps) : scheduler.setTimesteps({ timesteps: plan.steps }));
+    const ts = Array.from(
+      typeof plan.steps === 'number'
+        ? scheduler.setTimesteps(plan.steps)
+        : scheduler.setTimesteps({ timesteps: plan.steps }),
+    );
     const progress = new StageProgress(loop.stage, ts.length - 1, o.onProgress);
     progress.start();
     for (let i = 0; i < ts.length - 1; i++) {
@@ -313,7 +366,9 @@ export async function denoise(latents: tf.Tensor, loop: SamplingLoop): Promise<t
       try {
         x = tf.tidy(() => {
           const r = tf.fill([xi.shape[0]], ts[i], 'float32');
-          const eps = plan.cfg ? guidance(predict(tf.concat([xi, xi], 0), tf.concat([r, r], 0)), plan.scale) : predict(xi, r);
+          const eps = plan.cfg
+            ? guidance(predict(tf.concat([xi, xi], 0), tf.concat([r, r], 0)), plan.scale)
+            : predict(xi, r);
           return scheduler.step(eps, r, xi, { noise }).prevSample;
         });
       } finally {
@@ -333,5 +388,7 @@ export async function denoise(latents: tf.Tensor, loop: SamplingLoop): Promise<t
 
 /** Lets timers and stream writes (progress output) run between steps; in a browser, lets the page repaint. */
 export function yieldToEventLoop(): Promise<void> {
-  return new Promise((resolve) => (typeof setImmediate === 'function' ? setImmediate(resolve) : setTimeout(resolve, 0)));
+  return new Promise((resolve) =>
+    typeof setImmediate === 'function' ? setImmediate(resolve) : setTimeout(resolve, 0),
+  );
 }

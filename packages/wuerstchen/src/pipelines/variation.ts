@@ -17,7 +17,16 @@ import { WuerstchenCombinedPipeline, validImageSides } from './combined';
 import { DecoderOutput, OutputType } from './decoder';
 import { RawImage } from './png';
 import { ProgressCallback } from './progress';
-import { Callable, PipelineArgumentError, PipelineLoadOptions, checkFinite, checkPositiveInt, randnNHWC, resolveGenerator, stripUndefined } from './shared';
+import {
+  Callable,
+  PipelineArgumentError,
+  PipelineLoadOptions,
+  checkFinite,
+  checkPositiveInt,
+  randnNHWC,
+  resolveGenerator,
+  stripUndefined,
+} from './shared';
 import { Generator } from '../rng';
 
 export interface VariationCallOptions {
@@ -60,7 +69,10 @@ export interface WuerstchenVariationPipeline {
   (image: VariationInput, options?: VariationCallOptions): Promise<DecoderOutput>;
 }
 
-export class WuerstchenVariationPipeline extends Callable<[VariationInput, VariationCallOptions?], Promise<DecoderOutput>> {
+export class WuerstchenVariationPipeline extends Callable<
+  [VariationInput, VariationCallOptions?],
+  Promise<DecoderOutput>
+> {
   readonly effnet: ModelHandle<EfficientNetEncoder>;
   readonly effnetConfig: EfficientNetEncoder['config'];
 
@@ -77,7 +89,10 @@ export class WuerstchenVariationPipeline extends Callable<[VariationInput, Varia
    * A folder holding `wuerstchen-prior/`, `wuerstchen/` and `effnet/` (the compressor the prior was
    * trained on), or with no folder the bundled tiny model. `opts.effnet` names another compressor folder.
    */
-  static fromPretrained(dir: string = TINY_MODEL_DIR, opts: PipelineLoadOptions & { effnet?: string } = {}): WuerstchenVariationPipeline {
+  static fromPretrained(
+    dir: string = TINY_MODEL_DIR,
+    opts: PipelineLoadOptions & { effnet?: string } = {},
+  ): WuerstchenVariationPipeline {
     const effnetDir = opts.effnet ?? path.join(dir, 'effnet');
     let effnet: PreparedModel<EfficientNetEncoder>;
     try {
@@ -85,7 +100,7 @@ export class WuerstchenVariationPipeline extends Callable<[VariationInput, Varia
     } catch (e) {
       throw new PipelineArgumentError(
         `${(e as Error).message}\nImage variation needs the EfficientNetV2 compressor the prior was trained on: Stage B training writes it ` +
-          '(a run\'s checkpoints/step-N/effnet, and `wuerstchen-train export` copies it to <model>/effnet). The published diffusers folders ' +
+          "(a run's checkpoints/step-N/effnet, and `wuerstchen-train export` copies it to <model>/effnet). The published diffusers folders " +
           '(warp-ai/wuerstchen, warp-ai/wuerstchen-prior) do not contain it.',
       );
     }
@@ -103,7 +118,11 @@ export class WuerstchenVariationPipeline extends Callable<[VariationInput, Varia
 
   /** The valid output side nearest to `side`. */
   private nearestSide(side: number): number {
-    const valid = validImageSides(this.pipe.decoderPipe.geometry, this.pipe.priorPipe.config.resolutionMultiple, Math.max(2048, 2 * side));
+    const valid = validImageSides(
+      this.pipe.decoderPipe.geometry,
+      this.pipe.priorPipe.config.resolutionMultiple,
+      Math.max(2048, 2 * side),
+    );
     return valid.reduce((best, v) => (Math.abs(v - side) < Math.abs(best - side) ? v : best), valid[0]);
   }
 
@@ -111,7 +130,9 @@ export class WuerstchenVariationPipeline extends Callable<[VariationInput, Varia
   encodeImage(image: tf.Tensor4D, h: number, w: number): tf.Tensor4D {
     const effnet = this.effnet.get();
     try {
-      return tf.tidy(() => effnet.forward(compressorInput(image, effnetInSize(this.effnetConfig, w), effnetInSize(this.effnetConfig, h))));
+      return tf.tidy(() =>
+        effnet.forward(compressorInput(image, effnetInSize(this.effnetConfig, w), effnetInSize(this.effnetConfig, h))),
+      );
     } finally {
       if (this.pipe.priorPipe.offload) this.effnet.release();
     }
@@ -136,7 +157,10 @@ export class WuerstchenVariationPipeline extends Callable<[VariationInput, Varia
       if (strength === 0) {
         embeddings = tf.tidy(() => tf.tile(map, [n, 1, 1, 1])) as tf.Tensor4D;
       } else {
-        const steps = Math.max(1, Math.round(strength * checkPositiveInt(o.priorNumInferenceSteps, 'priorNumInferenceSteps')));
+        const steps = Math.max(
+          1,
+          Math.round(strength * checkPositiveInt(o.priorNumInferenceSteps, 'priorNumInferenceSteps')),
+        );
         const start = tf.tidy(() => {
           // the prior's latent of the map (inverse of its output `x·latent_mean − latent_std`), noised to t = strength
           const x0 = tf.tile(tf.div(tf.add(map, prior.config.latentStd), prior.config.latentMean), [n, 1, 1, 1]);
@@ -183,13 +207,17 @@ function toImageTensor(input: VariationInput): tf.Tensor4D {
     const t = input.rank === 3 ? input.expandDims(0) : input;
     if (t.rank !== 4 || t.shape[0] !== 1 || (t.shape[3] !== 3 && t.shape[3] !== 4)) {
       if (t !== input) t.dispose();
-      throw new PipelineArgumentError(`image must be one RGB(A) image, HWC or [1, H, W, 3|4] with values in [0, 1]; got [${input.shape}]`);
+      throw new PipelineArgumentError(
+        `image must be one RGB(A) image, HWC or [1, H, W, 3|4] with values in [0, 1]; got [${input.shape}]`,
+      );
     }
     return tf.tidy(() => tf.slice(t, [0, 0, 0, 0], [1, -1, -1, 3]).toFloat()) as tf.Tensor4D;
   }
   const { width, height, channels, data } = input;
   if (![1, 3, 4].includes(channels) || data.length !== width * height * channels || width < 1 || height < 1) {
-    throw new PipelineArgumentError(`image must be 8-bit gray, RGB or RGBA with width·height·channels bytes; got ${width}×${height}×${channels} and ${data.length} bytes`);
+    throw new PipelineArgumentError(
+      `image must be 8-bit gray, RGB or RGBA with width·height·channels bytes; got ${width}×${height}×${channels} and ${data.length} bytes`,
+    );
   }
   return tf.tidy(() => {
     const t = tf.div(tf.tensor4d(Float32Array.from(data), [1, height, width, channels]), 255);
