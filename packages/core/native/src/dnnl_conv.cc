@@ -267,6 +267,15 @@ memory wrap(const memory::desc& d, const float* data) {
   return memory(d, engine(), const_cast<float*>(data));  // oneDNN's memory takes a non-const handle
 }
 
+/** The filter `w` in the layout the primitive wants: the user's memory itself, or a converted copy in scratch. */
+memory primitive_weights(const Entry& e, const Shapes& s, const float* w) {
+  memory user = wrap(s.weights, w);
+  if (!e.reorder) return user;
+  memory converted(e.weights, engine(), weights_scratch(e.weights.get_size()));
+  e.to_primitive.execute(stream(), user, converted);
+  return converted;
+}
+
 bool forward(const float* x, const float* w, float* y, const ConvGeom& g, Epilogue& ep, bool depthwise) {
   if (!routes(depthwise ? kDepthwise : kConv2d)) return false;
   const Fusion f = fusion_of(ep, g.oc);
@@ -274,12 +283,7 @@ bool forward(const float* x, const float* w, float* y, const ConvGeom& g, Epilog
   const auto e = lookup(g, Pass::kForward, depthwise, f, ep.leaky_alpha, &s);
   if (!e) return false;
   match_threads();
-  memory weights = wrap(s.weights, w);
-  if (e->reorder) {
-    memory converted(e->weights, engine(), weights_scratch(e->weights.get_size()));
-    e->to_primitive.execute(stream(), weights, converted);
-    weights = converted;
-  }
+  const memory weights = primitive_weights(*e, s, w);
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC, wrap(s.src, x)}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, wrap(s.dst, y)}};
   if (f.bias) args.emplace(DNNL_ARG_BIAS, wrap(memory::desc({g.oc}, kF32, Tag::a), ep.bias));
@@ -297,12 +301,7 @@ bool backward_data(const float* dy, const float* w, float* dx, const ConvGeom& g
   const auto e = lookup(g, Pass::kBackwardData, depthwise, Fusion{}, 0.f, &s);
   if (!e) return false;
   match_threads();
-  memory weights = wrap(s.weights, w);
-  if (e->reorder) {
-    memory converted(e->weights, engine(), weights_scratch(e->weights.get_size()));
-    e->to_primitive.execute(stream(), weights, converted);
-    weights = converted;
-  }
+  const memory weights = primitive_weights(*e, s, w);
   e->primitive.execute(stream(), {{DNNL_ARG_DIFF_DST, wrap(s.dst, dy)},
                                   {DNNL_ARG_WEIGHTS, weights},
                                   {DNNL_ARG_DIFF_SRC, wrap(s.src, dx)}});
