@@ -14,6 +14,8 @@ import {
   nativeInfo,
   registerNativeBackend,
 } from '../packages/core/src/backends/native';
+import { FusedKernel } from '../packages/core/src/layers/fused';
+import { GlobalResponseNorm, gelu, layerNormLastAxis, multiHeadAttention } from '../packages/core/src/layers';
 
 const required = Boolean(process.env.CI) || process.env.WUERSTCHEN_REQUIRE_NATIVE === '1';
 const available = registerNativeBackend();
@@ -113,7 +115,8 @@ function nativeSuite(): void {
     expect(info?.threads).toBeGreaterThanOrEqual(1);
     expect(info?.blas).toMatch(/OpenBLAS/);
     expect(typeof info?.coreType).toBe('string');
-    expect(tf.getKernelsForBackend('native').length).toBe(tf.getKernelsForBackend('cpu').length);
+    const fused = Object.values(FusedKernel).length;
+    expect(tf.getKernelsForBackend('native').length).toBe(tf.getKernelsForBackend('cpu').length + fused);
     expect(registerNativeBackend()).toBe(true);
   });
 
@@ -505,6 +508,54 @@ function nativeSuite(): void {
     });
   });
 
+  describe('fused kernels (layers/fused.ts) against the composed ops on cpu', () => {
+    test('GELU and its gradient', async () => {
+      const [x, g] = [rand([3, 7, 40]), rand([3, 7, 40])];
+      expect(await compare(() => gelu(T(x).mul(4)), 'gelu')).toBe(1);
+      const f = (p: tf.Tensor) => gelu(p.mul(4)).mul(T(g)).sum();
+      expect(await compare(() => tf.grad(f)(T(x)), ['gelu', 'geluGrad', 'unary'])).toEqual([1, 1, 0]);
+    });
+
+    test('LayerNorm over the last axis and its gradient, rows far from zero mean', async () => {
+      for (const shape of [
+        [5, 33],
+        [2, 3, 4, 1536],
+        [1, 1],
+      ]) {
+        const [x, g] = [rand(shape), rand(shape)];
+        const norm = (p: tf.Tensor) => layerNormLastAxis(p.mul(3).add(7), 1e-6);
+        expect(await compare(() => norm(T(x)), 'layerNorm')).toBe(1);
+        const f = (p: tf.Tensor) => norm(p).mul(T(g)).sum();
+        expect(await compare(() => tf.grad(f)(T(x)), ['layerNorm', 'layerNormGrad'])).toEqual([1, 1]);
+      }
+    });
+
+    test('attention softmax and its gradient', async () => {
+      const [q, k, v, g] = [rand([2, 9, 8]), rand([2, 5, 8]), rand([2, 5, 8]), rand([2, 9, 8])];
+      const attend = (p: tf.Tensor) => multiHeadAttention(p.mul(3), T(k), T(v), 2, 0.5);
+      expect(await compare(() => attend(T(q)), ['softmax', 'softmaxGrad'])).toEqual([1, 0]);
+      const f = (p: tf.Tensor) => attend(p).mul(T(g)).sum();
+      expect(await compare(() => tf.grad(f)(T(q)), ['softmax', 'softmaxGrad'])).toEqual([1, 1]);
+    });
+
+    test('GlobalResponseNorm and its gradients (x, gamma, beta), a channel all zero included', async () => {
+      const [b, h, w, c] = [2, 5, 3, 300];
+      const grn = new GlobalResponseNorm(c);
+      grn.gamma.value.assign(T(rand([1, 1, 1, c])));
+      grn.beta.value.assign(T(rand([1, 1, 1, c])));
+      const [x, g] = [rand([b, h, w, c]), rand([b, h, w, c])];
+      for (let p = 0; p < h * w; p++) x.data[p * c + 11] = 0; // image 0, channel 11: ‖x‖ = 0
+      expect(await compare(() => grn.forward(T(x)), 'grn')).toBe(1);
+      const loss = (p: tf.Tensor) => grn.forward(p).mul(T(g)).sum() as tf.Scalar;
+      const calls = ['grn', 'grnGrad', 'grnGammaGrad'];
+      expect(await compare(() => tf.grad(loss)(T(x)), calls)).toEqual([1, 1, 0]);
+      const params = [grn.gamma.value, grn.beta.value];
+      const paramGrads = () => Object.values(tf.variableGrads(() => loss(T(x)), params).grads);
+      expect(await compare(paramGrads, calls)).toEqual([1, 0, 1]);
+      grn.dispose();
+    });
+  });
+
   describe('layout and reductions', () => {
     test.each([
       [
@@ -620,6 +671,7 @@ function nativeSuite(): void {
       T(rand([5, 7])),
       T(rand([6, 1])),
     ];
+    const grn = new GlobalResponseNorm(6);
     const step = () =>
       tf.tidy(() => {
         const f = (p: tf.Tensor, q: tf.Tensor, r: tf.Tensor, s: tf.Tensor) => {
@@ -632,7 +684,8 @@ function nativeSuite(): void {
           });
           const d = tf.depthwiseConv2d(p as tf.Tensor4D, r as tf.Tensor4D, 2, 'same');
           const m = tf.fused.matMul({ a: s, b, bias, activation: 'elu' }); // generic epilogue path
-          return c.sum().add(d.sum()).add(m.sum());
+          const n = gelu(layerNormLastAxis(c, 1e-6)).sum().add(grn.forward(d).sum());
+          return c.sum().add(d.sum()).add(m.sum()).add(n);
         };
         return tf.grads(f)([x, w, dw, a]);
       });
@@ -641,5 +694,6 @@ function nativeSuite(): void {
     for (let i = 0; i < 3; i++) tf.dispose(step());
     expect(tf.memory().numTensors).toBe(before);
     tf.dispose([x, w, dw, a, b, bias]);
+    grn.dispose();
   });
 }

@@ -19,12 +19,13 @@
         "src/depthwise.cc",
         "src/select.cc",
         "src/elementwise.cc",
+        "src/fused.cc",
         "src/layout.cc"
       ],
       "include_dirs": ["<(openblas_include)"],
       "defines": ["NAPI_VERSION=8"],
       "cflags_cc!": ["-fno-exceptions"],
-      "cflags_cc": ["-O3", "-fopenmp-simd", "-fexceptions"],
+      "cflags_cc": ["-O3", "-fopenmp-simd", "-fno-trapping-math", "-fexceptions"],
       "libraries": [
         "-L<(openblas_libdir)",
         "-Wl,-rpath,<(openblas_libdir)",

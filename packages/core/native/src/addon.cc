@@ -308,6 +308,124 @@ napi_value Softmax(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+/** softmaxGrad(dy, y, dx, cols) */
+napi_value SoftmaxGrad(napi_env env, napi_callback_info info) {
+  Args args(env, info);
+  int64_t n = 0;
+  const float* dy = args.f32(0, 0, false, &n);
+  const float* y = args.f32(1, n);
+  float* dx = args.output(2, n);
+  const int64_t cols = args.i64(3);
+  if (args.ok() && (cols <= 0 || n % cols)) {
+    napi_throw_range_error(env, nullptr, "softmaxGrad: bad sizes");
+    return nullptr;
+  }
+  if (args.ok()) wn::softmax_grad(dy, y, dx, n / cols, cols);
+  return nullptr;
+}
+
+/** gelu(x, y) */
+napi_value Gelu(napi_env env, napi_callback_info info) {
+  Args args(env, info);
+  int64_t n = 0;
+  const float* x = args.f32(0, 0, false, &n);
+  float* y = args.output(1, n);
+  if (args.ok()) wn::gelu(x, y, n);
+  return nullptr;
+}
+
+/** geluGrad(dy, x, dx) */
+napi_value GeluGrad(napi_env env, napi_callback_info info) {
+  Args args(env, info);
+  int64_t n = 0;
+  const float* dy = args.f32(0, 0, false, &n);
+  const float* x = args.f32(1, n);
+  float* dx = args.output(2, n);
+  if (args.ok()) wn::gelu_grad(dy, x, dx, n);
+  return nullptr;
+}
+
+/** layerNorm(x, y, cols, eps) */
+napi_value LayerNorm(napi_env env, napi_callback_info info) {
+  Args args(env, info);
+  int64_t n = 0;
+  const float* x = args.f32(0, 0, false, &n);
+  float* y = args.output(1, n);
+  const int64_t cols = args.i64(2);
+  const float eps = static_cast<float>(args.f64(3));
+  if (args.ok() && (cols <= 0 || n % cols)) {
+    napi_throw_range_error(env, nullptr, "layerNorm: bad sizes");
+    return nullptr;
+  }
+  if (args.ok()) wn::layer_norm(x, y, n / cols, cols, eps);
+  return nullptr;
+}
+
+/** layerNormGrad(dy, x, dx, cols, eps) */
+napi_value LayerNormGrad(napi_env env, napi_callback_info info) {
+  Args args(env, info);
+  int64_t n = 0;
+  const float* dy = args.f32(0, 0, false, &n);
+  const float* x = args.f32(1, n);
+  float* dx = args.output(2, n);
+  const int64_t cols = args.i64(3);
+  const float eps = static_cast<float>(args.f64(4));
+  if (args.ok() && (cols <= 0 || n % cols)) {
+    napi_throw_range_error(env, nullptr, "layerNormGrad: bad sizes");
+    return nullptr;
+  }
+  if (args.ok()) wn::layer_norm_grad(dy, x, dx, n / cols, cols, eps);
+  return nullptr;
+}
+
+/** Sizes [batch, positions, channels] of a GlobalResponseNorm call, all positive. */
+bool grn_sizes(napi_env env, Args& args, size_t i, int64_t* batch, int64_t* positions, int64_t* channels) {
+  *batch = args.i64(i), *positions = args.i64(i + 1), *channels = args.i64(i + 2);
+  if (args.ok() && (*batch <= 0 || *positions <= 0 || *channels <= 0)) {
+    napi_throw_range_error(env, nullptr, "grn: bad sizes");
+    return false;
+  }
+  return args.ok();
+}
+
+/** grn(x, gamma, beta, y, batch, positions, channels) */
+napi_value Grn(napi_env env, napi_callback_info info) {
+  Args args(env, info);
+  int64_t b, p, c;
+  if (!grn_sizes(env, args, 4, &b, &p, &c)) return nullptr;
+  const float* x = args.f32(0, b * p * c);
+  const float* gamma = args.f32(1, c);
+  const float* beta = args.f32(2, c);
+  float* y = args.output(3, b * p * c);
+  if (args.ok()) guarded(env, "grn", [&] { wn::grn(x, gamma, beta, y, b, p, c); });
+  return nullptr;
+}
+
+/** grnGrad(dy, x, gamma, dx, batch, positions, channels) */
+napi_value GrnGrad(napi_env env, napi_callback_info info) {
+  Args args(env, info);
+  int64_t b, p, c;
+  if (!grn_sizes(env, args, 4, &b, &p, &c)) return nullptr;
+  const float* dy = args.f32(0, b * p * c);
+  const float* x = args.f32(1, b * p * c);
+  const float* gamma = args.f32(2, c);
+  float* dx = args.output(3, b * p * c);
+  if (args.ok()) guarded(env, "grnGrad", [&] { wn::grn_grad(dy, x, gamma, dx, b, p, c); });
+  return nullptr;
+}
+
+/** grnGammaGrad(dy, x, dgamma, batch, positions, channels) */
+napi_value GrnGammaGrad(napi_env env, napi_callback_info info) {
+  Args args(env, info);
+  int64_t b, p, c;
+  if (!grn_sizes(env, args, 3, &b, &p, &c)) return nullptr;
+  const float* dy = args.f32(0, b * p * c);
+  const float* x = args.f32(1, b * p * c);
+  float* dgamma = args.output(2, c);
+  if (args.ok()) guarded(env, "grnGammaGrad", [&] { wn::grn_gamma_grad(dy, x, dgamma, b, p, c); });
+  return nullptr;
+}
+
 /** stridedCopy(x, out, offset, shape, strides) */
 napi_value StridedCopy(napi_env env, napi_callback_info info) {
   Args args(env, info);
@@ -419,6 +537,14 @@ NAPI_MODULE_INIT() {
       {"binary", nullptr, Binary, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"unary", nullptr, Unary, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"softmax", nullptr, Softmax, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"softmaxGrad", nullptr, SoftmaxGrad, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"gelu", nullptr, Gelu, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"geluGrad", nullptr, GeluGrad, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"layerNorm", nullptr, LayerNorm, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"layerNormGrad", nullptr, LayerNormGrad, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"grn", nullptr, Grn, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"grnGrad", nullptr, GrnGrad, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"grnGammaGrad", nullptr, GrnGammaGrad, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"stridedCopy", nullptr, StridedCopy, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"reduceSum", nullptr, ReduceSum, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"features", nullptr, Features, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "vmath.h"
 #include "kernels.h"
 #include "parallel.h"
 #include "simd.h"
@@ -40,15 +41,6 @@ void binary_row(BinaryOp op, float* out, const float* a, int64_t sa, const float
   }
 }
 
-/** tfjs's erf: Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7). */
-inline float erf_as(float x) {
-  constexpr float p = 0.3275911f, a1 = 0.254829592f, a2 = -0.284496736f, a3 = 1.421413741f,
-                  a4 = -1.453152027f, a5 = 1.061405429f;
-  const float v = std::fabs(x), t = 1.f / (1.f + p * v);
-  const float y = 1.f - ((((a5 * t + a4) * t + a3) * t + a2) * t + a1) * t * std::exp(-v * v);
-  return x > 0.f ? y : (x < 0.f ? -y : x);
-}
-
 template <class F>
 inline __attribute__((always_inline)) void unary_loop(float* out, const float* x, int64_t n, F f) {
   for (int64_t i = 0; i < n; i++) out[i] = f(x[i]);
@@ -58,12 +50,32 @@ WN_MULTIVERSION
 void unary_range(UnaryOp op, float* out, const float* x, int64_t n) {
   switch (op) {
     case kErf: return unary_loop(out, x, n, erf_as);
-    case kExp: return unary_loop(out, x, n, [](float v) { return std::exp(v); });
+    case kExp: return unary_loop(out, x, n, [](float v) { return exp_vec(v); });
     case kNeg: return unary_loop(out, x, n, [](float v) { return -v; });
     case kSquare: return unary_loop(out, x, n, [](float v) { return v * v; });
     case kSqrt: return unary_loop(out, x, n, [](float v) { return std::sqrt(v); });
     case kRsqrt: return unary_loop(out, x, n, [](float v) { return 1.f / std::sqrt(v); });
   }
+}
+
+WN_MULTIVERSION
+void softmax_row(const float* in, float* o, int64_t cols) {
+  float max = in[0];
+  for (int64_t i = 1; i < cols; i++) max = in[i] > max ? in[i] : max;
+  for (int64_t i = 0; i < cols; i++) o[i] = exp_vec(in[i] - max);  // apart from the sum, so that it vectorises
+  double sum = 0;
+  for (int64_t i = 0; i < cols; i++) sum += o[i];
+  const float scale = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < cols; i++) o[i] *= scale;
+}
+
+/** dx = y · (dy − Σ dy·y), the softmax's gradient along its row. */
+WN_MULTIVERSION
+void softmax_grad_row(const float* dy, const float* y, float* dx, int64_t cols) {
+  double dot = 0;
+  for (int64_t i = 0; i < cols; i++) dot += static_cast<double>(dy[i]) * y[i];
+  const float d = static_cast<float>(dot);
+  for (int64_t i = 0; i < cols; i++) dx[i] = y[i] * (dy[i] - d);
 }
 
 }  // namespace
@@ -85,19 +97,13 @@ void unary(UnaryOp op, const float* x, float* out, int64_t n) {
 
 void softmax(const float* x, float* out, int64_t rows, int64_t cols) {
   parallel_for(rows, 8 * rows * cols, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) {
-      const float* in = x + r * cols;
-      float* o = out + r * cols;
-      float max = in[0];
-      for (int64_t i = 1; i < cols; i++) max = in[i] > max ? in[i] : max;
-      double sum = 0;
-      for (int64_t i = 0; i < cols; i++) {
-        o[i] = std::exp(in[i] - max);
-        sum += o[i];
-      }
-      const float scale = static_cast<float>(1.0 / sum);
-      for (int64_t i = 0; i < cols; i++) o[i] *= scale;
-    }
+    for (int64_t r = r0; r < r1; r++) softmax_row(x + r * cols, out + r * cols, cols);
+  });
+}
+
+void softmax_grad(const float* dy, const float* y, float* dx, int64_t rows, int64_t cols) {
+  parallel_for(rows, 4 * rows * cols, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) softmax_grad_row(dy + r * cols, y + r * cols, dx + r * cols, cols);
   });
 }
 

@@ -4,6 +4,7 @@
 #include "kernels.h"
 #include "parallel.h"
 #include "simd.h"
+#include "vmath.h"
 
 namespace wn {
 
@@ -41,8 +42,8 @@ void activate_row(float* y, int64_t channels, Activation act, const float* alpha
       case kLinear: break;
       case kRelu: y[i] = v < 0.f ? 0.f : v; break;
       case kRelu6: y[i] = v < 0.f ? 0.f : (v > 6.f ? 6.f : v); break;
-      case kElu: y[i] = v >= 0.f ? v : std::exp(v) - 1.f; break;
-      case kSigmoid: y[i] = 1.f / (1.f + std::exp(-v)); break;
+      case kElu: y[i] = v >= 0.f ? v : exp_vec(v) - 1.f; break;
+      case kSigmoid: y[i] = 1.f / (1.f + exp_vec(-v)); break;
       case kLeakyRelu: y[i] = v < 0.f ? leaky_alpha * v : v; break;
       case kPrelu: y[i] = v < 0.f ? alpha[alpha_len == 1 ? 0 : i] * v : v; break;
     }

@@ -67,8 +67,26 @@ enum UnaryOp { kErf, kExp, kNeg, kSquare, kSqrt, kRsqrt };
 void binary(BinaryOp op, const float* a, const float* b, float* out, const std::vector<int64_t>& shape,
             const std::vector<int64_t>& a_strides, const std::vector<int64_t>& b_strides);
 void unary(UnaryOp op, const float* x, float* out, int64_t n);
-/** Softmax of each row of a [rows, cols] matrix. */
+/** Softmax of each row of a [rows, cols] matrix, and its gradient given the softmax y. */
 void softmax(const float* x, float* out, int64_t rows, int64_t cols);
+void softmax_grad(const float* dy, const float* y, float* dx, int64_t rows, int64_t cols);
+
+// fused.cc
+/** y = x · Φ(x) (exact GELU, with tfjs's erf) and its gradient dx = dy · (Φ(x) + x · φ(x)). */
+void gelu(const float* x, float* y, int64_t n);
+void gelu_grad(const float* dy, const float* x, float* dx, int64_t n);
+/** Each row of [rows, cols] normalised to zero mean and unit biased variance (eps inside the sqrt), and the
+ *  gradient of that with respect to x. */
+void layer_norm(const float* x, float* y, int64_t rows, int64_t cols, float eps);
+void layer_norm_grad(const float* dy, const float* x, float* dx, int64_t rows, int64_t cols, float eps);
+/** GlobalResponseNorm of x [batch, positions, channels] with gamma, beta [channels], its gradient with respect
+ *  to x, and with respect to gamma (summed over the batch; beta's is the plain sum of dy). */
+void grn(const float* x, const float* gamma, const float* beta, float* y, int64_t batch, int64_t positions,
+         int64_t channels);
+void grn_grad(const float* dy, const float* x, const float* gamma, float* dx, int64_t batch, int64_t positions,
+              int64_t channels);
+void grn_gamma_grad(const float* dy, const float* x, float* dgamma, int64_t batch, int64_t positions,
+                    int64_t channels);
 
 // layout.cc
 /** out (dense, `shape`) = x read with element `strides`: transposes and slices. */

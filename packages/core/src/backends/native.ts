@@ -8,6 +8,7 @@ import * as path from 'path';
 import * as fs from 'fs';
 import * as tf from '@tensorflow/tfjs';
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
+import { FusedKernel } from '../layers/fused';
 
 /** Functions of wuerstchen_native.node (native/src/addon.cc). Outputs are zero-filled arrays from JS. */
 interface Addon {
@@ -49,6 +50,37 @@ interface Addon {
   ): void;
   unary(op: number, x: Float32Array, out: Float32Array): void;
   softmax(x: Float32Array, out: Float32Array, cols: number): void;
+  softmaxGrad(dy: Float32Array, y: Float32Array, dx: Float32Array, cols: number): void;
+  gelu(x: Float32Array, y: Float32Array): void;
+  geluGrad(dy: Float32Array, x: Float32Array, dx: Float32Array): void;
+  layerNorm(x: Float32Array, y: Float32Array, cols: number, eps: number): void;
+  layerNormGrad(dy: Float32Array, x: Float32Array, dx: Float32Array, cols: number, eps: number): void;
+  grn(
+    x: Float32Array,
+    gamma: Float32Array,
+    beta: Float32Array,
+    y: Float32Array,
+    batch: number,
+    positions: number,
+    channels: number,
+  ): void;
+  grnGrad(
+    dy: Float32Array,
+    x: Float32Array,
+    gamma: Float32Array,
+    dx: Float32Array,
+    batch: number,
+    positions: number,
+    channels: number,
+  ): void;
+  grnGammaGrad(
+    dy: Float32Array,
+    x: Float32Array,
+    dgamma: Float32Array,
+    batch: number,
+    positions: number,
+    channels: number,
+  ): void;
   stridedCopy(x: Float32Array, out: Float32Array, offset: number, shape: number[], strides: number[]): void;
   reduceSum(x: Float32Array, out: Float32Array, outer: number, mid: number, inner: number, scale: number): void;
   info(): { threads: number; config: string; coreName: string };
@@ -147,6 +179,7 @@ export function registerNativeBackend(): boolean {
     tf.unregisterKernel(config.kernelName, 'native');
     tf.registerKernel(config);
   }
+  for (const config of fusedKernels(native)) tf.registerKernel(config);
   return true;
 }
 
@@ -186,6 +219,69 @@ function nativeKernels(native: Addon): tf.KernelConfig[] {
   });
 }
 
+/** The kernels of layers/fused.ts, which have no cpu counterpart: the layers call them only where registered. */
+function fusedKernels(native: Addon): tf.KernelConfig[] {
+  const lastAxis = (t: tf.TensorInfo) => t.shape[t.shape.length - 1];
+  const kernels: Record<string, (args: Args) => tf.TensorInfo> = {
+    [FusedKernel.Softmax]: ({ inputs: { logits }, backend }) =>
+      output(backend, logits.shape, (y) => {
+        if (y.length) native.softmax(float32(backend, logits), y, lastAxis(logits));
+      }),
+    [FusedKernel.SoftmaxGrad]: ({ inputs: { dy, y }, backend }) =>
+      output(backend, y.shape, (dx) => {
+        if (dx.length) native.softmaxGrad(float32(backend, dy), float32(backend, y), dx, lastAxis(y));
+      }),
+    [FusedKernel.Gelu]: ({ inputs: { x }, backend }) =>
+      output(backend, x.shape, (y) => native.gelu(float32(backend, x), y)),
+    [FusedKernel.GeluGrad]: ({ inputs: { dy, x }, backend }) =>
+      output(backend, x.shape, (dx) => native.geluGrad(float32(backend, dy), float32(backend, x), dx)),
+    [FusedKernel.LayerNorm]: ({ inputs: { x }, backend, attrs }) =>
+      output(backend, x.shape, (y) => {
+        if (y.length) native.layerNorm(float32(backend, x), y, lastAxis(x), attrs.eps as number);
+      }),
+    [FusedKernel.LayerNormGrad]: ({ inputs: { dy, x }, backend, attrs }) =>
+      output(backend, x.shape, (dx) => {
+        if (dx.length)
+          native.layerNormGrad(float32(backend, dy), float32(backend, x), dx, lastAxis(x), attrs.eps as number);
+      }),
+    [FusedKernel.GlobalResponseNorm]: ({ inputs: { x, gamma, beta }, backend }) =>
+      output(backend, x.shape, (y) => {
+        const [b, p, c] = grnSizes(FusedKernel.GlobalResponseNorm, x, gamma, beta);
+        native.grn(float32(backend, x), float32(backend, gamma), float32(backend, beta), y, b, p, c);
+      }),
+    [FusedKernel.GlobalResponseNormGrad]: ({ inputs: { dy, x, gamma }, backend }) =>
+      output(backend, x.shape, (dx) => {
+        const [b, p, c] = grnSizes(FusedKernel.GlobalResponseNormGrad, x, gamma);
+        native.grnGrad(float32(backend, dy), float32(backend, x), float32(backend, gamma), dx, b, p, c);
+      }),
+    [FusedKernel.GlobalResponseNormGammaGrad]: ({ inputs: { dy, x }, backend }) => {
+      const [b, p, c] = grnSizes(FusedKernel.GlobalResponseNormGammaGrad, x);
+      return output(backend, [1, 1, 1, c], (dgamma) =>
+        native.grnGammaGrad(float32(backend, dy), float32(backend, x), dgamma, b, p, c),
+      );
+    },
+  };
+  return Object.entries(kernels).map(([kernelName, kernelFunc]) => ({
+    kernelName,
+    backendName: 'native',
+    kernelFunc: kernelFunc as unknown as tf.KernelFunc,
+  }));
+}
+
+/** [batch, positions, channels] of a GlobalResponseNorm input `[B, H, W, C]` whose `[1,1,1,C]` parameters are
+ *  `params`; throws naming the kernel when the shapes disagree. */
+function grnSizes(kernel: string, x: tf.TensorInfo, ...params: tf.TensorInfo[]): [number, number, number] {
+  const [b, h, w, c] = x.shape;
+  const bad = params.find((t) => tf.util.sizeFromShape(t.shape) !== c);
+  if (x.shape.length !== 4 || bad || b * h * w * c === 0) {
+    throw new Error(
+      `${kernel}: expected x [B,H,W,C] (non-empty) and [1,1,1,C] parameters, got x [${x.shape}]` +
+        (bad ? ` and a parameter of shape [${bad.shape}]` : ''),
+    );
+  }
+  return [b, h * w, c];
+}
+
 function cpuKernel(kernelName: string): tf.KernelFunc {
   const config = tf.getKernel(kernelName, 'cpu');
   if (!config) throw new Error(`native backend: no cpu kernel ${kernelName}`);
@@ -194,6 +290,12 @@ function cpuKernel(kernelName: string): tf.KernelFunc {
 
 function values(backend: MathBackendCPU, t: tf.TensorInfo): Float32Array {
   return backend.data.get(t.dataId).values as Float32Array;
+}
+
+/** t's values as a Float32Array (a copy when the cpu backend kept a cast's Int32Array or Uint8Array). */
+function float32(backend: MathBackendCPU, t: tf.TensorInfo): Float32Array {
+  const v = backend.data.get(t.dataId).values;
+  return v instanceof Float32Array ? v : Float32Array.from(v as ArrayLike<number>);
 }
 
 /**

@@ -1,10 +1,12 @@
 import * as tf from '@tensorflow/tfjs';
 import { Module } from '../module';
+import { FusedKernel, hasFusedKernel, runFused } from './fused';
 
 const SQRT1_2 = Math.SQRT1_2;
 
 /** Exact GELU: 0.5·x·(1 + erf(x/√2)) (`nn.GELU()`, CLIP `hidden_act="gelu"`). */
 export function gelu(x: tf.Tensor): tf.Tensor {
+  if (hasFusedKernel(FusedKernel.Gelu, x)) return runFused(FusedKernel.Gelu, { x });
   return tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, SQRT1_2)), 1)));
 }
 

@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { Module, ModuleList } from '../module';
 import { Linear } from './linear';
 import { Dropout } from './activation';
+import { FusedKernel, hasFusedKernel, runFused } from './fused';
 
 /** Split `[B, L, heads·d]` into `[B·heads, L, d]` (head h = channels [h·d, (h+1)·d)). */
 function splitHeads(t: tf.Tensor, heads: number): tf.Tensor3D {
@@ -37,7 +38,9 @@ export function multiHeadAttention(
     const qh = splitHeads(tf.mul(q, scale), heads);
     let scores: tf.Tensor = tf.matMul(qh, splitHeads(k, heads), false, true);
     if (mask) scores = tf.add(scores, mask);
-    const probs = tf.softmax(scores, -1);
+    const probs = hasFusedKernel(FusedKernel.Softmax, scores)
+      ? runFused(FusedKernel.Softmax, { logits: scores })
+      : tf.softmax(scores, -1);
     return mergeHeads(tf.matMul(probs, splitHeads(v, heads)), batch, heads);
   });
 }

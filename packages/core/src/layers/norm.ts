@@ -1,8 +1,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { Module, Parameter, init } from '../module';
+import { FusedKernel, hasFusedKernel, runFused } from './fused';
 
 /** Normalise over the last axis with the biased variance, eps inside the sqrt. */
 export function layerNormLastAxis(x: tf.Tensor, eps: number): tf.Tensor {
+  if (hasFusedKernel(FusedKernel.LayerNorm, x)) return runFused(FusedKernel.LayerNorm, { x }, { eps });
   return tf.tidy(() => {
     const axis = x.rank - 1;
     const mean = tf.mean(x, axis, true);
@@ -99,10 +101,6 @@ export class BatchNorm2d extends Module {
 }
 
 /**
- * ConvNeXt-V2 GlobalResponseNorm on channels-last input (diffusers modeling_wuerstchen_common.py):
- * G = ‖x‖₂ over (H, W); N = G / (mean_C G + 1e-6); y = γ·(x·N) + β + x. gamma/beta are `[1,1,1,C]`.
- */
-/**
  * `torch.norm(x, p=2, dim=(1, 2), keepdim=True)` of NHWC `x`, with torch's gradient: x/‖x‖, and 0
  * where ‖x‖ = 0. (Differentiating sqrt(Σx²) gives 0·∞ = NaN there, and a channel that GELU zeroes
  * over a whole small feature map is common in training.)
@@ -120,6 +118,10 @@ export const spatialL2Norm = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc
   };
 }) as unknown as Parameters<typeof tf.customGrad>[0]) as (x: tf.Tensor) => tf.Tensor;
 
+/**
+ * ConvNeXt-V2 GlobalResponseNorm on channels-last input (diffusers modeling_wuerstchen_common.py):
+ * G = ‖x‖₂ over (H, W); N = G / (mean_C G + 1e-6); y = γ·(x·N) + β + x. gamma/beta are `[1,1,1,C]`.
+ */
 export class GlobalResponseNorm extends Module {
   readonly gamma: Parameter;
   readonly beta: Parameter;
@@ -129,10 +131,14 @@ export class GlobalResponseNorm extends Module {
     this.beta = this.param('beta', [1, 1, 1, dim], { init: init.zeros() });
   }
   forward(x: tf.Tensor): tf.Tensor {
+    const [gamma, beta] = [this.gamma.value, this.beta.value];
+    if (x.rank === 4 && hasFusedKernel(FusedKernel.GlobalResponseNorm, x)) {
+      return runFused(FusedKernel.GlobalResponseNorm, { x, gamma, beta });
+    }
     return tf.tidy(() => {
       const g = spatialL2Norm(x);
       const n = tf.div(g, tf.add(tf.mean(g, -1, true), 1e-6));
-      return tf.add(tf.add(tf.mul(this.gamma.value, tf.mul(x, n)), this.beta.value), x);
+      return tf.add(tf.add(tf.mul(gamma, tf.mul(x, n)), beta), x);
     });
   }
 }
