@@ -498,6 +498,20 @@ function nativeSuite(): void {
       expect(await compare(() => tf.grad((p: tf.Tensor) => op(p).sum())(T(x)), 'unary')).toBeGreaterThan(0);
     });
 
+    test('exp at the edges of float32: overflow, underflow, subnormals, NaN', async () => {
+      const xs = [NaN, Infinity, -Infinity, 0, 88.72, 88.8, -87, -100, -110, 1e-8];
+      await tf.setBackend('native');
+      const spy = jest.spyOn(addon, 'unary');
+      const ys = tf.tidy(() => tf.exp(tf.tensor(xs)).dataSync());
+      expect(spy).toHaveBeenCalledTimes(1);
+      spy.mockRestore();
+      xs.forEach((x, i) => {
+        const want = Math.fround(Math.exp(Math.fround(x)));
+        if (Number.isNaN(want) || !Number.isFinite(want) || want === 0) expect(ys[i]).toBe(want);
+        else expect(Math.abs(ys[i] - want)).toBeLessThanOrEqual(want < 1.2e-38 ? 2e-45 : 2.4e-7 * want);
+      });
+    });
+
     test('softmax over the last axis, and its gradient', async () => {
       for (const shape of [[7], [3, 11], [2, 4, 33]]) {
         const [x, g] = [rand(shape), rand(shape)];

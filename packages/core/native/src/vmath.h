@@ -10,7 +10,7 @@ namespace wn {
 /** e^x within 1.2e-7 relative (1 ulp) for x in [-87.3, 88.72]; subnormal results below that, 0 under -103.9,
  *  inf above 88.72, NaN stays NaN. x = n·ln2 + r with |r| ≤ ln2/2; e^r by Cephes' degree-6 polynomial;
  *  2^n = 2^(n/2)·2^(n−n/2) from exponent bits, so that subnormal results and n = 128 need no special case. */
-inline float exp_vec(float x) {
+inline __attribute__((always_inline)) float exp_vec(float x) {
   float xc = x < -103.9f ? -103.9f : x;
   xc = xc > 88.72283f ? 88.72283f : xc;
   const float n = (xc * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round to nearest via 1.5·2²³
@@ -34,7 +34,7 @@ inline float exp_vec(float x) {
 }
 
 /** Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), as tfjs's cpu and wasm backends compute erf. */
-inline float erf_as(float x) {
+inline __attribute__((always_inline)) float erf_as(float x) {
   constexpr float p = 0.3275911f, a1 = 0.254829592f, a2 = -0.284496736f, a3 = 1.421413741f, a4 = -1.453152027f,
                   a5 = 1.061405429f;
   const float v = std::fabs(x), t = 1.f / (1.f + p * v);
