@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <thread>
 #include <vector>
@@ -10,22 +11,27 @@
 namespace wn {
 
 /** Runs fn(begin, end) on contiguous slices of [0, n). `work` (roughly: scalar operations) decides
- *  how many threads are worth starting; small jobs stay on the calling thread. */
+ *  how many threads are worth starting; small jobs stay on the calling thread. The slices are handed out on
+ *  demand, several per thread, so that a thread the OS has preempted (another process on the same cores)
+ *  does not hold up the others: whichever thread is running takes the next slice. Slice boundaries depend only
+ *  on n, work and the thread count, so results that sum per slice stay reproducible. */
 template <class Fn>
 void parallel_for(int64_t n, int64_t work, const Fn& fn) {
-  constexpr int64_t kMinWorkPerThread = 1 << 15;
+  constexpr int64_t kMinWorkPerThread = 1 << 15, kSlicesPerThread = 4;
   const int64_t threads = std::min<int64_t>(
       {static_cast<int64_t>(openblas_get_num_threads()), n, std::max<int64_t>(1, work / kMinWorkPerThread)});
   if (threads <= 1) {
     if (n > 0) fn(int64_t{0}, n);
     return;
   }
-  const int64_t chunk = (n + threads - 1) / threads;
+  const int64_t slices = std::min(n, threads * kSlicesPerThread), size = (n + slices - 1) / slices;
+  std::atomic<int64_t> next{0};
+  const auto worker = [&] {
+    for (int64_t begin; (begin = next.fetch_add(1) * size) < n;) fn(begin, std::min(n, begin + size));
+  };
   std::vector<std::thread> pool;
-  for (int64_t begin = chunk; begin < n; begin += chunk) {
-    pool.emplace_back([&fn, begin, end = std::min(n, begin + chunk)] { fn(begin, end); });
-  }
-  fn(int64_t{0}, chunk);
+  for (int64_t t = 1; t < threads; t++) pool.emplace_back(worker);
+  worker();
   for (auto& t : pool) t.join();
 }
 
