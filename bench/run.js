@@ -13,6 +13,11 @@
  *   npm run bench -- --wait-idle 300       before each measurement wait (up to 300 s) until the other processes
  *                                          on the machine use < 0.15 cores; every record gets other_load_cores
  *   npm run bench -- --profile             one extra run under tf.profile: time per kernel (stderr, and kernel_ms)
+ *   npm run bench -- --passes 3            run the whole selection 3 times, interleaved (pass 1 of every
+ *                                          measurement and backend, then pass 2, …); the table shows medians
+ *   npm run bench -- --under-load          keep one CPU-bound process running beside every measurement (torch's
+ *                                          too), to see how each side copes with a busy machine; records get
+ *                                          under_load: 1
  *   npm run bench -- --list                print the measurement names and shapes
  *   npm run bench -- --python /usr/bin/python3   interpreter for --torch (default: first with torch of $PYTHON, python3, /usr/bin/python3)
  *
@@ -50,6 +55,8 @@ function parseArgs(argv) {
     python: null,
     waitIdle: 0,
     profile: false,
+    passes: 1,
+    underLoad: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -66,6 +73,8 @@ function parseArgs(argv) {
     else if (key === '--repeats') opts.repeats = Number(next());
     else if (key === '--list') opts.list = true;
     else if (key === '--profile') opts.profile = true;
+    else if (key === '--under-load') opts.underLoad = true;
+    else if (key === '--passes') opts.passes = Number(next());
     else if (key === '--wait-idle') opts.waitIdle = Number(next());
     else if (key === '--python') opts.python = next();
     else if (key === '--help' || key === '-h') {
@@ -74,6 +83,7 @@ function parseArgs(argv) {
     } else if (a.startsWith('--')) throw new Error(`unknown option ${a}\n\n${usage()}`);
     else opts.filters.push(a);
   }
+  if (!Number.isInteger(opts.passes) || opts.passes < 1) throw new Error(`--passes must be a positive integer`);
   return opts;
 }
 
@@ -152,9 +162,11 @@ async function waitIdle(maxSeconds) {
   return busy;
 }
 
-/** Run a child, pass its stderr through, return the JSON lines it printed on stdout. */
-function runChild(cmd, argv, timeoutSeconds, fallback) {
+/** Run a child, pass its stderr through, return the JSON lines it printed on stdout. With `underLoad`, a busy
+ *  loop in another process runs for as long as the child does. */
+function runChild(cmd, argv, timeoutSeconds, fallback, underLoad) {
   return new Promise((resolve) => {
+    const load = underLoad ? spawn(process.execPath, ['-e', 'for (;;);'], { stdio: 'ignore' }) : null;
     const busy0 = machineBusySeconds();
     const t0 = Date.now();
     const child = spawn(cmd, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
@@ -167,6 +179,7 @@ function runChild(cmd, argv, timeoutSeconds, fallback) {
     }, timeoutSeconds * 1000);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      load?.kill('SIGKILL');
       const records = out
         .split('\n')
         .filter((l) => l.startsWith('{'))
@@ -184,6 +197,7 @@ function runChild(cmd, argv, timeoutSeconds, fallback) {
         // CPU the rest of the machine used meanwhile, in cores (0 = quiet; this box has 2)
         if (busy0 != null && busy1 != null && r.cpu_seconds != null)
           r.other_load_cores = Number(Math.max(0, (busy1 - busy0 - r.cpu_seconds) / wall).toFixed(2));
+        if (underLoad) r.under_load = 1;
       }
       if (records.length) return resolve(records);
       const why = timedOut
@@ -198,21 +212,29 @@ function runChild(cmd, argv, timeoutSeconds, fallback) {
 
 const fmt = (x) => (x == null ? '–' : x >= 100 ? x.toFixed(0) : x >= 1 ? x.toFixed(2) : x.toFixed(4));
 
+const median = (xs) => {
+  const v = [...xs].sort((a, b) => a - b);
+  return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
+};
+
+/** One row per measurement: each backend's time (the median over passes) and its ratio to torch's; a ratio is
+ *  the median of the per-pass ratios, so that both sides of each ratio come from the same pass. */
 function summary(records, backends, torch) {
   const cols = [...backends, ...(torch ? ['torch'] : [])];
   const rows = [['name', ...cols.map((c) => `${c} s`), ...(torch ? backends.map((b) => `${b}/torch`) : [])]];
   const names = [...new Set(records.map((r) => r.name))];
   for (const n of names) {
-    const get = (b) => records.find((r) => r.name === n && r.backend === b);
+    const timed = (b) => records.filter((r) => r.name === n && r.backend === b && r.seconds);
     const sec = (b) => {
-      const r = get(b);
-      return !r ? '' : r.skipped ? 'skip' : fmt(r.seconds);
+      const rs = records.filter((r) => r.name === n && r.backend === b);
+      return !rs.length ? '' : timed(b).length ? fmt(median(timed(b).map((r) => r.seconds))) : 'skip';
     };
-    const t = get('torch');
     const ratios = torch
       ? backends.map((b) => {
-          const r = get(b);
-          return r && t && r.seconds && t.seconds ? `${(r.seconds / t.seconds).toFixed(2)}×` : '–';
+          const pairs = timed(b)
+            .map((r) => [r, timed('torch').find((t) => t.pass === r.pass)])
+            .filter(([, t]) => t);
+          return pairs.length ? `${median(pairs.map(([r, t]) => r.seconds / t.seconds)).toFixed(2)}×` : '–';
         })
       : [];
     rows.push([n, ...cols.map(sec), ...ratios]);
@@ -257,29 +279,24 @@ async function main() {
       process.stdout.write(JSON.stringify(r) + '\n');
     }
   };
-  for (const m of selected) {
-    for (const b of backends) {
-      if (opts.waitIdle) await waitIdle(opts.waitIdle);
-      process.stderr.write(`bench: ${m.name} on ${b}…\n`);
-      print(
-        await runChild(
-          process.execPath,
-          [path.join(__dirname, 'worker.js'), '--name', m.name, '--backend', b, ...common, ...jsOnly],
-          timeout,
-          { name: m.name, backend: b, shape: m.shape },
-        ),
-      );
-    }
-    if (python) {
-      if (opts.waitIdle) await waitIdle(opts.waitIdle);
-      process.stderr.write(`bench: ${m.name} on torch…\n`);
-      print(
-        await runChild(python, [path.join(__dirname, 'torch_reference.py'), '--only', m.name, ...common], timeout, {
-          name: m.name,
-          backend: 'torch',
-          shape: m.shape,
-        }),
-      );
+  const tag = (pass) => (rs) => rs.map((r) => ({ ...r, ...(opts.passes > 1 ? { pass } : {}) }));
+  for (let pass = 1; pass <= opts.passes; pass++) {
+    const of = opts.passes > 1 ? ` (pass ${pass}/${opts.passes})` : '';
+    for (const m of selected) {
+      for (const b of backends) {
+        if (opts.waitIdle) await waitIdle(opts.waitIdle);
+        process.stderr.write(`bench: ${m.name} on ${b}${of}…\n`);
+        const argv = [path.join(__dirname, 'worker.js'), '--name', m.name, '--backend', b, ...common, ...jsOnly];
+        const fallback = { name: m.name, backend: b, shape: m.shape };
+        print(tag(pass)(await runChild(process.execPath, argv, timeout, fallback, opts.underLoad)));
+      }
+      if (python) {
+        if (opts.waitIdle) await waitIdle(opts.waitIdle);
+        process.stderr.write(`bench: ${m.name} on torch${of}…\n`);
+        const argv = [path.join(__dirname, 'torch_reference.py'), '--only', m.name, ...common];
+        const fallback = { name: m.name, backend: 'torch', shape: m.shape };
+        print(tag(pass)(await runChild(python, argv, timeout, fallback, opts.underLoad)));
+      }
     }
   }
   process.stderr.write('\n' + summary(records, backends, !!python) + '\n');
