@@ -27,8 +27,11 @@ const base = {
   moduleNameMapper: {
     '^@wuerstchen/core$': '<rootDir>/packages/core/src/index.ts',
     '^@wuerstchen/core/cli$': '<rootDir>/packages/core/src/cli/index.ts',
+    '^@wuerstchen/core/internal$': '<rootDir>/packages/core/src/internal.ts',
     '^wuerstchen$': '<rootDir>/packages/wuerstchen/src/index.ts',
+    '^wuerstchen/internal$': '<rootDir>/packages/wuerstchen/src/internal.ts',
     '^@wuerstchen/train$': '<rootDir>/packages/train/src/index.ts',
+    '^@wuerstchen/train/internal$': '<rootDir>/packages/train/src/internal.ts',
   },
 };
 

@@ -19,6 +19,7 @@ const path = require('path');
 const tf = require('@tensorflow/tfjs');
 const { useBackend } = require('@wuerstchen/core');
 const w = require('wuerstchen');
+const { COLOURS, judgeImage, parseLoraSpec, randomScene, renderScene, sceneCaption } = require('wuerstchen/internal');
 
 const { flag } = require('./lib/flags');
 const model = path.resolve(flag('model', w.TINY_MODEL_DIR));
@@ -47,9 +48,9 @@ function promptSet() {
   const held = new w.Generator(12);
   const fresh = new w.Generator(14);
   return [
-    ...Array.from({ length: nSeen }, () => ({ split: 'seen', scene: w.randomScene(seen, 'exclude') })),
-    ...Array.from({ length: nHeld }, () => ({ split: 'held_out', scene: w.randomScene(held, 'only') })),
-    ...Array.from({ length: nNew }, () => ({ split: 'new', scene: w.randomScene(fresh, 'any', [newColour]) })),
+    ...Array.from({ length: nSeen }, () => ({ split: 'seen', scene: randomScene(seen, 'exclude') })),
+    ...Array.from({ length: nHeld }, () => ({ split: 'held_out', scene: randomScene(held, 'only') })),
+    ...Array.from({ length: nNew }, () => ({ split: 'new', scene: randomScene(fresh, 'any', [newColour]) })),
   ];
 }
 
@@ -63,20 +64,20 @@ async function accuracy(pipe) {
     for (let i = 0; i < items.length; i += batch) {
       const chunk = items.slice(i, i + batch);
       const out = await pipe(
-        chunk.map((it) => w.sceneCaption(it.scene)),
+        chunk.map((it) => sceneCaption(it.scene)),
         { ...callOpts, seed: seed * 1000 + i },
       );
       const raws = await w.tensorToImages(out.images);
       out.images.dispose();
       chunk.forEach((it, k) => {
         const img = raws[k];
-        const j = w.judgeImage(
+        const j = judgeImage(
           img.data,
           img.width,
           img.height,
           img.channels,
           40,
-          it.split === 'new' ? [...w.COLOURS, newColour] : w.COLOURS,
+          it.split === 'new' ? [...COLOURS, newColour] : COLOURS,
         );
         let all = true;
         for (const a of ATTRS) {
@@ -96,7 +97,7 @@ async function accuracy(pipe) {
           kind: 'judgement',
           split: it.split,
           seed,
-          prompt: w.sceneCaption(it.scene),
+          prompt: sceneCaption(it.scene),
           judged: Object.fromEntries(ATTRS.map((a) => [a, j[a]])),
         });
       });
@@ -118,7 +119,7 @@ function stageAPsnr() {
     const data = new Float32Array(16 * side * side * 3);
     for (let k = 0; k < 16; k++)
       data.set(
-        Float32Array.from(w.renderScene(w.randomScene(rng, 'only'), rng, { side }), (v) => v / 255),
+        Float32Array.from(renderScene(randomScene(rng, 'only'), rng, { side }), (v) => v / 255),
         k * side * side * 3,
       );
     const mse = tf.tidy(() => {
@@ -159,7 +160,7 @@ async function timeOneImage() {
     path.join(model, 'wuerstchen'),
   );
   for (const one of lora ? lora.split(',') : []) {
-    const spec = w.parseLoraSpec(one);
+    const spec = parseLoraSpec(one);
     pipe.loadLora(spec.file, { scale: spec.scale });
   }
   const { result, counts } = await accuracy(pipe);

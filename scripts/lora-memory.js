@@ -21,6 +21,7 @@ const tf = require('@tensorflow/tfjs');
 const { useBackend } = require('@wuerstchen/core');
 const w = require('wuerstchen');
 const train = require('@wuerstchen/train');
+const { resolveLoraBase, saveModule } = require('@wuerstchen/train/internal');
 const { flag } = require('./lib/flags');
 
 const root = path.resolve(__dirname, '..');
@@ -39,7 +40,7 @@ const peakRss = () => process.resourceUsage().maxRSS * 1024;
 
 /** A copy of the base pipeline folder with a seeded prior of width c and depth d. */
 function widerBase(base, dir, c, d) {
-  const src = train.resolveLoraBase(base, 'c').pipeline;
+  const src = resolveLoraBase(base, 'c').pipeline;
   fs.cpSync(src, dir, { recursive: true });
   fs.cpSync(path.join(src, '..', 'effnet'), path.join(dir, 'effnet'), { recursive: true });
   const cfg = {
@@ -51,7 +52,7 @@ function widerBase(base, dir, c, d) {
   delete cfg._class_name;
   delete cfg._diffusers_version;
   const prior = new w.WuerstchenPrior(cfg);
-  train.saveModule(path.join(dir, 'prior'), 'WuerstchenPrior', prior.config, prior);
+  saveModule(path.join(dir, 'prior'), 'WuerstchenPrior', prior.config, prior);
   prior.dispose();
   return dir;
 }

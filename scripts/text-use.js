@@ -16,15 +16,16 @@ const path = require('path');
 const tf = require('@tensorflow/tfjs');
 const { useBackend } = require('@wuerstchen/core');
 const w = require('wuerstchen');
+const { COLOURS, POSITIONS, SHAPES, SIZES, parseCaption, sceneCaption } = require('wuerstchen/internal');
 const { flag } = require('./lib/flags');
 
-const ATTRIBUTES = { background: w.COLOURS, colour: w.COLOURS, shape: w.SHAPES, position: w.POSITIONS, size: w.SIZES };
+const ATTRIBUTES = { background: COLOURS, colour: COLOURS, shape: SHAPES, position: POSITIONS, size: SIZES };
 
 /** The caption with `attr` replaced by another valid value (cycling through them by `i`). */
 function swapAttribute(scene, attr, i) {
   const clash = (v) => (attr === 'colour' && v === scene.background) || (attr === 'background' && v === scene.colour);
   const others = ATTRIBUTES[attr].filter((v) => v !== scene[attr] && !clash(v));
-  return w.sceneCaption({ ...scene, [attr]: others[i % others.length] });
+  return sceneCaption({ ...scene, [attr]: others[i % others.length] });
 }
 
 function readPictures(dir, n) {
@@ -36,7 +37,7 @@ function readPictures(dir, n) {
   if (pngs.length === 0) throw new Error(`${dir}: no .png pictures (make them with wuerstchen-train make-shapes)`);
   return pngs.map((f) => {
     const caption = fs.readFileSync(path.join(dir, f.replace(/\.png$/, '.txt')), 'utf8').trim();
-    const scene = w.parseCaption(caption);
+    const scene = parseCaption(caption);
     if (!scene) throw new Error(`${path.join(dir, f)}: its caption does not follow the shapes grammar`);
     return { image: w.decodePng(fs.readFileSync(path.join(dir, f))), caption, scene };
   });

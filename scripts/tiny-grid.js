@@ -16,6 +16,7 @@ const path = require('path');
 const tf = require('@tensorflow/tfjs');
 const { useBackend } = require('@wuerstchen/core');
 const w = require('wuerstchen');
+const { COLOURS, isHeldOut, judgeImage, randomScene, sceneCaption } = require('wuerstchen/internal');
 
 const { flag } = require('./lib/flags');
 const model = path.resolve(flag('model', w.TINY_MODEL_DIR));
@@ -27,13 +28,13 @@ const loras = (flag('lora') ?? '').split(',').filter(Boolean);
 function sceneList() {
   if (colour) {
     const rng = new w.Generator(23);
-    return Array.from({ length: 4 }, () => w.randomScene(rng, 'any', [colour]));
+    return Array.from({ length: 4 }, () => randomScene(rng, 'any', [colour]));
   }
   const rngSeen = new w.Generator(21);
   const rngHeld = new w.Generator(22);
   return [
-    ...Array.from({ length: 12 }, () => w.randomScene(rngSeen, 'exclude')),
-    ...Array.from({ length: 4 }, () => w.randomScene(rngHeld, 'only')),
+    ...Array.from({ length: 12 }, () => randomScene(rngSeen, 'exclude')),
+    ...Array.from({ length: 4 }, () => randomScene(rngHeld, 'only')),
   ];
 }
 
@@ -42,13 +43,13 @@ function sceneList() {
   await useBackend(process.env.WUERSTCHEN_BACKEND || 'auto', { quiet: true });
   const base = sceneList();
   const scenes = loras.length ? [...base, ...base] : base;
-  const prompts = scenes.map(w.sceneCaption);
+  const prompts = scenes.map(sceneCaption);
   const pipe = w.WuerstchenCombinedPipeline.fromPretrained(
     path.join(model, 'wuerstchen-prior'),
     path.join(model, 'wuerstchen'),
   );
   const draw = async () => {
-    const { images } = await pipe(base.map(w.sceneCaption), {
+    const { images } = await pipe(base.map(sceneCaption), {
       width: w.TINY_MODEL.width,
       height: w.TINY_MODEL.height,
       priorNumInferenceSteps: w.TINY_MODEL.priorSteps,
@@ -81,15 +82,8 @@ function sceneList() {
   fs.mkdirSync(path.dirname(out), { recursive: true });
   fs.writeFileSync(out, w.encodePng({ width: W, height: H, channels: 3, data }));
   const rows = raws.map((im, i) => {
-    const j = w.judgeImage(
-      im.data,
-      im.width,
-      im.height,
-      im.channels,
-      undefined,
-      colour ? [...w.COLOURS, colour] : w.COLOURS,
-    );
-    const heldOut = w.isHeldOut(scenes[i].colour, scenes[i].shape)
+    const j = judgeImage(im.data, im.width, im.height, im.channels, undefined, colour ? [...COLOURS, colour] : COLOURS);
+    const heldOut = isHeldOut(scenes[i].colour, scenes[i].shape)
       ? ' (held-out pair)'
       : loras.length
         ? i < base.length

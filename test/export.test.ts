@@ -7,15 +7,10 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { WuerstchenCombinedPipeline, readModelIndex } from 'wuerstchen';
-import {
-  ExportError,
-  StageBTrainer,
-  StageCTrainer,
-  exportPipelines,
-  loadConfig,
-  makeToyDataset,
-} from '@wuerstchen/train';
+import { WuerstchenCombinedPipeline } from 'wuerstchen';
+import { readModelIndex } from 'wuerstchen/internal';
+import { ExportError, StageBTrainer, StageCTrainer, exportPipelines, loadConfig } from '@wuerstchen/train';
+import { makeToyDataset } from '@wuerstchen/train/internal';
 import { useTempDir } from './helpers/tmp';
 
 const tmp = useTempDir('export-');

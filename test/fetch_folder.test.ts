@@ -5,8 +5,10 @@
  */
 import * as http from 'http';
 import * as path from 'path';
-import { FetchedFolder, addFileStore, joinPath, memoryFile, openSafetensors, parentPath } from '@wuerstchen/core';
-import { TINY_MODEL_DIR, WuerstchenCombinedPipeline, fetchPipelineFolder, pipelineFolders } from 'wuerstchen';
+import { FetchedFolder, addFileStore, openSafetensors } from '@wuerstchen/core';
+import { joinPath, memoryFile, parentPath } from '@wuerstchen/core/internal';
+import { TINY_MODEL_DIR, WuerstchenCombinedPipeline } from 'wuerstchen';
+import { fetchPipelineFolder, pipelineFolders } from 'wuerstchen/internal';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { startServer } = require('../examples/web/serve') as {
   startServer(port: number): Promise<{ server: http.Server; url: string }>;

@@ -4,7 +4,7 @@
  * built (under CI it must be).
  */
 import * as tf from '@tensorflow/tfjs';
-import { useBackend } from '../packages/core/src';
+import { useBackend } from '@wuerstchen/core';
 import { registerNativeBackend } from '../packages/core/src/backends/native';
 import { formatReport, readIndex, runCase } from '../packages/golden/src';
 import { GOLDEN } from './helpers/shared';

@@ -23,17 +23,12 @@ import {
 } from '@wuerstchen/core';
 import { CliIO, exitOnInterrupt, main, parseGenerateArgs } from '../packages/wuerstchen/src/cli';
 import {
-  CLIP_TEXT_BIGG,
-  CLIP_TEXT_H,
-  CLIP_TEXT_SCHEMA,
   CLIPTextModel,
   ConfigError,
-  DIFFNEXT_SCHEMA,
   LoaderError,
   NonFiniteImageError,
-  PAELLA_VQ_SCHEMA,
-  PRIOR_SCHEMA,
   PaellaVQModel,
+  WuerstchenCombinedPipeline,
   WuerstchenDiffNeXt,
   WuerstchenPrior,
   WuerstchenPriorPipeline,
@@ -43,9 +38,17 @@ import {
   parsePaellaVQConfig,
   parsePriorConfig,
   prepareModel,
-  registerTempFile,
   tensorToPng,
-} from '../packages/wuerstchen/src';
+} from 'wuerstchen';
+import {
+  CLIP_TEXT_BIGG,
+  CLIP_TEXT_H,
+  CLIP_TEXT_SCHEMA,
+  DIFFNEXT_SCHEMA,
+  PAELLA_VQ_SCHEMA,
+  PRIOR_SCHEMA,
+  registerTempFile,
+} from 'wuerstchen/internal';
 import { GOLDEN } from './helpers/shared';
 import { useTempDir } from './helpers/tmp';
 
@@ -321,18 +324,61 @@ describe('configs are validated before any module is built', () => {
     );
   });
 
-  test('one key and shape comparison per step: prepareModel checks the headers once, each load() once', () => {
+  test('one key and shape comparison per model: prepareModel checks the headers, load() does not compare again', () => {
     const compare = jest.spyOn(Module.prototype, 'compareStateDict');
     try {
       const prepared = prepareModel(path.join(HUB_PRIOR, 'prior'), 'WuerstchenPrior');
       expect(compare).toHaveBeenCalledTimes(1);
-      compare.mockClear();
-      const model = prepared.load();
+      prepared.load().dispose();
+      prepared.load().dispose();
       expect(compare).toHaveBeenCalledTimes(1);
-      model.dispose();
     } finally {
       compare.mockRestore();
     }
+  });
+
+  test('a fromPretrained load compares each of its five models once, however often they are read again', () => {
+    const compare = jest.spyOn(Module.prototype, 'compareStateDict');
+    try {
+      const pipe = WuerstchenCombinedPipeline.fromPretrained(HUB_PRIOR, HUB_DECODER);
+      expect(compare).toHaveBeenCalledTimes(5);
+      const { priorPipe, decoderPipe } = pipe;
+      const handles = [
+        priorPipe.prior,
+        priorPipe.textEncoder,
+        decoderPipe.decoder,
+        decoderPipe.textEncoder,
+        decoderPipe.vqgan,
+      ];
+      for (const round of [1, 2]) {
+        for (const h of handles) {
+          h.get();
+          h.release();
+        }
+        expect({ round, comparisons: compare.mock.calls.length }).toEqual({ round, comparisons: 5 });
+      }
+    } finally {
+      compare.mockRestore();
+    }
+  });
+
+  test('weights replaced after prepareModel are still checked as load() reads them, and nothing leaks', () => {
+    const dir = priorFolder();
+    const prepared = prepareModel(dir, 'WuerstchenPrior');
+    const file = path.join(dir, PRIOR_WEIGHTS);
+    const tensors = loadSafetensors(file);
+    const [key, t] = [...tensors].find(([, v]) => v.shape.length === 2 && v.shape[0] !== v.shape[1])!;
+    tensors.set(key, { ...t, shape: [t.shape[1], t.shape[0]] });
+    writeSafetensors(file, tensors);
+    const before = tf.memory().numTensors;
+    const err = errorOf(() => prepared.load());
+    expect(err).toBeInstanceOf(StateDictError);
+    const tensorCount = new WuerstchenPrior(prepared.config).namedParameters().length;
+    expect(err.message.split('\n')).toEqual([
+      `${file}: the weights do not match ${path.join(dir, 'config.json')} (a WuerstchenPrior with ${tensorCount} tensors):`,
+      `  ${key}: shape [${t.shape[1]}, ${t.shape[0]}], but the config needs [${t.shape[0]}, ${t.shape[1]}]`,
+    ]);
+    expect(tf.memory().numTensors).toBe(before);
   });
 
   test('each count formula equals the parameters of the module it describes', () => {

@@ -18,24 +18,26 @@ import {
   ConfigError,
   DatasetError,
   ImageTextDataset,
-  ImageTooLargeError,
   StageATrainer,
-  TarError,
-  TarReader,
   TrainError,
   TrainOptions,
+  parseConfig,
+  readLatest,
+} from '@wuerstchen/train';
+import {
+  ImageTooLargeError,
+  TarError,
+  TarReader,
   decodeImage,
   expandBraces,
   imageDimensions,
   makeToyDataset,
   makeToyShards,
-  parseConfig,
   parseTrainingState,
-  readLatest,
   readLatestPointer,
   writeCheckpoint,
   writeFileSynced,
-} from '@wuerstchen/train';
+} from '@wuerstchen/train/internal';
 import { main } from '../packages/train/src/cli';
 import { useTempDir } from './helpers/tmp';
 

@@ -12,13 +12,15 @@ import {
   Linear,
   Module,
   StateDictError,
+} from '@wuerstchen/core';
+import {
   gelu,
   pixelShuffle,
   pixelUnshuffle,
   quickGelu,
   replicatePad,
   resizeBicubicAA,
-} from '../packages/core/src';
+} from '@wuerstchen/core/internal';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');

@@ -23,24 +23,26 @@ import {
   writeSafetensors,
 } from '@wuerstchen/core';
 import {
-  COLOURS,
-  EXTRA_PALETTE,
   Generator,
-  LORA_ADAPTER_METADATA_KEY,
   TINY_MODEL_DIR,
   WuerstchenPrior,
   WuerstchenPriorPipeline,
   WuerstchenDecoderPipeline,
-  judgeImage,
   loadLoraFile,
+  readLoraFile,
+  saveLoraFile,
+} from 'wuerstchen';
+import {
+  COLOURS,
+  EXTRA_PALETTE,
+  LORA_ADAPTER_METADATA_KEY,
+  judgeImage,
   loraComponents,
   parseLoraSpec,
   pipelineFolders,
   randomScene,
-  readLoraFile,
   renderScene,
-  saveLoraFile,
-} from 'wuerstchen';
+} from 'wuerstchen/internal';
 import { DecoderLoraTrainer, PriorLoraTrainer, StepMetrics, loraTrainConfig, makeShapes } from '@wuerstchen/train';
 import { parseGenerateArgs } from '../packages/wuerstchen/src/cli';
 import { parseLoraArgs } from '../packages/train/src/lora_cli';

@@ -15,6 +15,19 @@ import { LocalTarball, Lockfile, offlineLock } from './helpers/offline_lock';
 
 const ROOT = path.resolve(__dirname, '..');
 const PACKAGES = ['@wuerstchen/core', 'wuerstchen', '@wuerstchen/train'];
+/** Every entry point of the exports maps (the `internal` ones serve the packages' own dependents). */
+const ENTRIES = [
+  '@wuerstchen/core',
+  '@wuerstchen/core/native',
+  '@wuerstchen/core/cli',
+  '@wuerstchen/core/internal',
+  'wuerstchen',
+  'wuerstchen/cli',
+  'wuerstchen/internal',
+  '@wuerstchen/train',
+  '@wuerstchen/train/cli',
+  '@wuerstchen/train/internal',
+];
 const nativeRequired = nativeAvailable() || Boolean(process.env.CI) || process.env.WUERSTCHEN_REQUIRE_NATIVE === '1';
 
 interface PackResult {
@@ -111,32 +124,18 @@ test('the CLIs answer --version and --help; only the exported entry points resol
   expect(run('npx', ['--no', '--', 'wuerstchen-train', 'export', '--help'], dir).stdout).toMatch(
     /^usage: wuerstchen-train export/,
   );
-  const probe = `for (const m of ['@wuerstchen/core', '@wuerstchen/core/native', '@wuerstchen/core/cli', 'wuerstchen', 'wuerstchen/cli', '@wuerstchen/train', '@wuerstchen/core/dist/module.js']) {
+  const probe = `for (const m of ${JSON.stringify([...ENTRIES, '@wuerstchen/core/dist/module.js'])}) {
     try { require.resolve(m); console.log(m, 'ok'); } catch (e) { console.log(m, e.code); }
   }`;
   expect(run(process.execPath, ['-e', probe], dir).stdout.trim().split('\n')).toEqual([
-    '@wuerstchen/core ok',
-    '@wuerstchen/core/native ok',
-    '@wuerstchen/core/cli ok',
-    'wuerstchen ok',
-    'wuerstchen/cli ok',
-    '@wuerstchen/train ok',
+    ...ENTRIES.map((e) => `${e} ok`),
     '@wuerstchen/core/dist/module.js ERR_PACKAGE_PATH_NOT_EXPORTED',
   ]);
 });
 
 test('TypeScript finds the types of every entry point, with and without exports-aware resolution', () => {
-  const entries = [
-    '@wuerstchen/core',
-    '@wuerstchen/core/native',
-    '@wuerstchen/core/cli',
-    'wuerstchen',
-    'wuerstchen/cli',
-    '@wuerstchen/train',
-    '@wuerstchen/train/cli',
-  ];
-  const source = entries.map((e, i) => `import * as m${i} from '${e}';`).join('\n');
-  const uses = entries.map((_, i) => `m${i}`).join(', ');
+  const source = ENTRIES.map((e, i) => `import * as m${i} from '${e}';`).join('\n');
+  const uses = ENTRIES.map((_, i) => `m${i}`).join(', ');
   fs.writeFileSync(path.join(dir, 'use.ts'), `${source}\nexport const used = [${uses}];\n`);
   const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
   for (const resolution of ['node16', 'node10']) {

@@ -15,17 +15,12 @@ import {
   WuerstchenDecoderPipeline,
   WuerstchenPrior,
   WuerstchenPriorPipeline,
-  checkImageSide,
   decodePng,
-  guidance,
   loadModel,
   prepareModel,
-  roundHalfEven,
   tensorToPng,
-  toByte,
-  validImageSides,
-  writeFileAtomic,
-} from '../packages/wuerstchen/src';
+} from 'wuerstchen';
+import { checkImageSide, guidance, roundHalfEven, toByte, validImageSides, writeFileAtomic } from 'wuerstchen/internal';
 import { GOLDEN } from './helpers/shared';
 import { useTempDir } from './helpers/tmp';
 

@@ -4,9 +4,9 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { Generator } from 'wuerstchen';
 import {
   COLOURS,
-  Generator,
   HELD_OUT_PAIRS,
   POSITIONS,
   SHAPES,
@@ -17,8 +17,9 @@ import {
   randomScene,
   renderScene,
   sceneCaption,
-} from 'wuerstchen';
-import { decodeImage, makeShapes } from '@wuerstchen/train';
+} from 'wuerstchen/internal';
+import { makeShapes } from '@wuerstchen/train';
+import { decodeImage } from '@wuerstchen/train/internal';
 import { main as trainMain } from '../packages/train/src/cli';
 import { useTempDir } from './helpers/tmp';
 

@@ -7,7 +7,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '@wuerstchen/core';
-import { TINY_MODEL, WuerstchenCombinedPipeline, judgeImage, parseCaption, tensorToImages } from 'wuerstchen';
+import { TINY_MODEL, WuerstchenCombinedPipeline, tensorToImages } from 'wuerstchen';
+import { judgeImage, parseCaption } from 'wuerstchen/internal';
 
 beforeAll(async () => {
   // the native backend when it is built (as under CI): tfjs-cpu's convolutions take minutes here

@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import type { PromptRow } from '../packages/golden/src/runners/tokenizer';
-import { CLIPTokenizer } from '../packages/wuerstchen/src/tokenizer';
+import { CLIPTokenizer } from 'wuerstchen';
 import { GOLDEN } from './helpers/shared';
 
 const CASE_DIR = path.join(GOLDEN, 'clip_tokenizer');

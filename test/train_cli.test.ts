@@ -5,15 +5,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import {
-  StageBTrainer,
-  StageCTrainer,
-  decodeImage,
-  loadConfig,
-  makeToyDataset,
-  modelArgs,
-  readModelConfig,
-} from '@wuerstchen/train';
+import { StageBTrainer, StageCTrainer, loadConfig } from '@wuerstchen/train';
+import { decodeImage, makeToyDataset, modelArgs, readModelConfig } from '@wuerstchen/train/internal';
 import { main } from '../packages/train/src/cli';
 import { CHAR_HEIGHT, CHAR_WIDTH, drawText, wrapText } from '../packages/train/src/data/font';
 import { MIN_GRID_WIDTH, makeGrid } from '../packages/train/src/data/grid';

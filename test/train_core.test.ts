@@ -5,6 +5,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { Dropout, Linear, Module, Sequential } from '@wuerstchen/core';
 import { Generator } from 'wuerstchen';
+import { loadConfig, parseConfig, readLatest } from '@wuerstchen/train';
 import {
   AdamW,
   EMA,
@@ -14,19 +15,16 @@ import {
   clipGrads,
   configJson,
   globalNorm,
-  loadConfig,
-  parseConfig,
   oneCycleLR,
   p2Weight,
   phaseAt,
   prune,
-  readLatest,
   sampleT,
   totalSteps,
   warmupLR,
   writeCheckpoint,
   writeFileSynced,
-} from '@wuerstchen/train';
+} from '@wuerstchen/train/internal';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'train-core-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

@@ -3,9 +3,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Generator } from 'wuerstchen';
+import { DatasetError, ImageTextDataset } from '@wuerstchen/train';
 import {
-  DatasetError,
-  ImageTextDataset,
   TarReader,
   centerCrop,
   decodeImage,
@@ -21,7 +20,7 @@ import {
   toyImage,
   wdsSamples,
   writeTar,
-} from '@wuerstchen/train';
+} from '@wuerstchen/train/internal';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'train-data-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

@@ -10,7 +10,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { openSafetensors } from '@wuerstchen/core';
-import { makeToyShards, readLatest } from '@wuerstchen/train';
+import { readLatest } from '@wuerstchen/train';
+import { makeToyShards } from '@wuerstchen/train/internal';
 
 const ROOT = path.resolve(__dirname, '..');
 const BIN = path.join(ROOT, 'packages', 'train', 'bin', 'wuerstchen-train.js');

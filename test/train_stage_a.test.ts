@@ -8,7 +8,8 @@ import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { loadModel } from 'wuerstchen';
-import { StageATrainer, StepMetrics, loadConfig, makeToyDataset, readLatest } from '@wuerstchen/train';
+import { StageATrainer, StepMetrics, loadConfig, readLatest } from '@wuerstchen/train';
+import { makeToyDataset } from '@wuerstchen/train/internal';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'train-a-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

@@ -8,7 +8,8 @@ import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { WuerstchenPriorPipeline, loadModel } from 'wuerstchen';
-import { StageCTrainer, StepMetrics, TrainingState, loadConfig, makeToyDataset, readLatest } from '@wuerstchen/train';
+import { StageCTrainer, StepMetrics, loadConfig, readLatest } from '@wuerstchen/train';
+import { TrainingState, makeToyDataset } from '@wuerstchen/train/internal';
 import { GOLDEN } from './helpers/shared';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'train-c-'));

@@ -10,17 +10,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { useBackend } from '@wuerstchen/core';
-import {
-  Generator,
-  TINY_MODEL,
-  WuerstchenVariationPipeline,
-  encodePng,
-  judgeImage,
-  randomScene,
-  renderScene,
-  sceneCaption,
-  tensorToImages,
-} from 'wuerstchen';
+import { Generator, TINY_MODEL, WuerstchenVariationPipeline, encodePng, tensorToImages } from 'wuerstchen';
+import { judgeImage, randomScene, renderScene, sceneCaption } from 'wuerstchen/internal';
 import { CliIO, main } from '../packages/wuerstchen/src/cli';
 import { GOLDEN } from './helpers/shared';
 import { useTempDir } from './helpers/tmp';

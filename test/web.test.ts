@@ -9,7 +9,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import puppeteer, { Browser, Page } from 'puppeteer-core';
 import { useBackend } from '@wuerstchen/core';
-import { TINY_MODEL, WuerstchenCombinedPipeline, judgeImage, parseCaption, tensorToImages } from 'wuerstchen';
+import { TINY_MODEL, WuerstchenCombinedPipeline, tensorToImages } from 'wuerstchen';
+import { judgeImage, parseCaption } from 'wuerstchen/internal';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { buildWeb } = require('../examples/web/build') as { buildWeb(): Promise<Record<string, number>> };
 // eslint-disable-next-line @typescript-eslint/no-require-imports

@@ -17,6 +17,7 @@ const ROOT = path.resolve(__dirname, '../..');
 
 const BROWSER_ENTRIES = {
   '@wuerstchen/core': path.join(ROOT, 'packages/core/src/browser.ts'),
+  '@wuerstchen/core/internal': path.join(ROOT, 'packages/core/src/internal.ts'),
   wuerstchen: path.join(ROOT, 'packages/wuerstchen/src/browser.ts'),
   // pngjs's own browser build (with its zlib port): the page writes the same PNG bytes as the CLI
   pngjs: path.join(ROOT, 'node_modules/pngjs/browser.js'),

@@ -1,6 +1,77 @@
-/** `@wuerstchen/core` for Node: the browser-safe parts, plus backend selection, files on disk and file writing. */
-export * from './browser';
-export * from './backend';
-export * from './regular_file';
-export * from './disk';
-export * from './safetensors';
+/**
+ * `@wuerstchen/core` for Node: the names of browser.ts, plus backend selection and writing safetensors. Importing it
+ * installs the disk as the file store for paths. Helpers for this project's own packages are in `./internal`.
+ */
+import './disk';
+
+export {
+  Activation,
+  Attention,
+  BatchNorm2d,
+  ChannelLayerNorm,
+  Conv2d,
+  ConvTranspose2d,
+  DEFAULT_LORA_TARGETS,
+  Dropout,
+  Embedding,
+  FetchedFolder,
+  GELU,
+  GlobalResponseNorm,
+  Identity,
+  LayerNorm,
+  LeakyReLU,
+  Linear,
+  LoraAdapter,
+  LoraError,
+  LoraNetwork,
+  Module,
+  ModuleList,
+  NonFiniteWeightError,
+  NotRegularFileError,
+  Parameter,
+  PixelShuffle,
+  PixelUnshuffle,
+  SafetensorsError,
+  Sequential,
+  SiLU,
+  StateDictError,
+  addFileStore,
+  init,
+  loadSafetensors,
+  openCheckpoint,
+  openSafetensors,
+} from './browser';
+export type {
+  ActivationName,
+  AttentionOptions,
+  Callable,
+  Checkpoint,
+  CheckpointOptions,
+  Conv2dOptions,
+  FetchRequest,
+  FileStore,
+  HostData,
+  HostTensor,
+  Init,
+  Layer,
+  Layout,
+  LoadOptions,
+  LoraConfig,
+  LoraTarget,
+  LoraTensors,
+  OutputDelta,
+  PaddingMode,
+  ParameterOptions,
+  RandomAccessFile,
+  SafetensorsDtype,
+  SafetensorsFile,
+  ShapeMismatch,
+  StateDictCheck,
+  StateDictComparison,
+  TensorInfo,
+  TensorReader,
+  TensorSource,
+} from './browser';
+export { BACKENDS, BackendUnavailableError, UnknownBackendError, useBackend } from './backend';
+export type { BackendName } from './backend';
+export { writeSafetensors } from './safetensors';

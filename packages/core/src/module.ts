@@ -178,6 +178,12 @@ export interface StateDictCheck {
 export interface LoadOptions extends StateDictCheck {
   /** Accept NaN and ±Infinity in float tensors (default false: they are a NonFiniteWeightError naming the tensor). */
   allowNonFinite?: boolean;
+  /**
+   * What checkStateDict returned for this source's headers, when the caller checked them already (the loader does
+   * when it prepares a model): the keys and shapes are not compared again, only each tensor read against its
+   * parameter, so a file replaced since the check is still a StateDictError.
+   */
+  checkedKeys?: readonly string[];
 }
 
 export interface ShapeMismatch {
@@ -257,6 +263,7 @@ function sourceOf(tensors: TensorSource | Map<string, HostTensor>): TensorSource
 }
 
 const fmt = (s: number[]) => `[${s.join(', ')}]`;
+const sameShape = (a: number[], b: number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
 
 /** At most this many keys of each kind are listed in a StateDictError's message (the error holds them all). */
 const LISTED = 8;
@@ -312,17 +319,22 @@ export class Module {
   }
 
   /**
-   * Load PyTorch-layout tensors, after checkStateDict: every missing key, unexpected key and shape mismatch is
-   * reported together in one StateDictError before any data is read.
+   * Load PyTorch-layout tensors. checkStateDict runs first (unless `opts.checkedKeys` holds its result already), so
+   * every missing key, unexpected key and shape mismatch is reported together before any data is read; a tensor read
+   * with another shape than the one checked is a StateDictError too.
    */
   loadStateDict(tensors: TensorSource | Map<string, HostTensor>, opts: LoadOptions = {}): void {
     const src = sourceOf(tensors);
-    const available = this.checkStateDict(src, opts);
+    const keys = opts.checkedKeys ?? this.checkStateDict(src, opts);
     const own = new Map(this.namedParameters());
-    for (const k of available) {
+    for (const k of keys) {
       const p = own.get(k);
       if (!p) continue;
       const t = src.get(k);
+      if (!sameShape(t.shape, p.torchShape)) {
+        const mismatch = { key: k, expected: p.torchShape, found: t.shape };
+        this.throwOnProblems({ missing: [], unexpected: [], mismatched: [mismatch] }, opts);
+      }
       if (!opts.allowNonFinite) {
         const { count, first } = countNonFinite(t.data);
         if (count > 0) throw new NonFiniteWeightError(k, count, first, opts.source);
@@ -336,8 +348,17 @@ export class Module {
    * one StateDictError lists every missing key, unexpected key and shape mismatch. Returns the keys to load.
    */
   checkStateDict(tensors: TensorSource | Map<string, HostTensor>, check: StateDictCheck = {}): string[] {
+    const comparison = this.compareStateDict(tensors, check.ignore);
+    this.throwOnProblems(comparison, check);
+    return comparison.available;
+  }
+
+  /** Throws checkStateDict's StateDictError if there is a problem (missing and unexpected keys count when strict). */
+  private throwOnProblems(
+    { missing, unexpected, mismatched }: Omit<StateDictComparison, 'available'>,
+    check: StateDictCheck,
+  ): void {
     const strict = check.strict ?? true;
-    const { available, missing, unexpected, mismatched } = this.compareStateDict(tensors, check.ignore);
     const problems: string[] = [];
     if (strict && missing.length) problems.push(`missing keys (${missing.length}): ${list(missing)}`);
     if (strict && unexpected.length) problems.push(`unexpected keys (${unexpected.length}): ${list(unexpected)}`);
@@ -345,7 +366,7 @@ export class Module {
     for (const m of mismatched.slice(0, LISTED))
       problems.push(`${m.key}: shape ${fmt(m.found)}, but ${needs} ${fmt(m.expected)}`);
     if (mismatched.length > LISTED) problems.push(`... ${mismatched.length - LISTED} more shape mismatches`);
-    if (!problems.length) return available;
+    if (!problems.length) return;
     if (check.preface !== undefined) problems.unshift(check.preface);
     const cls = this.constructor.name;
     const tensorCount = this.namedParameters().length;
@@ -380,9 +401,7 @@ export class Module {
       const p = own.get(k);
       if (!p) continue;
       const shape = src.info ? src.info(k).shape : src.get(k).shape;
-      if (shape.length !== p.torchShape.length || shape.some((d, i) => d !== p.torchShape[i])) {
-        mismatched.push({ key: k, expected: p.torchShape, found: shape });
-      }
+      if (!sameShape(shape, p.torchShape)) mismatched.push({ key: k, expected: p.torchShape, found: shape });
     }
     return { available, missing, unexpected, mismatched };
   }

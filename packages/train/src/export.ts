@@ -15,7 +15,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { HostTensor, openCheckpoint, writeSafetensors } from '@wuerstchen/core';
-import { EFFNET_SETTINGS, EfficientNetEncoderConfig } from 'wuerstchen';
+import { EfficientNetEncoderConfig } from 'wuerstchen';
+import { EFFNET_SETTINGS } from 'wuerstchen/internal';
 import { TrainConfig } from './config';
 import { readLatest, readModelConfig, resolveModelDir } from './checkpoint';
 import { effnetOutSize } from './models_io';

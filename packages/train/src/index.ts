@@ -1,31 +1,28 @@
-/** `@wuerstchen/train`: data, objectives, optimisation, schedules, checkpoints and the three stage trainers. */
+/**
+ * `@wuerstchen/train`: the three stage trainers and the LoRA trainers, their configuration, datasets, checkpoints
+ * and export to diffusers pipeline folders. Helpers for this project's own tools and tests are in `./internal`.
+ */
 import { TrainOptions, Trainer } from './trainer';
 import { StageATrainer } from './stage_a';
 import { StageBTrainer } from './stage_b';
 import { StageCTrainer } from './stage_c';
 
-export * from './rng';
-export * from './config';
-export * from './checkpoint';
-export * from './manifest';
-export * from './objectives';
-export * from './optim';
-export * from './init';
-export * from './seeded';
-export * from './trainer';
-export * from './training_state';
-export * from './data/tar';
-export * from './data/image';
-export * from './data/dataset';
-export * from './data/shapes';
-export * from './export';
-export * from './models_io';
-export * from './discriminator';
-export * from './testing';
 export { StageATrainer } from './stage_a';
 export { StageBTrainer } from './stage_b';
-export { StageCTrainer, bucketSize } from './stage_c';
-export * from './lora';
+export { StageCTrainer } from './stage_c';
+export { TrainError, Trainer } from './trainer';
+export type { RunSummary, StepMetrics, TrainOptions } from './trainer';
+export { ConfigError, loadConfig, parseConfig } from './config';
+export type { OptimizerConfig, PhaseConfig, Stage, TrainConfig } from './config';
+export { DatasetError, ImageTextDataset } from './data/dataset';
+export type { DatasetOptions, Sample } from './data/dataset';
+export { makeShapes } from './data/shapes';
+export type { MakeShapesOptions } from './data/shapes';
+export { CheckpointError, readLatest } from './checkpoint';
+export { ExportError, exportPipelines } from './export';
+export type { ExportOptions } from './export';
+export { DecoderLoraTrainer, PriorLoraTrainer, createLoraTrainer, loraTrainConfig } from './lora';
+export type { LoraRunOptions, LoraSettings, LoraTrainer } from './lora';
 
 /** The trainer for `opts.config.stage`. */
 export function createTrainer(opts: TrainOptions): Trainer {

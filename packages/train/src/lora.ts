@@ -11,7 +11,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { LoraNetwork, Module, Parameter, loadSafetensors } from '@wuerstchen/core';
-import { LORA_WEIGHT_NAME, LoraComponent, indexNumber, readModelIndex, saveLoraFile } from 'wuerstchen';
+import { LORA_WEIGHT_NAME, LoraComponent, saveLoraFile } from 'wuerstchen';
+import { indexNumber, readModelIndex } from 'wuerstchen/internal';
 import { TrainConfig, parseConfig } from './config';
 import { modelArgs, readModelConfig } from './checkpoint';
 import { StageBTrainer } from './stage_b';

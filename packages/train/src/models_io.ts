@@ -10,9 +10,9 @@ import {
   EfficientNetEncoderConfig,
   PaellaVQModel,
   Generator,
-  encodeText,
   parseCLIPTextConfig,
 } from 'wuerstchen';
+import { encodeText } from 'wuerstchen/internal';
 import {
   loadDiffusersWeights,
   modelArgs,
@@ -47,7 +47,7 @@ export function emaStateDict(model: Module, ema: EMA): Map<string, HostTensor> {
   return out;
 }
 
-export { effnetOutSize } from 'wuerstchen';
+export { effnetOutSize } from 'wuerstchen/internal';
 
 /** The compressor: loaded from a folder/run (`from`) or seeded from `config`. */
 export function buildEffnet(

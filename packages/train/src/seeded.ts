@@ -6,7 +6,7 @@
  * saved Generator once per micro-batch. Layers with p = 0 are left alone.
  */
 import { Dropout, Module } from '@wuerstchen/core';
-import { StochasticDepth } from 'wuerstchen';
+import { StochasticDepth } from 'wuerstchen/internal';
 import { deriveSeed } from './rng';
 
 export class SeededStochasticLayers {

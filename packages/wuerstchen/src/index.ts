@@ -1,5 +1,83 @@
-/** The `wuerstchen` package for Node: everything of browser.ts, plus writing image and LoRA files and image variation. */
-export * from './browser';
-export * from './lora_save';
-export * from './pipelines/png';
-export * from './pipelines/variation';
+/**
+ * The `wuerstchen` package for Node: the names of browser.ts, plus image variation and saving LoRA files. Helpers
+ * for this project's own packages are in `./internal`.
+ */
+export {
+  CLIPTextModel,
+  CLIPTokenizer,
+  ConfigError,
+  DDPMWuerstchenScheduler,
+  DEFAULT_STAGE_C_TIMESTEPS,
+  EfficientNetEncoder,
+  Generator,
+  LORA_WEIGHT_NAME,
+  LoaderError,
+  ModelHandle,
+  NonFiniteImageError,
+  PaellaVQModel,
+  PipelineArgumentError,
+  TINY_MODEL,
+  TINY_MODEL_DIR,
+  WuerstchenCombinedPipeline,
+  WuerstchenDecoderPipeline,
+  WuerstchenDiffNeXt,
+  WuerstchenPrior,
+  WuerstchenPriorPipeline,
+  decodePng,
+  encodePng,
+  loadLoraFile,
+  loadModel,
+  parseCLIPTextConfig,
+  parseDiffNeXtConfig,
+  parseEfficientNetEncoderConfig,
+  parsePaellaVQConfig,
+  parsePriorConfig,
+  prepareModel,
+  readLoraFile,
+  tensorToImages,
+  tensorToPng,
+} from './browser';
+export type {
+  CLIPTextConfig,
+  CLIPTextForwardOptions,
+  CLIPTextOutput,
+  CLIPTokenizerCallOptions,
+  CLIPTokenizerData,
+  CLIPTokenizerOutput,
+  CombinedCallOptions,
+  CombinedOutput,
+  DDPMWuerstchenSchedulerConfig,
+  DecoderCallOptions,
+  DecoderOutput,
+  DecoderPipelineConfig,
+  EfficientNetEncoderConfig,
+  GeneratorState,
+  LoraComponent,
+  LoraStack,
+  ModelClass,
+  OutputType,
+  PaellaVQConfig,
+  PipelineComponents,
+  PipelineLoadOptions,
+  PreparedModel,
+  PriorCallOptions,
+  PriorOutput,
+  PriorPipelineConfig,
+  ProgressCallback,
+  ProgressEvent,
+  ProgressStage,
+  RawImage,
+  SamplingOptions,
+  SpecialTokens,
+  StepOptions,
+  StepOutput,
+  TextComponents,
+  TimestepsInput,
+  VQOutput,
+  WeightsOptions,
+  WuerstchenDiffNeXtConfig,
+  WuerstchenPriorConfig,
+} from './browser';
+export { WuerstchenVariationPipeline } from './pipelines/variation';
+export type { VariationCallOptions, VariationInput } from './pipelines/variation';
+export { saveLoraFile } from './lora_save';

@@ -5,28 +5,23 @@
  * stored as float32, float16 or bfloat16 (upcast exactly to float32 on read).
  *
  * Every check that can be made without reading tensor data is made up front by
- * {@link inspectPipelineFolder} / {@link prepareModel}: the folder and files exist, the JSON
+ * {@link readModelIndex} / {@link prepareModel}: the folder and files exist, the JSON
  * parses, the class names are the expected ones, and the module built from `config.json` has
  * exactly the keys and shapes of the weights' headers. Problems are reported as a
  * {@link LoaderError} that names the file and says what was expected. The weights themselves are
- * read later, by `PreparedModel.load()`, so the pipelines can load and free the networks stage by
- * stage.
+ * read later, by `PreparedModel.load()` (which does not compare the keys and shapes again), so the
+ * pipelines can load and free the networks stage by stage.
  */
+import { Checkpoint, FetchRequest, FetchedFolder, Module, NotRegularFileError, openCheckpoint } from '@wuerstchen/core';
 import {
-  Checkpoint,
-  FetchRequest,
-  FetchedFolder,
   JsonTextError,
-  Module,
-  NotRegularFileError,
   fileStore,
   joinPath,
-  openCheckpoint,
   parentPath,
   parseStrictJson,
   readTextFile,
   unsafeRelativeName,
-} from '@wuerstchen/core';
+} from '@wuerstchen/core/internal';
 import { CLIPTextConfig, CLIPTextModel, CLIP_TEXT_SCHEMA, parseCLIPTextConfig } from './models/clip_text';
 import {
   ConfigError,
@@ -384,44 +379,53 @@ export function prepareModel<C extends ModelClass>(
   const config = parseModelConfig(cls!, json, configFile);
   const ckpt = openWeights(dir, base, opts);
   let module: Module;
+  let checkedKeys: string[];
   try {
     const countNote = checkCount(cls!, config, configFile, ckpt);
     module = build(cls!, config);
-    module.checkStateDict(ckpt, {
+    checkedKeys = module.checkStateDict(ckpt, {
       ignore: ignoredKeys(cls!),
-      source: ckpt.files.length === 1 ? ckpt.files[0] : dir,
+      source: weightsName(ckpt, dir),
       against: configFile,
       preface: countNote,
     });
   } finally {
     ckpt.close();
   }
-  const weightsOpts = { variant: opts.variant, allowNonFinite: opts.allowNonFinite };
+  const { variant, allowNonFinite } = opts;
+  const weights: CheckedWeights = { variant, allowNonFinite, dir, base, configFile, checkedKeys };
   return {
     className: cls!,
     dir,
     configFile,
     config: (module as unknown as { config: unknown }).config as PreparedModel<ModelOf<C>>['config'],
     bytes: module.numParameters() * 4,
-    load: () => loadModelFrom(build(cls!, config), dir, base, configFile, cls!, weightsOpts) as unknown as ModelOf<C>,
+    load: () => loadModelFrom(build(cls!, config), weights) as unknown as ModelOf<C>,
   };
 }
 
-function loadModelFrom<M extends Module>(
-  module: M,
-  dir: string,
-  base: string,
-  configFile: string,
-  cls: ModelClass,
-  opts: WeightsOptions,
-): M {
-  const ckpt = openWeights(dir, base, opts);
+/** The weights file, or the folder of a sharded checkpoint, for error messages. */
+function weightsName(ckpt: Checkpoint, dir: string): string {
+  return ckpt.files.length === 1 ? ckpt.files[0] : dir;
+}
+
+/** Weights whose keys and shapes prepareModel compared with the module's. */
+interface CheckedWeights extends WeightsOptions {
+  dir: string;
+  base: string;
+  configFile: string;
+  checkedKeys: string[];
+}
+
+/** Reads checked weights into `module` (their keys and shapes are not compared again). */
+function loadModelFrom<M extends Module>(module: M, w: CheckedWeights): M {
+  const ckpt = openWeights(w.dir, w.base, w);
   try {
     module.loadStateDict(ckpt, {
-      ignore: ignoredKeys(cls),
-      source: ckpt.files.length === 1 ? ckpt.files[0] : dir,
-      against: configFile,
-      allowNonFinite: opts.allowNonFinite,
+      checkedKeys: w.checkedKeys,
+      source: weightsName(ckpt, w.dir),
+      against: w.configFile,
+      allowNonFinite: w.allowNonFinite,
     });
   } catch (e) {
     module.dispose();

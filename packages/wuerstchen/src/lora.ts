@@ -20,16 +20,8 @@
  * (`prior.<attn>.processor.to_q_lora.down.weight`, `to_out_lora` = `to_out.0`), and per-module
  * `<path>.alpha` scalars.
  */
-import {
-  HostTensor,
-  LoraError,
-  LoraNetwork,
-  LoraTensors,
-  Module,
-  fileStore,
-  joinPath,
-  openSafetensors,
-} from '@wuerstchen/core';
+import { HostTensor, LoraError, LoraNetwork, LoraTensors, Module, openSafetensors } from '@wuerstchen/core';
+import { fileStore, joinPath } from '@wuerstchen/core/internal';
 
 /** diffusers' file name for LoRA weights (`LORA_WEIGHT_NAME_SAFE`). */
 export const LORA_WEIGHT_NAME = 'pytorch_lora_weights.safetensors';

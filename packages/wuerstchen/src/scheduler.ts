@@ -11,7 +11,14 @@
  * temporaries; inputs are never disposed.
  */
 import * as tf from '@tensorflow/tfjs';
-import { JsonTextError, fileStore, joinPath, parseStrictJson, readTextFile, writeTextFile } from '@wuerstchen/core';
+import {
+  JsonTextError,
+  fileStore,
+  joinPath,
+  parseStrictJson,
+  readTextFile,
+  writeTextFile,
+} from '@wuerstchen/core/internal';
 import { Generator } from './rng';
 
 export const SCHEDULER_CLASS_NAME = 'DDPMWuerstchenScheduler';

@@ -3,7 +3,7 @@
  * data (see models/wuerstchen-tiny/README.md). It is what `wuerstchen generate` and
  * `WuerstchenCombinedPipeline.fromPretrained()` use when no folders are given.
  */
-import { joinPath } from '@wuerstchen/core';
+import { joinPath } from '@wuerstchen/core/internal';
 
 /**
  * Folder holding `wuerstchen-prior/` and `wuerstchen/` (diffusers pipeline folders), next to this package's code.

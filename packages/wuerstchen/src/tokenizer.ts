@@ -2,7 +2,7 @@
  * CLIP byte-level BPE tokenizer (transformers `tokenization_clip.py`), reproducing the slow transformers `CLIPTokenizer` without ftfy:
  * BasicTokenizer cleaning → CLIP regex → bytes_to_unicode → BPE with `</w>` → vocabulary ids.
  */
-import { JsonTextError, fileStore, joinPath, parseStrictJson, readTextFile } from '@wuerstchen/core';
+import { JsonTextError, fileStore, joinPath, parseStrictJson, readTextFile } from '@wuerstchen/core/internal';
 
 /** Special-token strings of a CLIP tokenizer (the tokenizer/ folders of warp-ai/wuerstchen(-prior): pad is `<|endoftext|>` for Würstchen). */
 export interface SpecialTokens {

@@ -1,7 +1,15 @@
 /** Runners for the block-level cases and the resize (golden README "Cases"). */
 import * as tf from '@tensorflow/tfjs';
-import { Attention, GlobalResponseNorm, Module, resizeBicubicAA, toNCHW, toNHWC } from '@wuerstchen/core';
-import { AttnBlock, ResBlock, ResBlockStageB, TimestepBlock, WuerstchenLayerNorm, genREmbedding } from 'wuerstchen';
+import { Attention, GlobalResponseNorm, Module } from '@wuerstchen/core';
+import { resizeBicubicAA, toNCHW, toNHWC } from '@wuerstchen/core/internal';
+import {
+  AttnBlock,
+  ResBlock,
+  ResBlockStageB,
+  TimestepBlock,
+  WuerstchenLayerNorm,
+  genREmbedding,
+} from 'wuerstchen/internal';
 import { CaseContext, RunResult, registerRunner } from '../harness';
 
 type Cfg = Record<string, number | boolean | undefined>;

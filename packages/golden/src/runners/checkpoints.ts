@@ -15,16 +15,10 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { HostTensor, Module, loadSafetensors, openCheckpoint, openSafetensors, toNCHW, toNHWC } from '@wuerstchen/core';
-import {
-  CLIPTextModel,
-  CLIP_TEXT_BIGG,
-  CLIP_TEXT_H,
-  WuerstchenDiffNeXt,
-  PaellaVQModel,
-  WuerstchenPrior,
-  WuerstchenPriorConfig,
-} from 'wuerstchen';
+import { HostTensor, Module, loadSafetensors, openCheckpoint, openSafetensors } from '@wuerstchen/core';
+import { toNCHW, toNHWC } from '@wuerstchen/core/internal';
+import { CLIPTextModel, WuerstchenDiffNeXt, PaellaVQModel, WuerstchenPrior, WuerstchenPriorConfig } from 'wuerstchen';
+import { CLIP_TEXT_BIGG, CLIP_TEXT_H } from 'wuerstchen/internal';
 import { CaseContext, Check, RunResult, registerCaseRunner, registerRunner } from '../harness';
 
 // ---------------------------------------------------------------------------------------------------------------

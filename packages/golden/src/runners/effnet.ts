@@ -6,8 +6,10 @@
  */
 import * as fs from 'fs';
 import * as tf from '@tensorflow/tfjs';
-import { Module, toNCHW, toNHWC } from '@wuerstchen/core';
-import { EfficientNetEncoder, EfficientNetEncoderConfig, InvertedResidualConfig, collectTrace } from 'wuerstchen';
+import { Module } from '@wuerstchen/core';
+import { toNCHW, toNHWC } from '@wuerstchen/core/internal';
+import { EfficientNetEncoder, EfficientNetEncoderConfig } from 'wuerstchen';
+import { InvertedResidualConfig, collectTrace } from 'wuerstchen/internal';
 import { CaseContext, Check, RunResult, registerRunner } from '../harness';
 
 interface KeySpec {

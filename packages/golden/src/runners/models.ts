@@ -1,13 +1,8 @@
 /** Runners for the Stage C prior and Stage B decoder cases (with their intermediates). */
 import * as tf from '@tensorflow/tfjs';
-import { resizeBicubicAA, toNCHW, toNHWC } from '@wuerstchen/core';
-import {
-  WuerstchenDiffNeXt,
-  WuerstchenDiffNeXtConfig,
-  WuerstchenPrior,
-  WuerstchenPriorConfig,
-  collectTrace,
-} from 'wuerstchen';
+import { resizeBicubicAA, toNCHW, toNHWC } from '@wuerstchen/core/internal';
+import { WuerstchenDiffNeXt, WuerstchenDiffNeXtConfig, WuerstchenPrior, WuerstchenPriorConfig } from 'wuerstchen';
+import { collectTrace } from 'wuerstchen/internal';
 import { CaseContext, RunResult, registerRunner } from '../harness';
 
 /** Intermediates are NHWC in the project; 4-D ones go back to NCHW for comparison. */

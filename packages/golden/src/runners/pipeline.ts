@@ -5,7 +5,7 @@
  */
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { toNCHW, toNHWC } from '@wuerstchen/core';
+import { toNCHW, toNHWC } from '@wuerstchen/core/internal';
 import { WuerstchenDecoderPipeline, WuerstchenPriorPipeline } from 'wuerstchen';
 import { CaseContext, RunResult, registerRunner } from '../harness';
 

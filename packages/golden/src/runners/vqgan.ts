@@ -1,6 +1,6 @@
 /** Runner for the Stage A case `vqgan_tiny` (golden README "Cases"; diffusers src/diffusers/pipelines/wuerstchen/modeling_paella_vq_model.py). */
 import * as tf from '@tensorflow/tfjs';
-import { toNCHW, toNHWC } from '@wuerstchen/core';
+import { toNCHW, toNHWC } from '@wuerstchen/core/internal';
 import { PaellaVQConfig, PaellaVQModel } from 'wuerstchen';
 import { registerRunner } from '../harness';
 

@@ -6,8 +6,9 @@
  */
 import { PNG } from 'pngjs';
 import * as jpeg from 'jpeg-js';
-import { AAWeights, antialiasWeights } from '@wuerstchen/core';
-import { Generator, IMAGENET_MEAN, IMAGENET_STD } from 'wuerstchen';
+import { AAWeights, antialiasWeights } from '@wuerstchen/core/internal';
+import { Generator } from 'wuerstchen';
+import { IMAGENET_MEAN, IMAGENET_STD } from 'wuerstchen/internal';
 
 /** Float32 RGB image, row-major HWC, values in [0, 1]. */
 export interface RGBImage {

@@ -6,7 +6,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { PNG } from 'pngjs';
-import { Generator, ShapeScene, randomScene, renderScene, sceneCaption } from 'wuerstchen';
+import { Generator } from 'wuerstchen';
+import { ShapeScene, randomScene, renderScene, sceneCaption } from 'wuerstchen/internal';
 import { deriveSeed } from '../rng';
 import { writeTar } from './tar';
 

@@ -19,12 +19,9 @@ import {
   Module,
   ModuleList,
   TensorSource,
-  activation,
-  fileStore,
-  joinPath,
-  multiHeadAttention,
   openCheckpoint,
 } from '@wuerstchen/core';
+import { activation, fileStore, joinPath, multiHeadAttention } from '@wuerstchen/core/internal';
 import {
   ConfigSchema,
   checkParameterCount,

@@ -4,15 +4,8 @@
  * and its parameter count as a formula of the config. The loader compares that count with the weights file's
  * header before building anything; the trainers get the same checks through the model constructors.
  */
-import {
-  JsonTextError,
-  Module,
-  NotRegularFileError,
-  TensorSource,
-  parseStrictJson,
-  quoteValue,
-  readTextFile,
-} from '@wuerstchen/core';
+import { Module, NotRegularFileError, TensorSource } from '@wuerstchen/core';
+import { JsonTextError, parseStrictJson, quoteValue, readTextFile } from '@wuerstchen/core/internal';
 
 /** A config field of the wrong type, out of range, or inconsistent with another; names the file and the field. */
 export class ConfigError extends Error {

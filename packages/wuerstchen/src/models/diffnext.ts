@@ -15,8 +15,8 @@ import {
   PixelShuffle,
   PixelUnshuffle,
   Sequential,
-  resizeBicubicAA,
 } from '@wuerstchen/core';
+import { resizeBicubicAA } from '@wuerstchen/core/internal';
 import { AttnBlock, ResBlockStageB, TimestepBlock, WuerstchenLayerNorm, genREmbedding } from './common';
 import { ConfigSchema, convCount, linearCount, parseConfig } from './config_schema';
 import { Trace } from './trace';

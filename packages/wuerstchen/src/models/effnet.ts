@@ -5,7 +5,8 @@
  * Activations are NHWC.
  */
 import * as tf from '@tensorflow/tfjs';
-import { BatchNorm2d, Conv2d, Layer, Module, Sequential, SiLU, silu } from '@wuerstchen/core';
+import { BatchNorm2d, Conv2d, Layer, Module, Sequential, SiLU } from '@wuerstchen/core';
+import { silu } from '@wuerstchen/core/internal';
 import { Trace } from './trace';
 
 /** One stage of torchvision's `inverted_residual_setting` (`FusedMBConvConfig` / `MBConvConfig` arguments). */

@@ -19,8 +19,8 @@ import {
   PixelUnshuffle,
   Sequential,
   init,
-  replicatePad,
 } from '@wuerstchen/core';
+import { replicatePad } from '@wuerstchen/core/internal';
 import { ConfigSchema, convCount, linearCount, parseConfig } from './config_schema';
 
 /** `vqgan/config.json` fields (class defaults = the published checkpoint, warp-ai/wuerstchen). */

@@ -7,7 +7,8 @@
  * images `[N, 4·H', 4·W', 3]` in [0, 1].
  */
 import * as tf from '@tensorflow/tfjs';
-import { LoraNetwork, joinPath } from '@wuerstchen/core';
+import { LoraNetwork } from '@wuerstchen/core';
+import { joinPath } from '@wuerstchen/core/internal';
 import { ModelHandle, indexNumber, prepareModel, readModelIndex } from '../loader';
 import { LoraStack, loadLoraFile } from '../lora';
 import { EffnetCache, WuerstchenDiffNeXt, WuerstchenDiffNeXtConfig } from '../models/diffnext';

@@ -6,7 +6,8 @@
  * Tensors are NHWC: the image embeddings are `[B·n, ceil(H/42.67), ceil(W/42.67), 16]`.
  */
 import * as tf from '@tensorflow/tfjs';
-import { LoraNetwork, joinPath } from '@wuerstchen/core';
+import { LoraNetwork } from '@wuerstchen/core';
+import { joinPath } from '@wuerstchen/core/internal';
 import { ModelHandle, indexNumber, prepareModel, readModelIndex } from '../loader';
 import { WuerstchenPrior } from '../models/prior';
 import { LoraStack, loadLoraFile } from '../lora';

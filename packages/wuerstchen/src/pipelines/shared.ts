@@ -1,6 +1,6 @@
 /** Pieces shared by the prior and decoder pipelines: loading, options, text encoding, CFG, noise, the sampling loop. */
 import * as tf from '@tensorflow/tfjs';
-import { joinPath } from '@wuerstchen/core';
+import { joinPath } from '@wuerstchen/core/internal';
 import { ModelHandle, WeightsOptions, loadTokenizer, prepareModel, readSchedulerConfig } from '../loader';
 import { CLIPTextModel } from '../models/clip_text';
 import { Trace } from '../models/trace';
