@@ -7,6 +7,7 @@ export { fileStore, joinPath, memoryFile, parentPath, readTextFile, writeTextFil
 export { JsonTextError, parseStrictJson, quoteValue } from './strict_json';
 export { unsafeRelativeName } from './safetensors_read';
 export { toNCHW, toNHWC } from './layout';
+export { pipe } from './module';
 export {
   activation,
   antialiasWeights,

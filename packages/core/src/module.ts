@@ -451,9 +451,25 @@ export interface Callable {
 
 export type Layer = Module & Callable;
 
-/** PyTorch `nn.Sequential`: children keyed by index, applied in order. */
+/**
+ * Applies `steps` in order, disposing each intermediate once the next step has consumed it (never `x`, never the
+ * result), as torch frees a tensor when its last reference goes. Inside one tf.tidy everything would otherwise
+ * live until the scope ends, which at 1024² is gigabytes. Safe under a gradient tape: tfjs keeps its own
+ * references to what the backward pass needs.
+ */
+export function pipe(x: tf.Tensor, ...steps: ((h: tf.Tensor) => tf.Tensor)[]): tf.Tensor {
+  let h = x;
+  for (const step of steps) {
+    const next = step(h);
+    if (h !== x && h !== next) h.dispose();
+    h = next;
+  }
+  return h;
+}
+
+/** PyTorch `nn.Sequential`: children keyed by index, applied in order (intermediates freed as in {@link pipe}). */
 export class Sequential extends ModuleList<Layer> implements Callable {
   forward(x: tf.Tensor): tf.Tensor {
-    return this.items.reduce((h, m) => m.forward(h), x);
+    return pipe(x, ...this.items.map((m) => (h: tf.Tensor) => m.forward(h)));
   }
 }

@@ -20,7 +20,7 @@ import {
   Sequential,
   init,
 } from '@wuerstchen/core';
-import { replicatePad } from '@wuerstchen/core/internal';
+import { pipe, replicatePad } from '@wuerstchen/core/internal';
 import { ConfigSchema, convCount, linearCount, parseConfig } from './config_schema';
 
 /** `vqgan/config.json` fields (class defaults = the published checkpoint, warp-ai/wuerstchen). */
@@ -143,8 +143,8 @@ export class MixingResidualBlock extends Module {
   }
 
   forward(x: tf.Tensor): tf.Tensor {
-    // Two scopes, so the first half's temporaries are freed before the MLP's wide hidden layer exists.
     const g = tf.unstack(this.gammas.value);
+    // h + branch(norm(h)·(1 + scale) + shift)·gate, each temporary freed as soon as it is used.
     const mix = (
       h: tf.Tensor,
       norm: ChannelLayerNorm,
@@ -153,7 +153,17 @@ export class MixingResidualBlock extends Module {
       shift: tf.Tensor,
       gate: tf.Tensor,
     ) =>
-      tf.tidy(() => tf.add(h, tf.mul(branch.forward(tf.add(tf.mul(norm.forward(h), tf.add(scale, 1)), shift)), gate)));
+      tf.tidy(() =>
+        pipe(
+          h,
+          (t) => norm.forward(t),
+          (t) => tf.mul(t, tf.add(scale, 1)),
+          (t) => tf.add(t, shift),
+          (t) => branch.forward(t),
+          (t) => tf.mul(t, gate),
+          (t) => tf.add(h, t),
+        ),
+      );
     const x1 = mix(x, this.norm1, this.depthwise, g[0], g[1], g[2]);
     const x2 = mix(x1, this.norm2, this.channelwise, g[3], g[4], g[5]);
     x1.dispose();
@@ -253,17 +263,6 @@ export class VectorQuantizer extends Module {
   }
 }
 
-/** Apply layers in order, freeing each intermediate as soon as the next one exists (never the input). */
-function chain(layers: Layer[], x: tf.Tensor): tf.Tensor {
-  let h = x;
-  for (const layer of layers) {
-    const next = layer.forward(h);
-    if (h !== x) h.dispose();
-    h = next;
-  }
-  return h;
-}
-
 export class PaellaVQModel extends Module {
   readonly config: PaellaVQConfig;
   readonly inBlock: Sequential;
@@ -316,7 +315,13 @@ export class PaellaVQModel extends Module {
     if (image.rank !== 4 || image.shape[3] !== ch) {
       throw new Error(`PaellaVQModel.encode: expected an NHWC image [B, H, W, ${ch}], got [${image.shape}]`);
     }
-    return tf.tidy(() => chain(this.downBlocks.items, this.inBlock.forward(image))) as tf.Tensor4D;
+    return tf.tidy(() =>
+      pipe(
+        image,
+        (t) => this.inBlock.forward(t),
+        (t) => this.downBlocks.forward(t),
+      ),
+    ) as tf.Tensor4D;
   }
 
   /**
@@ -330,7 +335,11 @@ export class PaellaVQModel extends Module {
     }
     return tf.tidy(() => {
       const quant = forceNotQuantize ? latents : this.vquantizer.forward(latents).quantized;
-      return this.outBlock.forward(chain(this.upBlocks.items, quant));
+      return pipe(
+        quant,
+        (t) => this.upBlocks.forward(t),
+        (t) => this.outBlock.forward(t),
+      );
     }) as tf.Tensor4D;
   }
 
