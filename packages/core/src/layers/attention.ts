@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { Module, ModuleList } from '../module';
+import { Module, ModuleList, pipe } from '../module';
 import { Linear } from './linear';
 import { Dropout } from './activation';
 import { FusedKernel, hasFusedKernel, runFused } from './fused';
@@ -35,13 +35,18 @@ export function multiHeadAttention(
 ): tf.Tensor3D {
   return tf.tidy(() => {
     const batch = q.shape[0];
-    const qh = splitHeads(tf.mul(q, scale), heads);
-    let scores: tf.Tensor = tf.matMul(qh, splitHeads(k, heads), false, true);
-    if (mask) scores = tf.add(scores, mask);
-    const probs = hasFusedKernel(FusedKernel.Softmax, scores)
-      ? runFused(FusedKernel.Softmax, { logits: scores })
-      : tf.softmax(scores, -1);
-    return mergeHeads(tf.matMul(probs, splitHeads(v, heads)), batch, heads);
+    const [kh, vh] = [splitHeads(k, heads), splitHeads(v, heads)];
+    // Each [B·heads, L, S] score tensor is freed as soon as the next one exists.
+    return pipe(
+      q,
+      (t) => splitHeads(tf.mul(t, scale), heads),
+      (t) => tf.matMul(t, kh, false, true),
+      (t) => (mask ? tf.add(t, mask) : t),
+      (t) =>
+        hasFusedKernel(FusedKernel.Softmax, t) ? runFused(FusedKernel.Softmax, { logits: t }) : tf.softmax(t, -1),
+      (t) => tf.matMul(t, vh),
+      (t) => mergeHeads(t, batch, heads),
+    ) as tf.Tensor3D;
   });
 }
 

@@ -15,6 +15,7 @@ import {
   Sequential,
   SiLU,
 } from '@wuerstchen/core';
+import { pipe } from '@wuerstchen/core/internal';
 
 /** Channel LayerNorm of an NHWC image tensor, no affine, eps 1e-6 (`WuerstchenLayerNorm`). */
 export class WuerstchenLayerNorm extends ChannelLayerNorm {}
@@ -76,7 +77,13 @@ export class ResBlock extends Module {
   forward(x: tf.Tensor, xSkip?: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {
       const h = xSkip ? tf.concat([x, xSkip], 3) : x;
-      return tf.add(this.channelwise.forward(this.norm.forward(this.depthwise.forward(h))), x);
+      return pipe(
+        h,
+        (t) => this.depthwise.forward(t),
+        (t) => this.norm.forward(t),
+        (t) => this.channelwise.forward(t),
+        (t) => tf.add(t, x),
+      );
     });
   }
 }
@@ -102,8 +109,14 @@ export class ResBlockStageB extends Module {
   }
   forward(x: tf.Tensor, xSkip?: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {
-      const h = this.norm.forward(this.depthwise.forward(x));
-      return tf.add(this.channelwise.forward(xSkip ? tf.concat([h, xSkip], 3) : h), x);
+      return pipe(
+        x,
+        (t) => this.depthwise.forward(t),
+        (t) => this.norm.forward(t),
+        (t) => (xSkip ? tf.concat([t, xSkip], 3) : t),
+        (t) => this.channelwise.forward(t),
+        (t) => tf.add(t, x),
+      );
     });
   }
 }
@@ -136,9 +149,18 @@ export class AttnBlock extends Module {
     return tf.tidy(() => {
       const [b, h, w, c] = x.shape;
       const kv = this.kvMapper.forward(cond);
-      const tokens = this.norm.forward(x).reshape([b, h * w, c]);
+      const tokens = pipe(
+        x,
+        (t) => this.norm.forward(t),
+        (t) => t.reshape([b, h * w, c]),
+      );
       const context = this.selfAttn ? tf.concat([tokens, kv], 1) : kv;
-      return tf.add(x, this.attention.forward(tokens, context).reshape([b, h, w, c]));
+      return pipe(
+        tokens,
+        (t) => this.attention.forward(t, context),
+        (t) => t.reshape([b, h, w, c]),
+        (t) => tf.add(x, t),
+      );
     });
   }
 }
