@@ -11,6 +11,7 @@ import {
   LayerNorm,
   Linear,
   Module,
+  Sequential,
   StateDictError,
 } from '@wuerstchen/core';
 import {
@@ -80,6 +81,50 @@ describe('layers do not leak tensors over repeated forward calls', () => {
     expectNoLeak(() => bn.forward(x));
     expect(Number(bn.numBatchesTracked.value.dataSync()[0])).toBe(4);
     bn.eval();
+  });
+});
+
+describe('Sequential frees each intermediate as soon as the next layer has used it', () => {
+  /** A layer that adds 1 and records how many tensors are alive when it runs. */
+  class Probe extends Module {
+    alive: number[] = [];
+    forward(h: tf.Tensor): tf.Tensor {
+      this.alive.push(tf.memory().numTensors);
+      return tf.add(h, 1);
+    }
+  }
+
+  test('inside one tf.tidy, a chain of 4 layers holds at most one intermediate at a time', () => {
+    const probes = [new Probe(), new Probe(), new Probe(), new Probe()];
+    const seq = new Sequential(probes);
+    const x = tf.ones([3]);
+    const before = tf.memory().numTensors;
+    const y = tf.tidy(() => seq.forward(x));
+    // Each add creates a scalar 1 and its result; the previous result is gone by the time the next layer runs.
+    const alive = probes.map((p) => p.alive[0] - before);
+    expect(alive[0]).toBe(0);
+    expect(Math.max(...alive.slice(1))).toBeLessThanOrEqual(alive[1]);
+    expect(alive[3]).toBe(alive[1]);
+    expect(Array.from(y.dataSync())).toEqual([5, 5, 5]);
+    expect(x.isDisposed).toBe(false);
+    tf.dispose([x, y]);
+    expect(tf.memory().numTensors).toBe(before - 1);
+  });
+
+  test('gradients through a Sequential are unchanged by the early frees', () => {
+    const [a, b] = [new Linear(4, 6), new Linear(6, 3)];
+    const seq = new Sequential([a, b]);
+    const x = rand([2, 4], 3);
+    const vars = [a.weight.value, a.bias!.value, b.weight.value, b.bias!.value];
+    const diffs = tf.tidy(() => {
+      const viaSeq = tf.variableGrads(() => seq.forward(x).square().sum() as tf.Scalar, vars).grads;
+      const direct = tf.variableGrads(() => b.forward(a.forward(x)).square().sum() as tf.Scalar, vars).grads;
+      expect(Object.keys(viaSeq).length).toBe(4);
+      return Object.keys(direct).map((k) => tf.max(tf.abs(tf.sub(viaSeq[k], direct[k]))).dataSync()[0]);
+    });
+    diffs.forEach((d) => expect(d).toBe(0));
+    tf.dispose([x]);
+    seq.dispose();
   });
 });
 
