@@ -140,6 +140,16 @@ class Args {
   bool ok_ = true;
 };
 
+/** Runs a kernel; a C++ exception (out of memory, a oneDNN failure) becomes a JS Error. */
+template <class Fn>
+void guarded(napi_env env, const char* name, const Fn& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    napi_throw_error(env, nullptr, (std::string(name) + ": " + e.what()).c_str());
+  }
+}
+
 /** matmul(a, b, out, batch, batchA, batchB, m, n, k, transposeA, transposeB) */
 napi_value MatMul(napi_env env, napi_callback_info info) {
   Args args(env, info);
@@ -153,7 +163,8 @@ napi_value MatMul(napi_env env, napi_callback_info info) {
   const float* a = args.f32(0, batch_a * m * k);
   const float* b = args.f32(1, batch_b * k * n);
   float* out = args.output(2, batch * m * n);
-  if (args.ok()) wn::batch_matmul(a, b, out, batch, batch_a, batch_b, m, n, k, ta, tb);
+  if (!args.ok()) return nullptr;
+  guarded(env, "matmul", [&] { wn::select::batch_matmul(a, b, out, batch, batch_a, batch_b, m, n, k, ta, tb); });
   return nullptr;
 }
 
@@ -189,16 +200,6 @@ int64_t size_of(Role role, const ConvGeom& g) {
     case Role::kDepthwiseFilter: return g.kh * g.kw * g.oc;
   }
   return 0;
-}
-
-/** Runs a kernel; a C++ exception (out of memory, a oneDNN failure) becomes a JS Error. */
-template <class Fn>
-void guarded(napi_env env, const char* name, const Fn& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    napi_throw_error(env, nullptr, (std::string(name) + ": " + e.what()).c_str());
-  }
 }
 
 using ConvFn = void (*)(const float*, const float*, float*, const ConvGeom&);

@@ -1,5 +1,5 @@
-// Convolutions through oneDNN (Debian's libdnnl, built with OpenMP), compiled only when the build found it
-// (WUERSTCHEN_DNNL). Tensors stay the JS ones: NHWC activations and HWIO filters are handed to oneDNN as
+// Convolutions and batched matmuls through oneDNN (Debian's libdnnl, built with OpenMP), compiled only when the
+// build found it (WUERSTCHEN_DNNL). Tensors stay the JS ones: NHWC activations and HWIO filters are handed to oneDNN as
 // they are; only the filter is reordered when the chosen kernel wants a blocked layout.
 #pragma once
 #include <cstdint>
@@ -9,9 +9,9 @@
 namespace wn {
 namespace dnnl_conv {
 
-/** The addon's convolution kernels, in the order of kKernelNames. */
+/** The addon's kernels oneDNN can run, in the order of kKernelNames. */
 enum Kernel { kConv2d, kConv2dBackpropInput, kConv2dBackpropFilter, kDepthwise, kDepthwiseBackpropInput,
-              kDepthwiseBackpropFilter, kKernelCount };
+              kDepthwiseBackpropFilter, kBatchMatMul, kKernelCount };
 extern const char* const kKernelNames[kKernelCount];
 
 /** Whether oneDNN runs kernel k. WUERSTCHEN_DNNL picks: unset or 1, the kernels where oneDNN 2.6 beat the
@@ -35,6 +35,9 @@ bool conv2d_backprop_filter(const float* x, const float* dy, float* dw, const Co
 bool depthwise(const float* x, const float* w, float* y, const ConvGeom& g, Epilogue& e);
 bool depthwise_backprop_input(const float* dy, const float* w, float* dx, const ConvGeom& g);
 bool depthwise_backprop_filter(const float* x, const float* dy, float* dw, const ConvGeom& g);
+/** As wn::batch_matmul, for batch > 1 with each operand's batch either 1 (broadcast) or the full batch. */
+bool batch_matmul(const float* a, const float* b, float* out, int64_t batch, int64_t batch_a, int64_t batch_b,
+                  int64_t m, int64_t n, int64_t k, bool ta, bool tb);
 
 }  // namespace dnnl_conv
 }  // namespace wn

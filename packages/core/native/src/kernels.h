@@ -58,6 +58,8 @@ void conv2d_backprop_filter(const float* x, const float* dy, float* dw, const Co
 void depthwise(const float* x, const float* w, float* y, const ConvGeom& g, Epilogue e);
 void depthwise_backprop_input(const float* dy, const float* w, float* dx, const ConvGeom& g);
 void depthwise_backprop_filter(const float* x, const float* dy, float* dw, const ConvGeom& g);
+void batch_matmul(const float* a, const float* b, float* out, int64_t batch, int64_t batchA, int64_t batchB,
+                  int64_t m, int64_t n, int64_t k, bool ta, bool tb);
 }  // namespace select
 
 // elementwise.cc

@@ -1,5 +1,6 @@
-// Which implementation runs each convolution (see kernels.h): oneDNN where the build links it (WUERSTCHEN_DNNL)
-// and it takes the case, else OpenBLAS im2col + sgemm and the direct depthwise loops.
+// Which implementation runs each convolution and batched matmul (see kernels.h): oneDNN where the build links it
+// (WUERSTCHEN_DNNL) and it takes the case, else OpenBLAS (im2col + sgemm, a loop of sgemm) and the direct
+// depthwise loops.
 #include "kernels.h"
 
 #ifdef WUERSTCHEN_DNNL
@@ -46,6 +47,13 @@ void depthwise_backprop_input(const float* dy, const float* w, float* dx, const 
 
 void depthwise_backprop_filter(const float* x, const float* dy, float* dw, const ConvGeom& g) {
   if (!WN_DNNL(depthwise_backprop_filter(x, dy, dw, g))) wn::depthwise_backprop_filter(x, dy, dw, g);
+}
+
+void batch_matmul(const float* a, const float* b, float* out, int64_t batch, int64_t batchA, int64_t batchB,
+                  int64_t m, int64_t n, int64_t k, bool ta, bool tb) {
+  if (!WN_DNNL(batch_matmul(a, b, out, batch, batchA, batchB, m, n, k, ta, tb))) {
+    wn::batch_matmul(a, b, out, batch, batchA, batchB, m, n, k, ta, tb);
+  }
 }
 
 }  // namespace select
