@@ -363,7 +363,8 @@ bool routes(Kernel k) {
     if (v && std::strcmp(v, "all") == 0) return (1u << kKernelCount) - 1;
     // Measured on AVX2 (no AVX-512 in the VM): oneDNN's NHWC filter gradient took ~3x the im2col + sgemm
     // time on a 3x3x320x320 conv, and its depthwise kernels ~1.5-4x the direct loops on Stage C's shapes.
-    // Batched matmuls (attention): oneDNN 1.2-2.9x faster than a loop of sgemm calls on the prior's shapes.
+    // Matmuls: oneDNN took 0.35-0.8x the time of a loop of sgemm calls on the prior's attention shapes, and
+    // 0.8-0.98x of one sgemm on its linear layers (forward and both gradients).
     return (1u << kConv2d) | (1u << kConv2dBackpropInput) | (1u << kBatchMatMul);
   }();
   return mask >> k & 1u;
@@ -386,7 +387,7 @@ Stats stats() {
 bool batch_matmul(const float* a, const float* b, float* out, int64_t batch, int64_t batch_a, int64_t batch_b,
                   int64_t m, int64_t n, int64_t k, bool ta, bool tb) {
   const auto broadcastable = [batch](int64_t bx) { return bx == 1 || bx == batch; };
-  if (!routes(kBatchMatMul) || batch < 2 || !broadcastable(batch_a) || !broadcastable(batch_b)) return false;
+  if (!routes(kBatchMatMul) || !broadcastable(batch_a) || !broadcastable(batch_b)) return false;
   const Cache::Key key{kMatMulKey, batch, batch_a, batch_b, m, n, k, ta, tb};
   const auto e = cache().get(key, [&] { return build_matmul(batch, batch_a, batch_b, m, n, k, ta, tb); });
   if (!e->supported) return false;

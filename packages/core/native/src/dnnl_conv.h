@@ -35,7 +35,7 @@ bool conv2d_backprop_filter(const float* x, const float* dy, float* dw, const Co
 bool depthwise(const float* x, const float* w, float* y, const ConvGeom& g, Epilogue& e);
 bool depthwise_backprop_input(const float* dy, const float* w, float* dx, const ConvGeom& g);
 bool depthwise_backprop_filter(const float* x, const float* dy, float* dw, const ConvGeom& g);
-/** As wn::batch_matmul, for batch > 1 with each operand's batch either 1 (broadcast) or the full batch. */
+/** As wn::batch_matmul, when each operand's batch is either 1 (broadcast) or the full batch. */
 bool batch_matmul(const float* a, const float* b, float* out, int64_t batch, int64_t batch_a, int64_t batch_b,
                   int64_t m, int64_t n, int64_t k, bool ta, bool tb);
 
