@@ -58,24 +58,46 @@ void unary_range(UnaryOp op, float* out, const float* x, int64_t n) {
   }
 }
 
+/** Lanes of the partial maxima and sums below: the compiler vectorises a fixed-width inner loop, but not a
+ *  single running max or sum (reordering it would change the result, which it may not do on its own). */
+constexpr int64_t kLanes = 16;
+
 WN_MULTIVERSION
 void softmax_row(const float* in, float* o, int64_t cols) {
+  float lane_max[kLanes];
+  for (int64_t l = 0; l < kLanes; l++) lane_max[l] = in[0];
+  int64_t i = 0;
+  for (; i + kLanes <= cols; i += kLanes) {
+    for (int64_t l = 0; l < kLanes; l++) lane_max[l] = in[i + l] > lane_max[l] ? in[i + l] : lane_max[l];
+  }
   float max = in[0];
-  for (int64_t i = 1; i < cols; i++) max = in[i] > max ? in[i] : max;
-  for (int64_t i = 0; i < cols; i++) o[i] = exp_vec(in[i] - max);  // apart from the sum, so that it vectorises
+  for (int64_t l = 0; l < kLanes; l++) max = lane_max[l] > max ? lane_max[l] : max;
+  for (; i < cols; i++) max = in[i] > max ? in[i] : max;
+  for (i = 0; i < cols; i++) o[i] = exp_vec(in[i] - max);
+  double lane_sum[kLanes] = {};
+  for (i = 0; i + kLanes <= cols; i += kLanes) {
+    for (int64_t l = 0; l < kLanes; l++) lane_sum[l] += o[i + l];
+  }
   double sum = 0;
-  for (int64_t i = 0; i < cols; i++) sum += o[i];
+  for (int64_t l = 0; l < kLanes; l++) sum += lane_sum[l];
+  for (; i < cols; i++) sum += o[i];
   const float scale = static_cast<float>(1.0 / sum);
-  for (int64_t i = 0; i < cols; i++) o[i] *= scale;
+  for (i = 0; i < cols; i++) o[i] *= scale;
 }
 
 /** dx = y · (dy − Σ dy·y), the softmax's gradient along its row. */
 WN_MULTIVERSION
 void softmax_grad_row(const float* dy, const float* y, float* dx, int64_t cols) {
+  double lane_dot[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= cols; i += kLanes) {
+    for (int64_t l = 0; l < kLanes; l++) lane_dot[l] += static_cast<double>(dy[i + l]) * y[i + l];
+  }
   double dot = 0;
-  for (int64_t i = 0; i < cols; i++) dot += static_cast<double>(dy[i]) * y[i];
+  for (int64_t l = 0; l < kLanes; l++) dot += lane_dot[l];
+  for (; i < cols; i++) dot += static_cast<double>(dy[i]) * y[i];
   const float d = static_cast<float>(dot);
-  for (int64_t i = 0; i < cols; i++) dx[i] = y[i] * (dy[i] - d);
+  for (i = 0; i < cols; i++) dx[i] = y[i] * (dy[i] - d);
 }
 
 }  // namespace
