@@ -150,6 +150,70 @@ function vqSetup(tf, W, { side }) {
   };
 }
 
+/**
+ * A 1024² generation with 2 steps per stage: the prior (batch 2, as with guidance) and the decoder at the
+ * published configs, then the VQGAN decode, all three resident as in the combined pipeline. The text encoders
+ * are left out (torch's side has none either). For peak memory of the whole chain in the time limit.
+ */
+function generateSetup(tf, W, { steps = 2 } = {}) {
+  const prior = priorModel(W);
+  const decoder = new W.diffnext.WuerstchenDiffNeXt();
+  const vq = new W.paella.PaellaVQModel();
+  allocate([prior, decoder, vq.upBlocks, vq.outBlock]);
+  const inputs = {
+    x: tf.randomNormal([2, 24, 24, 16]),
+    c: tf.randomNormal([2, 77, 1280]),
+    latents: tf.randomNormal([1, 256, 256, 4]),
+    clip: tf.randomNormal([1, 77, 1024]),
+  };
+  return {
+    run: () => {
+      const { x, c, latents, clip } = inputs;
+      let effnet = tf.clone(x);
+      for (let i = 0; i < steps; i++) {
+        const next = tf.tidy(() => prior.forward(effnet, tf.fill([2], 1 - i / steps), c));
+        effnet.dispose();
+        effnet = next;
+      }
+      const cond = tf.tidy(() => tf.slice(effnet, [0, 0, 0, 0], [1, 24, 24, 16]));
+      effnet.dispose();
+      let z = tf.clone(latents);
+      for (let i = 0; i < steps; i++) {
+        const next = tf.tidy(() => decoder.forward(z, tf.fill([1], 1 - i / steps), cond, clip));
+        z.dispose();
+        z = next;
+      }
+      cond.dispose();
+      tidyRun(tf, () => vq.decode(z));
+      z.dispose();
+    },
+    dispose: () => {
+      disposeAll(...Object.values(inputs));
+      [prior, decoder, vq].forEach((m) => m.dispose());
+    },
+  };
+}
+
+/** The bundled tiny model (packages/wuerstchen/models/wuerstchen-tiny): one image at its native size and default
+ *  steps, through the combined pipeline (text encoder, prior, decoder, VQGAN). */
+async function tinySetup(W) {
+  const w = W.wuerstchen;
+  const pipe = w.WuerstchenCombinedPipeline.fromPretrained();
+  const t = w.TINY_MODEL;
+  const opts = {
+    width: t.width,
+    height: t.height,
+    priorNumInferenceSteps: t.priorSteps,
+    numInferenceSteps: t.decoderSteps,
+    priorGuidanceScale: t.priorGuidance,
+    seed: 1,
+  };
+  return {
+    run: async () => (await pipe(t.examplePrompt, opts)).images?.dispose(),
+    dispose: () => pipe.release(),
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 
 const MEASUREMENTS = [
@@ -257,6 +321,19 @@ const MEASUREMENTS = [
       setup: (tf, W) => vqSetup(tf, W, { side: 32 }),
     },
     setup: (tf, W) => vqSetup(tf, W, { side: 256 }),
+  },
+  {
+    name: 'generate_1024',
+    shape: 'prior 2 steps [2,24,24,16] + decoder 2 steps [1,256,256,4] + VQGAN decode to [1,1024,1024,3], all resident',
+    flops: null,
+    weightBytes: (W) => (priorModel(W).numParameters() + new W.diffnext.WuerstchenDiffNeXt().numParameters()) * FP32,
+    setup: (tf, W) => generateSetup(tf, W),
+  },
+  {
+    name: 'tiny_generate',
+    shape: 'bundled tiny model, one 64×64 image: 30 prior steps (guidance 4), 12 decoder steps, text encoder and VQGAN',
+    flops: null,
+    setup: (tf, W) => tinySetup(W),
   },
 ];
 

@@ -74,6 +74,9 @@ const W = {
   get diffnext() {
     return require(path.join(ROOT, 'packages/wuerstchen/dist/models/diffnext.js'));
   },
+  get wuerstchen() {
+    return require(path.join(ROOT, 'packages/wuerstchen/dist/index.js'));
+  },
   get paella() {
     const file = path.join(ROOT, 'packages/wuerstchen/dist/models/paella_vq.js');
     try {
@@ -85,9 +88,10 @@ const W = {
   },
 };
 
-function time(f) {
+/** Seconds f takes (a setup or run may be async: the pipelines are). */
+async function time(f) {
   const t = process.hrtime.bigint();
-  f();
+  await f();
   return Number(process.hrtime.bigint() - t) / 1e9;
 }
 
@@ -184,8 +188,8 @@ async function main() {
   if (m.probe && m.flops) {
     log(`probe: ${m.probe.what}`);
     const p = m.probe.setup(tf, W);
-    let t = time(p.run);
-    if (t < 2) t = Math.min(t, time(p.run));
+    let t = await time(p.run);
+    if (t < 2) t = Math.min(t, await time(p.run));
     p.dispose();
     const perRun = (t * m.flops) / m.probe.flops;
     estimate = perRun;
@@ -206,18 +210,18 @@ async function main() {
 
   // 3. the measurement
   let ctx;
-  const setupSeconds = time(() => {
-    ctx = m.setup(tf, W);
+  const setupSeconds = await time(async () => {
+    ctx = await m.setup(tf, W);
   });
   log(`setup ${setupSeconds.toFixed(2)} s; warm-up…`);
-  const warm = time(ctx.run);
+  const warm = await time(ctx.run);
   let n = repeats ?? (warm > 20 ? 1 : warm > 5 ? 3 : warm > 0.05 ? 5 : 20);
   const left = maxSeconds - (Date.now() - started) / 1000;
   if (repeats == null) n = Math.max(1, Math.min(n, Math.floor(left / warm)));
   log(`warm-up ${warm.toFixed(3)} s; timing ${n} run(s)`);
   const times = [];
   for (let i = 0; i < n; i++) {
-    times.push(time(ctx.run));
+    times.push(await time(ctx.run));
     if (warm > 5) log(`  run ${i + 1}/${n}: ${times[i].toFixed(3)} s`);
   }
   let kernelMs;

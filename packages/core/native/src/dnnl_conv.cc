@@ -1,6 +1,7 @@
 // oneDNN convolutions (see dnnl_conv.h). Primitives are built once per shape and kept in a small LRU cache,
 // because building one (choosing and JIT-compiling a kernel) costs far more than a small convolution.
 #include "dnnl_conv.h"
+#include "parallel.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -18,7 +19,7 @@
 #include <unordered_map>
 #include <oneapi/dnnl/dnnl.hpp>
 
-static_assert(DNNL_CPU_RUNTIME == DNNL_RUNTIME_OMP, "match_threads() sizes an OpenMP team (build-native.js checks)");
+static_assert(DNNL_CPU_RUNTIME == DNNL_RUNTIME_OMP, "match_threads sizes an OpenMP team (build-native.js checks)");
 
 namespace wn {
 namespace dnnl_conv {
@@ -42,10 +43,16 @@ dnnl::stream& stream() {
   return s;
 }
 
-/** oneDNN (OpenMP) runs on as many threads as OpenBLAS and the addon's own loops, so that the three never
- *  ask for more than the cores the user allowed (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS). The OpenMP
- *  setting is per calling thread, hence set before every call. */
-void match_threads() { omp_set_num_threads(openblas_get_num_threads()); }
+/** oneDNN (OpenMP) runs on at most as many threads as OpenBLAS, so that the pools never ask for more cores than
+ *  the user allowed, and on one thread for fewer than 2^24 multiply-adds per thread: waking OpenMP's team costs
+ *  more than that saves once another process holds a core (the bundled tiny model: 2.7-4.2 s per image with a
+ *  2^20 threshold, 1.5 s on OpenBLAS). The OpenMP setting is per calling thread, hence set before every call. */
+void match_threads(int64_t macs) { omp_set_num_threads(static_cast<int>(threads_for(macs, int64_t{1} << 24))); }
+
+/** Multiply-adds of a convolution. */
+int64_t conv_macs(const ConvGeom& g, bool depthwise) {
+  return g.n * g.oh * g.ow * g.oc * g.kh * g.kw * (depthwise ? 1 : g.c);
+}
 
 /** The memory descriptors of one convolution over the JS tensors, in oneDNN's terms. */
 struct Shapes {
@@ -305,7 +312,7 @@ bool forward(const float* x, const float* w, float* y, const ConvGeom& g, Epilog
   Shapes s;
   const auto e = lookup(g, Pass::kForward, depthwise, f, ep.leaky_alpha, &s);
   if (!e) return false;
-  match_threads();
+  match_threads(conv_macs(g, depthwise));
   const memory weights = primitive_weights(*e, s, w);
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC, wrap(s.src, x)}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, wrap(s.dst, y)}};
@@ -323,7 +330,7 @@ bool backward_data(const float* dy, const float* w, float* dx, const ConvGeom& g
   Shapes s;
   const auto e = lookup(g, Pass::kBackwardData, depthwise, Fusion{}, 0.f, &s);
   if (!e) return false;
-  match_threads();
+  match_threads(conv_macs(g, depthwise));
   const memory weights = primitive_weights(*e, s, w);
   e->primitive.execute(stream(), {{DNNL_ARG_DIFF_DST, wrap(s.dst, dy)},
                                   {DNNL_ARG_WEIGHTS, weights},
@@ -338,7 +345,7 @@ bool backward_weights(const float* x, const float* dy, float* dw, const ConvGeom
   Shapes s;
   const auto e = lookup(g, Pass::kBackwardWeights, depthwise, Fusion{}, 0.f, &s);
   if (!e) return false;
-  match_threads();
+  match_threads(conv_macs(g, depthwise));
   memory user = wrap(s.weights, dw);
   memory grad = e->reorder ? memory(e->weights, engine(), weights_scratch(e->weights.get_size())) : user;
   e->primitive.execute(stream(), {{DNNL_ARG_SRC, wrap(s.src, x)},
@@ -391,7 +398,7 @@ bool batch_matmul(const float* a, const float* b, float* out, int64_t batch, int
   const Cache::Key key{kMatMulKey, batch, batch_a, batch_b, m, n, k, ta, tb};
   const auto e = cache().get(key, [&] { return build_matmul(batch, batch_a, batch_b, m, n, k, ta, tb); });
   if (!e->supported) return false;
-  match_threads();
+  match_threads(batch * m * n * k);
   e->primitive.execute(stream(), {{DNNL_ARG_SRC, wrap(e->a, a)}, {DNNL_ARG_WEIGHTS, wrap(e->b, b)},
                                   {DNNL_ARG_DST, wrap(e->out, out)}});
   stream().wait();
