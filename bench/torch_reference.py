@@ -493,6 +493,25 @@ def setup_vq():
     return no_grad(f), f
 
 
+def setup_generate(steps=2):
+    """bench/measurements.js generate_1024: prior, decoder and VQGAN resident; 2 steps per stage, then the decode."""
+    prior = WuerstchenPrior(c_in=16, c=1536, c_cond=1280, c_r=64, depth=32, nhead=24).eval()
+    decoder = WuerstchenDiffNeXt().eval()
+    vq = PaellaVQDecoder().eval()
+    x, c = torch.randn(2, 16, 24, 24), torch.randn(2, 77, 1280)
+    latents, clip = torch.randn(1, 4, 256, 256), torch.randn(1, 77, 1024)
+
+    def f():
+        effnet = x
+        for i in range(steps):
+            effnet = prior(effnet, torch.full((2,), 1 - i / steps), c)
+        z = latents
+        for i in range(steps):
+            z = decoder(z, torch.full((1,), 1 - i / steps), effnet[:1], clip)
+        return vq.decode(z)
+    return no_grad(f), f
+
+
 MEASUREMENTS = {
     "matmul": ("[1536,1536] @ [1536,6144]", 2 * 1536 * 1536 * 6144, setup_matmul),
     "bmm_attention": ("[48,576,64] @ [48,64,1152]", 2 * 48 * 576 * 64 * 1152, setup_bmm),
@@ -505,6 +524,7 @@ MEASUREMENTS = {
     "decoder_step_512": ("WuerstchenDiffNeXt (published config), x [1,4,128,128], effnet [1,16,12,12], clip [1,77,1024]", None, lambda: setup_decoder(128, 12)),
     "decoder_step_1024": ("WuerstchenDiffNeXt (published config), x [1,4,256,256], effnet [1,16,24,24], clip [1,77,1024]", None, lambda: setup_decoder(256, 24)),
     "vqgan_decode_1024": ("PaellaVQModel.decode, latents [1,4,256,256] -> image [1,3,1024,1024]", None, setup_vq),
+    "generate_1024": ("prior 2 steps [2,16,24,24] + decoder 2 steps [1,4,256,256] + VQGAN decode to [1,3,1024,1024], all resident", None, setup_generate),
 }
 
 
