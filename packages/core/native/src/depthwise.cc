@@ -41,6 +41,26 @@ void tap_backprop_input(float* __restrict dx, const float* __restrict dy, const 
   }
 }
 
+/** Channels summed over all taps in registers before one store: the output row is written once per pixel
+ *  instead of once per tap, and the filter slice of a tile (taps × 64 floats) stays in L1. */
+constexpr int64_t kChannelTile = 64;
+
+/** out[c] = Σ_t x[inputs[t]·channels + c] · w[taps[t]·channels + c] for one output pixel (multiplier 1). */
+WN_MULTIVERSION
+void pixel_taps(float* __restrict out, const float* __restrict x, const float* __restrict w, const int64_t* taps,
+                const int64_t* inputs, int64_t count, int64_t channels) {
+  for (int64_t c0 = 0; c0 < channels; c0 += kChannelTile) {
+    const int64_t len = std::min(kChannelTile, channels - c0);
+    float acc[kChannelTile] = {};
+    for (int64_t t = 0; t < count; t++) {
+      const float* xi = x + inputs[t] * channels + c0;
+      const float* wt = w + taps[t] * channels + c0;
+      for (int64_t i = 0; i < len; i++) acc[i] += xi[i] * wt[i];
+    }
+    for (int64_t i = 0; i < len; i++) out[c0 + i] = acc[i];
+  }
+}
+
 int64_t work(const ConvGeom& g) { return g.n * g.oh * g.ow * g.oc * g.kh * g.kw; }
 
 }  // namespace
@@ -48,11 +68,22 @@ int64_t work(const ConvGeom& g) { return g.n * g.oh * g.ow * g.oc * g.kh * g.kw;
 void depthwise(const float* x, const float* w, float* y, const ConvGeom& g) {
   const int64_t m = multiplier(g);
   parallel_for(g.n * g.oh, work(g), [&](int64_t r0, int64_t r1) {
+    std::vector<int64_t> taps, inputs;
     for_each_pixel(g.oh, g.ow, r0, r1, [&](int64_t p, int64_t b, int64_t oy, int64_t ox) {
       float* out = y + p * g.oc;
+      if (m != 1) {
+        for_each_input_tap(g, b, oy, ox, [&](int64_t tap, int64_t i) {
+          tap_multiply_add(out, x + i * g.c, w + tap * g.oc, g.c, m);
+        });
+        return;
+      }
+      taps.clear();
+      inputs.clear();
       for_each_input_tap(g, b, oy, ox, [&](int64_t tap, int64_t i) {
-        tap_multiply_add(out, x + i * g.c, w + tap * g.oc, g.c, m);
+        taps.push_back(tap);
+        inputs.push_back(i);
       });
+      pixel_taps(out, x, w, taps.data(), inputs.data(), static_cast<int64_t>(taps.size()), g.c);
     });
   });
 }
