@@ -128,26 +128,50 @@ Fusion fusion_of(const Epilogue& e, int64_t channels) {
   return f;
 }
 
-/** A built primitive. A convolution's `weights` is the filter (gradient) layout it wants; when that differs from
- *  the JS layout, `to_primitive` / `from_primitive` convert between the two. A matmul's operands are `a`, `b`
- *  and `out`. */
+/** One operand of a convolution in the layout its kernel wants, with the reorder from (inputs) or to (outputs)
+ *  the JS layout when the two differ. */
+struct Operand {
+  memory::desc wanted;
+  bool reorder = false;
+  dnnl::reorder convert;
+};
+
+/** A built primitive. A convolution's `weights` is the filter (gradient); `src` and `dst` are the activations
+ *  (their gradients in the backward passes). A matmul's operands are `a`, `b` and `out`. */
 struct Entry {
   bool supported = false;
   dnnl::primitive primitive;
-  memory::desc weights;
-  bool reorder = false;
-  dnnl::reorder to_primitive, from_primitive;
+  Operand weights, src, dst;
   memory::desc a, b, out;
 };
 
-dnnl::convolution_forward::desc forward_desc(const Shapes& s, dnnl::prop_kind prop, bool bias) {
-  const memory::desc any(s.weight_dims, kF32, Tag::any);
+/** Whether the activations take the kernel's own (blocked, nChw8c on AVX2) layout, reordered on the way in and
+ *  out, instead of the JS NHWC one. Measured on AVX2 (3x3x320x320 at 64x64): blocked forward and input-gradient
+ *  kernels took 0.7-0.85x the NHWC ones' time, reorders included, as in torch, which reorders too. Depthwise
+ *  kernels and the filter gradient are as fast or faster on NHWC. */
+bool blocked_activations(Pass pass, bool depthwise) { return !depthwise && pass != Pass::kBackwardWeights; }
+
+/** The descriptors a primitive is built from: the filter always `any`; the activations `any` when they may be
+ *  blocked, else the JS NHWC layout. */
+struct Wanted {
+  memory::desc src, weights, dst;
+};
+
+Wanted wanted(const Shapes& s, Pass pass, bool depthwise) {
+  const bool blocked = blocked_activations(pass, depthwise);
+  const auto act = [blocked](const memory::desc& d) {
+    return blocked ? memory::desc(d.dims(), kF32, Tag::any) : d;
+  };
+  return {act(s.src), memory::desc(s.weight_dims, kF32, Tag::any), act(s.dst)};
+}
+
+dnnl::convolution_forward::desc forward_desc(const Shapes& s, const Wanted& w, dnnl::prop_kind prop, bool bias) {
   const auto alg = dnnl::algorithm::convolution_direct;
   if (bias) {
     const memory::desc b({s.weight_dims[0] * (s.weight_dims.size() == 5 ? s.weight_dims[1] : 1)}, kF32, Tag::a);
-    return {prop, alg, s.src, any, b, s.dst, s.strides, s.dilation, s.pad_l, s.pad_r};
+    return {prop, alg, w.src, w.weights, b, w.dst, s.strides, s.dilation, s.pad_l, s.pad_r};
   }
-  return {prop, alg, s.src, any, s.dst, s.strides, s.dilation, s.pad_l, s.pad_r};
+  return {prop, alg, w.src, w.weights, w.dst, s.strides, s.dilation, s.pad_l, s.pad_r};
 }
 
 dnnl::primitive_attr attr_of(const Fusion& f, float leaky) {
@@ -162,39 +186,48 @@ dnnl::primitive_attr attr_of(const Fusion& f, float leaky) {
   return attr;
 }
 
-void set_weights(Entry& e, const memory::desc& wanted, const Shapes& s, Pass pass) {
-  e.weights = wanted;
-  e.reorder = wanted != s.weights;
-  if (!e.reorder) return;
-  if (pass == Pass::kBackwardWeights) {
-    e.from_primitive = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), wanted, engine(), s.weights));
-  } else {
-    e.to_primitive = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), s.weights, engine(), wanted));
+/** Records the layout a kernel chose for an operand whose JS layout is `user`: an input is reordered into it
+ *  before the kernel runs, an output out of it afterwards. */
+Operand operand(const memory::desc& wanted, const memory::desc& user, bool input) {
+  Operand o;
+  o.wanted = wanted;
+  o.reorder = wanted != user;
+  if (o.reorder) {
+    o.convert = input ? dnnl::reorder(dnnl::reorder::primitive_desc(engine(), user, engine(), wanted))
+                      : dnnl::reorder(dnnl::reorder::primitive_desc(engine(), wanted, engine(), user));
   }
+  return o;
 }
 
-Entry build(const Shapes& s, Pass pass, const Fusion& f, float leaky) {
+Entry build(const Shapes& s, Pass pass, bool depthwise, const Fusion& f, float leaky) {
   Entry e;
   const auto& eng = engine();
+  const Wanted w = wanted(s, pass, depthwise);
   const auto fwd_pd = dnnl::convolution_forward::primitive_desc(
-      forward_desc(s, pass == Pass::kForward ? dnnl::prop_kind::forward_inference : dnnl::prop_kind::forward_training,
+      forward_desc(s, w, pass == Pass::kForward ? dnnl::prop_kind::forward_inference
+                                                : dnnl::prop_kind::forward_training,
                    f.bias),
       attr_of(f, leaky), eng);
-  const memory::desc any(s.weight_dims, kF32, Tag::any);
   const auto alg = dnnl::algorithm::convolution_direct;
   if (pass == Pass::kForward) {
     e.primitive = dnnl::convolution_forward(fwd_pd);
-    set_weights(e, fwd_pd.weights_desc(), s, pass);
+    e.src = operand(fwd_pd.src_desc(), s.src, true);
+    e.weights = operand(fwd_pd.weights_desc(), s.weights, true);
+    e.dst = operand(fwd_pd.dst_desc(), s.dst, false);
   } else if (pass == Pass::kBackwardData) {
     const dnnl::convolution_backward_data::primitive_desc pd(
-        {alg, s.src, any, s.dst, s.strides, s.dilation, s.pad_l, s.pad_r}, eng, fwd_pd);
+        {alg, w.src, w.weights, w.dst, s.strides, s.dilation, s.pad_l, s.pad_r}, eng, fwd_pd);
     e.primitive = dnnl::convolution_backward_data(pd);
-    set_weights(e, pd.weights_desc(), s, pass);
+    e.src = operand(pd.diff_src_desc(), s.src, false);
+    e.weights = operand(pd.weights_desc(), s.weights, true);
+    e.dst = operand(pd.diff_dst_desc(), s.dst, true);
   } else {
     const dnnl::convolution_backward_weights::primitive_desc pd(
-        {alg, s.src, any, s.dst, s.strides, s.dilation, s.pad_l, s.pad_r}, eng, fwd_pd);
+        {alg, w.src, w.weights, w.dst, s.strides, s.dilation, s.pad_l, s.pad_r}, eng, fwd_pd);
     e.primitive = dnnl::convolution_backward_weights(pd);
-    set_weights(e, pd.diff_weights_desc(), s, pass);
+    e.src = operand(pd.src_desc(), s.src, true);
+    e.weights = operand(pd.diff_weights_desc(), s.weights, false);
+    e.dst = operand(pd.diff_dst_desc(), s.dst, true);
   }
   e.supported = true;
   return e;
@@ -268,8 +301,8 @@ Cache& cache() {
   return c;
 }
 
-/** Per-thread buffer for a filter in the primitive's layout, reused so its pages are touched only once. */
-void* weights_scratch(size_t bytes) {
+/** Per-thread buffer for a filter in the kernel's layout, reused so that its pages are touched only once. */
+void* filter_scratch(size_t bytes) {
   thread_local std::unique_ptr<void, decltype(&std::free)> buffer(nullptr, &std::free);
   thread_local size_t size = 0;
   if (bytes > size) {
@@ -289,7 +322,7 @@ std::shared_ptr<const Entry> lookup(const ConvGeom& g, Pass pass, bool depthwise
   std::memcpy(&leaky_bits, &leaky_key, sizeof leaky_bits);
   const Cache::Key key{static_cast<int64_t>(pass), depthwise, g.n, g.h, g.w, g.c, g.oh, g.ow, g.oc, g.kh, g.kw,
                        g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, f.bias * 16 + f.act, leaky_bits};
-  auto entry = cache().get(key, [&] { return build(*s, pass, f, leaky); });
+  auto entry = cache().get(key, [&] { return build(*s, pass, depthwise, f, leaky); });
   return entry->supported ? entry : nullptr;
 }
 
@@ -297,13 +330,36 @@ memory wrap(const memory::desc& d, const float* data) {
   return memory(d, engine(), const_cast<float*>(data));  // oneDNN's memory takes a non-const handle
 }
 
-/** The filter `w` in the layout the primitive wants: the user's memory itself, or a converted copy in scratch. */
-memory primitive_weights(const Entry& e, const Shapes& s, const float* w) {
-  memory user = wrap(s.weights, w);
-  if (!e.reorder) return user;
-  memory converted(e.weights, engine(), weights_scratch(e.weights.get_size()));
-  e.to_primitive.execute(stream(), user, converted);
-  return converted;
+/** Which operand a converted copy is of: the filter's copy is kept in a per-thread buffer between calls;
+ *  an activation's (up to hundreds of MB) is allocated for the call and freed after it. */
+enum class Copy { kFilter, kActivation };
+
+memory converted(const Operand& o, Copy copy) {
+  if (copy == Copy::kFilter) return memory(o.wanted, engine(), filter_scratch(o.wanted.get_size()));
+  return memory(o.wanted, engine());
+}
+
+/** An input in the kernel's layout: the JS memory itself, or a converted copy. */
+memory input(const Operand& o, const memory::desc& user_desc, const float* data, Copy copy) {
+  memory user = wrap(user_desc, data);
+  if (!o.reorder) return user;
+  memory c = converted(o, copy);
+  o.convert.execute(stream(), user, c);
+  return c;
+}
+
+/** Where the kernel writes an output: the JS memory itself, or a copy that `finish` converts into it. */
+memory output(const Operand& o, const memory::desc& user_desc, float* data, Copy copy) {
+  return o.reorder ? converted(o, copy) : wrap(user_desc, data);
+}
+
+void finish(const Operand& o, memory out, const memory::desc& user_desc, float* data) {
+  if (o.reorder) {
+    memory user = wrap(user_desc, data);
+    o.convert.execute(stream(), out, user);
+  }
+  stream().wait();
+  runs++;
 }
 
 bool forward(const float* x, const float* w, float* y, const ConvGeom& g, Epilogue& ep, bool depthwise) {
@@ -313,13 +369,13 @@ bool forward(const float* x, const float* w, float* y, const ConvGeom& g, Epilog
   const auto e = lookup(g, Pass::kForward, depthwise, f, ep.leaky_alpha, &s);
   if (!e) return false;
   match_threads(conv_macs(g, depthwise));
-  const memory weights = primitive_weights(*e, s, w);
-  std::unordered_map<int, memory> args{
-      {DNNL_ARG_SRC, wrap(s.src, x)}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, wrap(s.dst, y)}};
+  const memory out = output(e->dst, s.dst, y, Copy::kActivation);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, input(e->src, s.src, x, Copy::kActivation)},
+                                       {DNNL_ARG_WEIGHTS, input(e->weights, s.weights, w, Copy::kFilter)},
+                                       {DNNL_ARG_DST, out}};
   if (f.bias) args.emplace(DNNL_ARG_BIAS, wrap(memory::desc({g.oc}, kF32, Tag::a), ep.bias));
   e->primitive.execute(stream(), args);
-  stream().wait();
-  runs++;
+  finish(e->dst, out, s.dst, y);
   if (f.bias) ep.bias = nullptr;
   if (f.act != kLinear) ep.act = kLinear;
   return true;
@@ -331,12 +387,11 @@ bool backward_data(const float* dy, const float* w, float* dx, const ConvGeom& g
   const auto e = lookup(g, Pass::kBackwardData, depthwise, Fusion{}, 0.f, &s);
   if (!e) return false;
   match_threads(conv_macs(g, depthwise));
-  const memory weights = primitive_weights(*e, s, w);
-  e->primitive.execute(stream(), {{DNNL_ARG_DIFF_DST, wrap(s.dst, dy)},
-                                  {DNNL_ARG_WEIGHTS, weights},
-                                  {DNNL_ARG_DIFF_SRC, wrap(s.src, dx)}});
-  stream().wait();
-  runs++;
+  const memory out = output(e->src, s.src, dx, Copy::kActivation);
+  e->primitive.execute(stream(), {{DNNL_ARG_DIFF_DST, input(e->dst, s.dst, dy, Copy::kActivation)},
+                                  {DNNL_ARG_WEIGHTS, input(e->weights, s.weights, w, Copy::kFilter)},
+                                  {DNNL_ARG_DIFF_SRC, out}});
+  finish(e->src, out, s.src, dx);
   return true;
 }
 
@@ -346,14 +401,11 @@ bool backward_weights(const float* x, const float* dy, float* dw, const ConvGeom
   const auto e = lookup(g, Pass::kBackwardWeights, depthwise, Fusion{}, 0.f, &s);
   if (!e) return false;
   match_threads(conv_macs(g, depthwise));
-  memory user = wrap(s.weights, dw);
-  memory grad = e->reorder ? memory(e->weights, engine(), weights_scratch(e->weights.get_size())) : user;
-  e->primitive.execute(stream(), {{DNNL_ARG_SRC, wrap(s.src, x)},
-                                  {DNNL_ARG_DIFF_DST, wrap(s.dst, dy)},
-                                  {DNNL_ARG_DIFF_WEIGHTS, grad}});
-  if (e->reorder) e->from_primitive.execute(stream(), grad, user);
-  stream().wait();
-  runs++;
+  const memory out = output(e->weights, s.weights, dw, Copy::kFilter);
+  e->primitive.execute(stream(), {{DNNL_ARG_SRC, input(e->src, s.src, x, Copy::kActivation)},
+                                  {DNNL_ARG_DIFF_DST, input(e->dst, s.dst, dy, Copy::kActivation)},
+                                  {DNNL_ARG_DIFF_WEIGHTS, out}});
+  finish(e->weights, out, s.weights, dw);
   return true;
 }
 
@@ -368,11 +420,12 @@ bool routes(Kernel k) {
     const char* v = std::getenv("WUERSTCHEN_DNNL");
     if (v && std::strcmp(v, "0") == 0) return 0u;
     if (v && std::strcmp(v, "all") == 0) return (1u << kKernelCount) - 1;
-    // Measured on AVX2 (no AVX-512 in the VM): oneDNN's NHWC filter gradient took ~3x the im2col + sgemm
-    // time on a 3x3x320x320 conv, and its depthwise kernels ~1.5-4x the direct loops on Stage C's shapes.
-    // Matmuls: oneDNN took 0.35-0.8x the time of a loop of sgemm calls on the prior's attention shapes, and
-    // 0.8-0.98x of one sgemm on its linear layers (forward and both gradients).
-    return (1u << kConv2d) | (1u << kConv2dBackpropInput) | (1u << kBatchMatMul);
+    // Measured on AVX2 (no AVX-512 in the VM), best of 8 on a 3x3x320x320 conv at 64x64 and on depthwise
+    // 3x3 at 2x24x24x1536 and 1x64x64x96: oneDNN's filter gradient took 1.0-1.3x the im2col + sgemm time
+    // (blocked; 1.6-2x on NHWC), so that one stays on OpenBLAS; its depthwise forward 0.25-0.6x and depthwise
+    // gradients 0.7-0.95x the direct loops' time. Matmuls: 0.35-0.8x the time of a loop of sgemm calls on the
+    // prior's attention shapes, and 0.8-0.98x of one sgemm on its linear layers (forward and both gradients).
+    return (1u << kKernelCount) - 1 - (1u << kConv2dBackpropFilter);
   }();
   return mask >> k & 1u;
 }

@@ -1,6 +1,7 @@
 // Convolutions and batched matmuls through oneDNN (Debian's libdnnl, built with OpenMP), compiled only when the
-// build found it (WUERSTCHEN_DNNL). Tensors stay the JS ones: NHWC activations and HWIO filters are handed to oneDNN as
-// they are; only the filter is reordered when the chosen kernel wants a blocked layout.
+// build found it (WUERSTCHEN_DNNL). The JS tensors (NHWC activations, HWIO filters) are handed to oneDNN as they
+// are, except where its kernel wants its own layout: filters then, and the activations of dense forward and
+// input-gradient convolutions (blocked kernels beat the NHWC ones on AVX2), are reordered around the call.
 #pragma once
 #include <cstdint>
 
