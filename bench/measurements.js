@@ -14,6 +14,9 @@
  * W is the lazily loaded model code: { core, common, prior, diffnext, paella }.
  */
 const F = require('./flops');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
 
 const PRIOR_CONFIG = { c_in: 16, c: 1536, c_cond: 1280, c_r: 64, depth: 32, nhead: 24 };
 const FP32 = 4;
@@ -214,6 +217,34 @@ async function tinySetup(W) {
   };
 }
 
+/**
+ * One optimizer update of the bundled tiny model's `stage` with its committed config (configs/tiny-{a,b,c}.json)
+ * and batch, on 32 shapes pictures made for the run. Stage B decodes through the bundled VQGAN and Stage C encodes
+ * through the bundled compressor. Every update sees the same batch, so after the warm-up the per-sample caches
+ * of the frozen networks hit, as from a run's second epoch on.
+ */
+function tinyTrainSetup(W, stage) {
+  const T = W.train;
+  const root = path.join(__dirname, '..');
+  const bundle = path.join(root, 'packages/wuerstchen/models/wuerstchen-tiny');
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `wuerstchen-bench-${stage}-`));
+  const data = path.join(tmp, 'data');
+  T.makeShapes({ out: data, n: 32, seed: 1 });
+  const config = T.loadConfig(path.join(root, 'configs', `tiny-${stage}.json`), stage);
+  if (stage === 'b') config.vqgan = { ...config.vqgan, from: path.join(bundle, 'wuerstchen') };
+  if (stage === 'c') config.effnet = { ...config.effnet, from: path.join(bundle, 'effnet') };
+  const trainer = T.createTrainer({ config, data, out: path.join(tmp, 'run'), progress: 'none', log: () => {} }).init();
+  const phase = config.phases[0];
+  const batch = Array.from({ length: phase.batch_size }, () => trainer.dataset.next());
+  return {
+    run: () => trainer.update(batch, phase, phase.grad_accum),
+    dispose: () => {
+      trainer.dispose();
+      fs.rmSync(tmp, { recursive: true, force: true });
+    },
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 
 const MEASUREMENTS = [
@@ -335,6 +366,12 @@ const MEASUREMENTS = [
     flops: null,
     setup: (tf, W) => tinySetup(W),
   },
+  ...['a', 'b', 'c'].map((stage) => ({
+    name: `tiny_train_step_${stage}`,
+    shape: `one update of the bundled tiny model's Stage ${stage.toUpperCase()} (configs/tiny-${stage}.json, its batch)`,
+    flops: null,
+    setup: (tf, W) => tinyTrainSetup(W, stage),
+  })),
 ];
 
 function blockParams(W) {

@@ -77,6 +77,9 @@ const W = {
   get wuerstchen() {
     return require(path.join(ROOT, 'packages/wuerstchen/dist/index.js'));
   },
+  get train() {
+    return require(path.join(ROOT, 'packages/train/dist/index.js'));
+  },
   get paella() {
     const file = path.join(ROOT, 'packages/wuerstchen/dist/models/paella_vq.js');
     try {

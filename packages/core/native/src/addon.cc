@@ -402,28 +402,17 @@ napi_value Grn(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-/** grnGrad(dy, x, gamma, dx, batch, positions, channels) */
+/** grnGrad(dy, x, gamma, dx, dgamma, batch, positions, channels) */
 napi_value GrnGrad(napi_env env, napi_callback_info info) {
   Args args(env, info);
   int64_t b, p, c;
-  if (!grn_sizes(env, args, 4, &b, &p, &c)) return nullptr;
+  if (!grn_sizes(env, args, 5, &b, &p, &c)) return nullptr;
   const float* dy = args.f32(0, b * p * c);
   const float* x = args.f32(1, b * p * c);
   const float* gamma = args.f32(2, c);
   float* dx = args.output(3, b * p * c);
-  if (args.ok()) guarded(env, "grnGrad", [&] { wn::grn_grad(dy, x, gamma, dx, b, p, c); });
-  return nullptr;
-}
-
-/** grnGammaGrad(dy, x, dgamma, batch, positions, channels) */
-napi_value GrnGammaGrad(napi_env env, napi_callback_info info) {
-  Args args(env, info);
-  int64_t b, p, c;
-  if (!grn_sizes(env, args, 3, &b, &p, &c)) return nullptr;
-  const float* dy = args.f32(0, b * p * c);
-  const float* x = args.f32(1, b * p * c);
-  float* dgamma = args.output(2, c);
-  if (args.ok()) guarded(env, "grnGammaGrad", [&] { wn::grn_gamma_grad(dy, x, dgamma, b, p, c); });
+  float* dgamma = args.output(4, c);
+  if (args.ok()) guarded(env, "grnGrad", [&] { wn::grn_grad(dy, x, gamma, dx, dgamma, b, p, c); });
   return nullptr;
 }
 
@@ -545,7 +534,6 @@ NAPI_MODULE_INIT() {
       {"layerNormGrad", nullptr, LayerNormGrad, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"grn", nullptr, Grn, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"grnGrad", nullptr, GrnGrad, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
-      {"grnGammaGrad", nullptr, GrnGammaGrad, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"stridedCopy", nullptr, StridedCopy, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"reduceSum", nullptr, ReduceSum, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"features", nullptr, Features, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},

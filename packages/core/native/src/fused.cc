@@ -109,8 +109,8 @@ std::vector<double> grn_denominators(const std::vector<double>& g, int64_t batch
   return d;
 }
 
-/** What both GRN gradients need, per image b and channel c: G = ‖x‖ over positions, d = mean_c G + eps, and
- *  Σ_p dy·x. */
+/** What the GRN gradients (of x and of γ) need, per image b and channel c: G = ‖x‖ over positions,
+ *  d = mean_c G + eps, and Σ_p dy·x. */
 struct GrnBackward {
   std::vector<double> g, d, dyx;
 };
@@ -200,8 +200,8 @@ void grn(const float* x, const float* gamma, const float* beta, float* y, int64_
   });
 }
 
-void grn_grad(const float* dy, const float* x, const float* gamma, float* dx, int64_t batch, int64_t positions,
-              int64_t channels) {
+void grn_grad(const float* dy, const float* x, const float* gamma, float* dx, float* dgamma, int64_t batch,
+              int64_t positions, int64_t channels) {
   const GrnBackward s = grn_backward_sums(dy, x, batch, positions, channels);
   // y = x·(γ·N + 1) + β with N = G / d, d = mean_c G + eps, G = ‖x‖ over positions. Per image:
   // dL/dG_c = s_c / d − Σ_c' s_c' G_c' / (C·d²) with s_c = γ_c Σ_p dy·x, and dG_c/dx = x / G_c (0 where G_c = 0,
@@ -223,11 +223,7 @@ void grn_grad(const float* dy, const float* x, const float* gamma, float* dx, in
     grn_grad_rows(dy + off, x + off, scale.data() + b * channels, coef.data() + b * channels, dx + off, p1 - p0,
                   channels);
   });
-}
-
-void grn_gamma_grad(const float* dy, const float* x, float* dgamma, int64_t batch, int64_t positions,
-                    int64_t channels) {
-  const GrnBackward s = grn_backward_sums(dy, x, batch, positions, channels);
+  // dL/dγ_c = Σ_b N_bc Σ_p dy·x
   for (int64_t c = 0; c < channels; c++) {
     double acc = 0;
     for (int64_t b = 0; b < batch; b++) acc += s.g[b * channels + c] / s.d[b] * s.dyx[b * channels + c];

@@ -85,10 +85,9 @@ void layer_norm_grad(const float* dy, const float* x, float* dx, int64_t rows, i
  *  to x, and with respect to gamma (summed over the batch; beta's is the plain sum of dy). */
 void grn(const float* x, const float* gamma, const float* beta, float* y, int64_t batch, int64_t positions,
          int64_t channels);
-void grn_grad(const float* dy, const float* x, const float* gamma, float* dx, int64_t batch, int64_t positions,
-              int64_t channels);
-void grn_gamma_grad(const float* dy, const float* x, float* dgamma, int64_t batch, int64_t positions,
-                    int64_t channels);
+/** The gradients of grn with respect to x (`dx`, like x) and γ (`dgamma`, [channels]), from one pass of sums. */
+void grn_grad(const float* dy, const float* x, const float* gamma, float* dx, float* dgamma, int64_t batch,
+              int64_t positions, int64_t channels);
 
 // layout.cc
 /** out (dense, `shape`) = x read with element `strides`: transposes and slices. */

@@ -69,13 +69,6 @@ interface Addon {
     x: Float32Array,
     gamma: Float32Array,
     dx: Float32Array,
-    batch: number,
-    positions: number,
-    channels: number,
-  ): void;
-  grnGammaGrad(
-    dy: Float32Array,
-    x: Float32Array,
     dgamma: Float32Array,
     batch: number,
     positions: number,
@@ -222,7 +215,7 @@ function nativeKernels(native: Addon): tf.KernelConfig[] {
 /** The kernels of layers/fused.ts, which have no cpu counterpart: the layers call them only where registered. */
 function fusedKernels(native: Addon): tf.KernelConfig[] {
   const lastAxis = (t: tf.TensorInfo) => t.shape[t.shape.length - 1];
-  const kernels: Record<string, (args: Args) => tf.TensorInfo> = {
+  const kernels: Record<string, (args: Args) => tf.TensorInfo | tf.TensorInfo[]> = {
     [FusedKernel.Softmax]: ({ inputs: { logits }, backend }) =>
       output(backend, logits.shape, (y) => {
         if (y.length) native.softmax(float32(backend, logits), y, lastAxis(logits));
@@ -249,16 +242,12 @@ function fusedKernels(native: Addon): tf.KernelConfig[] {
         const [b, p, c] = grnSizes(FusedKernel.GlobalResponseNorm, x, gamma, beta);
         native.grn(float32(backend, x), float32(backend, gamma), float32(backend, beta), y, b, p, c);
       }),
-    [FusedKernel.GlobalResponseNormGrad]: ({ inputs: { dy, x, gamma }, backend }) =>
-      output(backend, x.shape, (dx) => {
-        const [b, p, c] = grnSizes(FusedKernel.GlobalResponseNormGrad, x, gamma);
-        native.grnGrad(float32(backend, dy), float32(backend, x), float32(backend, gamma), dx, b, p, c);
-      }),
-    [FusedKernel.GlobalResponseNormGammaGrad]: ({ inputs: { dy, x }, backend }) => {
-      const [b, p, c] = grnSizes(FusedKernel.GlobalResponseNormGammaGrad, x);
-      return output(backend, [1, 1, 1, c], (dgamma) =>
-        native.grnGammaGrad(float32(backend, dy), float32(backend, x), dgamma, b, p, c),
-      );
+    [FusedKernel.GlobalResponseNormGrad]: ({ inputs: { dy, x, gamma }, backend }) => {
+      const [b, p, c] = grnSizes(FusedKernel.GlobalResponseNormGrad, x, gamma);
+      const dx = new Float32Array(b * p * c);
+      const dgamma = new Float32Array(c);
+      native.grnGrad(float32(backend, dy), float32(backend, x), float32(backend, gamma), dx, dgamma, b, p, c);
+      return [backend.makeTensorInfo(x.shape, 'float32', dx), backend.makeTensorInfo([1, 1, 1, c], 'float32', dgamma)];
     },
   };
   return Object.entries(kernels).map(([kernelName, kernelFunc]) => ({

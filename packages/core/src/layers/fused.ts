@@ -19,10 +19,9 @@ export const FusedKernel = {
   /** inputs { x: [B,H,W,C], gamma: [1,1,1,C], beta: [1,1,1,C] }: γ·(x·N) + β + x, N = G / (mean_C G + 1e-6),
    *  G = ‖x‖₂ over (H, W). */
   GlobalResponseNorm: 'WuGlobalResponseNorm',
-  /** inputs { dy, x, gamma }: the GlobalResponseNorm's gradient with respect to x. */
+  /** inputs { dy, x, gamma }: the GlobalResponseNorm's gradients with respect to x and to gamma (`[1,1,1,C]`),
+   *  two outputs from one pass of sums. */
   GlobalResponseNormGrad: 'WuGlobalResponseNormGrad',
-  /** inputs { dy, x }: its gradient with respect to gamma, `[1,1,1,C]`. */
-  GlobalResponseNormGammaGrad: 'WuGlobalResponseNormGammaGrad',
   /** inputs { logits }: softmax over the last axis (tfjs's Softmax kernel, whose gradient takes four ops). */
   Softmax: 'WuSoftmax',
   /** inputs { dy, y }: y·(dy − Σ dy·y) along the last axis, from the softmax y. */
@@ -57,11 +56,10 @@ tf.registerGradient({
   inputsToSave: ['x', 'gamma'],
   gradFunc: (dy, [x, gamma]) => {
     const d = dy as tf.Tensor;
-    return {
-      x: () => runFused(FusedKernel.GlobalResponseNormGrad, { dy: d, x, gamma }),
-      gamma: () => runFused(FusedKernel.GlobalResponseNormGammaGrad, { dy: d, x }),
-      beta: () => tf.sum(d, [0, 1, 2], true),
-    };
+    // Both from one kernel, run here rather than in a thunk: tfjs runs each thunk in its own tidy, which would
+    // dispose the other output. The backward pass's own tidy frees whichever of the two is not used.
+    const [dx, dgamma] = tf.engine().runKernel(FusedKernel.GlobalResponseNormGrad, { dy: d, x, gamma }) as tf.Tensor[];
+    return { x: () => dx, gamma: () => dgamma, beta: () => tf.sum(d, [0, 1, 2], true) };
   },
 });
 
