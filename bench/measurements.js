@@ -158,6 +158,18 @@ function vqSetup(tf, W, { side }) {
  * published configs, then the VQGAN decode, all three resident as in the combined pipeline. The text encoders
  * are left out (torch's side has none either). For peak memory of the whole chain in the time limit.
  */
+/** `steps` model calls from `start` (not consumed) at t = 1, 1 − 1/steps, …, each output the next input,
+ *  each intermediate freed once used; returns the last output. */
+function denoise(tf, start, steps, step) {
+  let z = tf.clone(start);
+  for (let i = 0; i < steps; i++) {
+    const next = tf.tidy(() => step(z, 1 - i / steps));
+    z.dispose();
+    z = next;
+  }
+  return z;
+}
+
 function generateSetup(tf, W, { steps = 2 } = {}) {
   const prior = priorModel(W);
   const decoder = new W.diffnext.WuerstchenDiffNeXt();
@@ -172,20 +184,10 @@ function generateSetup(tf, W, { steps = 2 } = {}) {
   return {
     run: () => {
       const { x, c, latents, clip } = inputs;
-      let effnet = tf.clone(x);
-      for (let i = 0; i < steps; i++) {
-        const next = tf.tidy(() => prior.forward(effnet, tf.fill([2], 1 - i / steps), c));
-        effnet.dispose();
-        effnet = next;
-      }
+      const effnet = denoise(tf, x, steps, (e, t) => prior.forward(e, tf.fill([2], t), c));
       const cond = tf.tidy(() => tf.slice(effnet, [0, 0, 0, 0], [1, 24, 24, 16]));
       effnet.dispose();
-      let z = tf.clone(latents);
-      for (let i = 0; i < steps; i++) {
-        const next = tf.tidy(() => decoder.forward(z, tf.fill([1], 1 - i / steps), cond, clip));
-        z.dispose();
-        z = next;
-      }
+      const z = denoise(tf, latents, steps, (zt, t) => decoder.forward(zt, tf.fill([1], t), cond, clip));
       cond.dispose();
       tidyRun(tf, () => vq.decode(z));
       z.dispose();

@@ -491,6 +491,7 @@ function nativeSuite(): void {
       ['square', tf.square],
       ['sqrt', (x) => tf.sqrt(x.abs())],
       ['rsqrt', (x) => tf.rsqrt(x.abs().add(0.1))],
+      ['sigmoid', tf.sigmoid],
     ];
     test.each(unaryOps)('%s and its gradient', async (_name, op) => {
       const x = rand([3, 17, 5]);

@@ -286,7 +286,7 @@ napi_value Unary(napi_env env, napi_callback_info info) {
   const int64_t op = args.i64(0);
   const float* x = args.f32(1, 0, false, &n);
   float* out = args.output(2, n);
-  if (args.ok() && (op < wn::kErf || op > wn::kRsqrt)) {
+  if (args.ok() && (op < wn::kErf || op > wn::kLogistic)) {
     napi_throw_range_error(env, nullptr, "unary: bad op");
     return nullptr;
   }

@@ -55,6 +55,7 @@ void unary_range(UnaryOp op, float* out, const float* x, int64_t n) {
     case kSquare: return unary_loop(out, x, n, [](float v) { return v * v; });
     case kSqrt: return unary_loop(out, x, n, [](float v) { return std::sqrt(v); });
     case kRsqrt: return unary_loop(out, x, n, [](float v) { return 1.f / std::sqrt(v); });
+    case kLogistic: return unary_loop(out, x, n, [](float v) { return 1.f / (1.f + exp_vec(-v)); });
   }
 }
 
@@ -113,7 +114,7 @@ void binary(BinaryOp op, const float* a, const float* b, float* out, const std::
 }
 
 void unary(UnaryOp op, const float* x, float* out, int64_t n) {
-  parallel_for(n, op == kErf || op == kExp ? 8 * n : n,
+  parallel_for(n, op == kErf || op == kExp || op == kLogistic ? 8 * n : n,
                [&](int64_t i0, int64_t i1) { unary_range(op, out + i0, x + i0, i1 - i0); });
 }
 

@@ -64,7 +64,7 @@ void batch_matmul(const float* a, const float* b, float* out, int64_t batch, int
 
 // elementwise.cc
 enum BinaryOp { kAdd, kSub, kMul, kDiv };
-enum UnaryOp { kErf, kExp, kNeg, kSquare, kSqrt, kRsqrt };
+enum UnaryOp { kErf, kExp, kNeg, kSquare, kSqrt, kRsqrt, kLogistic };
 /** out = a op b over `shape`; the strides (in elements) are 0 along broadcast dims. */
 void binary(BinaryOp op, const float* a, const float* b, float* out, const std::vector<int64_t>& shape,
             const std::vector<int64_t>& a_strides, const std::vector<int64_t>& b_strides);

@@ -590,7 +590,7 @@ function depthwiseBackpropFilter({ inputs: { x, dy }, backend, attrs }: Args, na
 
 /** Position = BinaryOp / UnaryOp code in native/src/kernels.h. */
 const BINARY_OPS = ['Add', 'Sub', 'Multiply', 'RealDiv'];
-const UNARY_OPS = ['Erf', 'Exp', 'Neg', 'Square', 'Sqrt', 'Rsqrt'];
+const UNARY_OPS = ['Erf', 'Exp', 'Neg', 'Square', 'Sqrt', 'Rsqrt', 'Sigmoid'];
 
 /**
  * Drops unit dims and merges neighbours that every operand steps through as one (row-major), so that
