@@ -606,6 +606,29 @@ function nativeSuite(): void {
       expect(await compare(() => tf.grad(f)(T(x)), 'stridedCopy')).toBeGreaterThan(0);
     });
 
+    test('concat along each axis, with an empty part, and its gradient', async () => {
+      expect(tf.getKernel('Concat', 'native')).toBeDefined();
+      const a = rand([2, 3, 4]);
+      const parts: [number[], number][] = [
+        [[1, 3, 4], 0],
+        [[2, 5, 4], 1],
+        [[2, 0, 4], 1],
+        [[2, 3, 7], 2],
+        [[2, 3, 1], -1],
+      ];
+      for (const [shape, axis] of parts) {
+        const b = rand(shape);
+        expect(await compare(() => tf.concat([T(a), T(b), T(a)], axis), 'stridedCopy')).toBe(0);
+      }
+      const b = rand([2, 5, 4]);
+      const f = (p: tf.Tensor) =>
+        tf
+          .concat([p, T(b)], 1)
+          .square()
+          .sum();
+      expect(await compare(() => tf.grad(f)(T(a)), 'stridedCopy')).toBeGreaterThan(0);
+    });
+
     const reductions: [number[], number | number[], boolean][] = [
       [[3, 4, 50], -1, false],
       [[3, 4, 50], [1, 2], true],

@@ -202,6 +202,7 @@ function nativeKernels(native: Addon): tf.KernelConfig[] {
     Transpose: transpose,
     Slice: slice,
     SplitV: splitV,
+    Concat: concat,
     Sum: (args, native) => reduceSum(args, native, false),
     Mean: (args, native) => reduceSum(args, native, true),
   };
@@ -711,6 +712,28 @@ function splitV({ inputs: { x }, backend, attrs }: Args, native: Addon): tf.Tens
     const piece = sliced(backend, native, x, [...begin], size);
     begin[axis] += s;
     return piece;
+  });
+}
+
+/** Concat as one typed-array copy per (row before `axis`, input); tfjs's cpu kernel copies element by element. */
+function concat({ inputs, backend, attrs }: Args): tf.TensorInfo | null {
+  const xs = Object.values(inputs);
+  if (!allFloat32(backend, ...xs)) return null;
+  const axis = tf.util.parseAxisParam(attrs.axis as number, xs[0].shape)[0];
+  const outShape = tf.backend_util.computeOutShape(
+    xs.map((t) => t.shape),
+    axis,
+  );
+  const rows = tf.util.sizeFromShape(outShape.slice(0, axis));
+  const cols = tf.util.sizeFromShape(outShape.slice(axis));
+  return output(backend, outShape, (out) => {
+    let offset = 0;
+    for (const x of xs) {
+      const width = tf.util.sizeFromShape(x.shape.slice(axis));
+      const v = values(backend, x);
+      for (let r = 0; r < rows && width > 0; r++) out.set(v.subarray(r * width, (r + 1) * width), r * cols + offset);
+      offset += width;
+    }
   });
 }
 
