@@ -1,0 +1,136 @@
+#!/usr/bin/env node
+/**
+ * Does the prior know where each of its pixels is? A linear probe of absolute position on its features.
+ *
+ * The WuerstchenPrior has no positional embedding: a pixel can learn its place only from the zero padding of
+ * its depthwise convolutions, one pixel further in per block. A prompt's position words can only be followed
+ * where the features say where a pixel is. This script runs the prior on pure noise at noise level t (where
+ * the noisy latent shows nothing) with fixed prompts, fits a ridge classifier from each pixel's features to
+ * its column (and its row) on half of the pixels, and reports the accuracy on the other half: overall, and
+ * for the inner columns (not touching the border), which only depth can tell apart.
+ *
+ *   node scripts/position-probe.js [--model DIR] [--prior PRIOR_FOLDER] [--t 0.995] [--n 96]
+ *
+ * Prints one JSON line per feature (`x_projected`: after the input projection; `blocks_out`: after the last
+ * block) and axis.
+ */
+'use strict';
+const path = require('path');
+const tf = require('@tensorflow/tfjs');
+const { useBackend } = require('@wuerstchen/core');
+const w = require('wuerstchen');
+const { flag } = require('./lib/flags');
+
+const PROMPTS = [
+  'a small red circle on the left on a blue background',
+  'a large white square at the top on a black background',
+  'a small green triangle in the middle on a orange background',
+];
+
+/** Solves (A) X = B for a symmetric positive definite A (n × n) and B (n × k), both row-major, by Cholesky. */
+function choleskySolve(a, b, n) {
+  const l = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      let s = a[i * n + j];
+      for (let k = 0; k < j; k++) s -= l[i * n + k] * l[j * n + k];
+      l[i * n + j] = i === j ? Math.sqrt(s) : s / l[j * n + j];
+    }
+  }
+  const k = b.length / n;
+  const x = new Float64Array(b.length);
+  const y = new Float64Array(n);
+  for (let c = 0; c < k; c++) {
+    for (let i = 0; i < n; i++) {
+      let s = b[i * k + c];
+      for (let j = 0; j < i; j++) s -= l[i * n + j] * y[j];
+      y[i] = s / l[i * n + i];
+    }
+    for (let i = n - 1; i >= 0; i--) {
+      let s = y[i];
+      for (let j = i + 1; j < n; j++) s -= l[j * n + i] * x[j * k + c];
+      x[i * k + c] = s / l[i * n + i];
+    }
+  }
+  return x;
+}
+
+/**
+ * Accuracy of a ridge classifier (one-hot targets, bias feature) trained on the first half of `rows` and
+ * tested on the second. `features` is [rows, dims]; `label(i)` in [0, classes).
+ */
+function probe(features, rows, dims, classes, label, inner) {
+  const d = dims + 1;
+  const feature = (i, j) => (j === dims ? 1 : features[i * dims + j]);
+  const half = rows >> 1;
+  const gram = new Float64Array(d * d);
+  const rhs = new Float64Array(d * classes);
+  for (let i = 0; i < half; i++) {
+    for (let a = 0; a < d; a++) {
+      const fa = feature(i, a);
+      for (let b = 0; b < d; b++) gram[a * d + b] += fa * feature(i, b);
+      rhs[a * classes + label(i)] += fa;
+    }
+  }
+  for (let a = 0; a < d; a++) gram[a * d + a] += 1e-3 * half;
+  const weights = choleskySolve(gram, rhs, d);
+  let right = 0;
+  let innerRight = 0;
+  let innerCount = 0;
+  for (let i = half; i < rows; i++) {
+    let best = 0;
+    let bestScore = -Infinity;
+    for (let c = 0; c < classes; c++) {
+      let s = 0;
+      for (let j = 0; j < d; j++) s += feature(i, j) * weights[j * classes + c];
+      if (s > bestScore) [best, bestScore] = [c, s];
+    }
+    const ok = best === label(i);
+    right += ok;
+    if (inner(label(i))) [innerRight, innerCount] = [innerRight + ok, innerCount + 1];
+  }
+  return { accuracy: right / (rows - half), inner: innerCount ? innerRight / innerCount : null };
+}
+
+(async () => {
+  await useBackend(flag('backend', 'auto'));
+  const pipe = w.WuerstchenPriorPipeline.fromPretrained(
+    path.join(path.resolve(flag('model', w.TINY_MODEL_DIR)), 'wuerstchen-prior'),
+  );
+  const prior = flag('prior') ? w.loadModel(path.resolve(flag('prior')), 'WuerstchenPrior') : pipe.prior.get();
+  const t = Number(flag('t', '0.995'));
+  const n = Number(flag('n', '96'));
+  const [h, wd] = pipe.latentSize(w.TINY_MODEL.height, w.TINY_MODEL.width);
+  const captions = Array.from({ length: n }, (_, i) => PROMPTS[i % PROMPTS.length]);
+  const traced = {};
+  tf.tidy(() => {
+    const c = prior.config.c_in;
+    const noise = tf.tensor(new w.Generator(3).randnArray(n * h * wd * c), [n, h, wd, c]);
+    prior.forward(noise, tf.fill([n], t), pipe.encodePrompt(captions, 1, false), (name, v) => {
+      if (name === 'x_projected' || name === 'blocks_out') traced[name] = v.dataSync().slice();
+    });
+  });
+  const dims = prior.config.c;
+  for (const [name, features] of Object.entries(traced)) {
+    for (const [axis, side, index] of [
+      ['column', wd, (p) => p % wd],
+      ['row', h, (p) => Math.floor(p / wd)],
+    ]) {
+      const label = (i) => index(i % (h * wd));
+      const r = probe(features, n * h * wd, dims, side, label, (l) => l > 0 && l < side - 1);
+      const line = {
+        t,
+        features: name,
+        axis,
+        classes: side,
+        accuracy: Number(r.accuracy.toFixed(3)),
+        inner_accuracy: r.inner === null ? null : Number(r.inner.toFixed(3)),
+        chance: Number((1 / side).toFixed(3)),
+      };
+      process.stdout.write(JSON.stringify(line) + '\n');
+    }
+  }
+})().catch((e) => {
+  process.stderr.write(`position-probe: ${e.message}\n`);
+  process.exit(1);
+});
