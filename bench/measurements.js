@@ -59,8 +59,8 @@ function blockSetup(tf, W, { B = 2, H = 24, Wd = 24, c = 1536, nhead = 24, cR = 
   const run = backward
     ? () =>
         tidyRun(tf, () => {
-          // loss = mean(out²); gradients of all 20 parameters (the input needs none)
-          tf.variableGrads(() => tf.mean(tf.square(fwd())), vars);
+          // loss = mean(out²); gradients of all 20 parameters (the input needs none), as the trainers take them
+          W.coreInternal.variableGrads(() => tf.mean(tf.square(fwd())), vars);
         })
     : () => tidyRun(tf, fwd);
   return {

@@ -65,6 +65,9 @@ const W = {
   get core() {
     return require(path.join(ROOT, 'packages/core/dist/index.js'));
   },
+  get coreInternal() {
+    return require(path.join(ROOT, 'packages/core/dist/internal.js'));
+  },
   get common() {
     return require(path.join(ROOT, 'packages/wuerstchen/dist/models/common.js'));
   },

@@ -8,6 +8,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { HostTensor, Module, Parameter } from '@wuerstchen/core';
 import { ProgressBar, ProgressMode } from '@wuerstchen/core/cli';
+import { variableGrads } from '@wuerstchen/core/internal';
 import { Generator } from 'wuerstchen';
 import { PhaseConfig, TrainConfig, phaseAt, totalSteps, weightingOf } from './config';
 import {
@@ -100,7 +101,7 @@ export class GradAccumulator {
   }
   /** Backprop `f` (a scalar loss) and add the gradients; returns the loss value. */
   add(f: () => tf.Scalar): number {
-    const { value, grads } = tf.variableGrads(f, this.vars);
+    const { value, grads } = variableGrads(f, this.vars);
     const v = value.dataSync()[0];
     value.dispose();
     for (const [name, g] of Object.entries(grads)) {
