@@ -139,6 +139,15 @@ type LevelBlock = ResBlockStageB | TimestepBlock | AttnBlock | Sequential;
 /** Resized effnet maps by `HxW`, computed once per effnet tensor (they are constant over sampling). */
 export type EffnetCache = Map<string, tf.Tensor>;
 
+/**
+ * `next`, after disposing `prev` unless it is one of `keep` (the input, the level outputs the skips need): the
+ * U-Net's block chain freed as it goes, as torch frees a tensor when its last reference goes (see `pipe`).
+ */
+function freeing(prev: tf.Tensor, next: tf.Tensor, keep: tf.Tensor[]): tf.Tensor {
+  if (prev !== next && !keep.includes(prev)) prev.dispose();
+  return next;
+}
+
 export class WuerstchenDiffNeXt extends Module {
   readonly config: WuerstchenDiffNeXtConfig;
   readonly clipMapper: Linear;
@@ -287,12 +296,14 @@ export class WuerstchenDiffNeXt extends Module {
     trace?: Trace,
   ): tf.Tensor[] {
     const levels: tf.Tensor[] = [];
+    const input = x;
     this.downBlocks.items.forEach((level, i) => {
       let effnetC: tf.Tensor | null = null;
       for (const block of level.items) {
         if (block instanceof ResBlockStageB && !effnetC) effnetC = this.effnetC(i, effnet, x, cache, trace);
-        x = this.runBlock(block, x, rEmbed, clip, effnetC);
+        x = freeing(x, this.runBlock(block, x, rEmbed, clip, effnetC), [input, ...levels]);
       }
+      effnetC?.dispose();
       levels.unshift(x);
     });
     return levels;
@@ -311,15 +322,19 @@ export class WuerstchenDiffNeXt extends Module {
     const slots = this.effnetMappers.length / 2;
     this.upBlocks.items.forEach((level, u) => {
       let effnetC: tf.Tensor | null = null;
-      level.items.forEach((block, j) => {
+      for (const [j, block] of level.items.entries()) {
         let skip: tf.Tensor | null = null;
+        let joined: tf.Tensor | null = null;
         if (block instanceof ResBlockStageB) {
-          if (!effnetC) effnetC = this.effnetC(slots + u, effnet, x, cache, trace);
+          effnetC ??= this.effnetC(slots + u, effnet, x, cache, trace);
           const levelSkip = j === 0 && u > 0 ? levels[u] : null;
-          skip = levelSkip && effnetC ? tf.concat([levelSkip, effnetC], 3) : (levelSkip ?? effnetC);
+          if (levelSkip && effnetC) skip = joined = tf.concat([levelSkip, effnetC], 3);
+          else skip = levelSkip ?? effnetC;
         }
-        x = this.runBlock(block, x, rEmbed, clip, skip);
-      });
+        x = freeing(x, this.runBlock(block, x, rEmbed, clip, skip), levels);
+        joined?.dispose();
+      }
+      effnetC?.dispose();
     });
     return x;
   }

@@ -5,6 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { Conv2d, LeakyReLU, Linear, Module, ModuleList, Sequential } from '@wuerstchen/core';
+import { pipe } from '@wuerstchen/core/internal';
 import { AttnBlock, ResBlock, TimestepBlock, WuerstchenLayerNorm, genREmbedding } from './common';
 import { ConfigSchema, convCount, linearCount, parseConfig } from './config_schema';
 import { Trace } from './trace';
@@ -102,13 +103,16 @@ export class WuerstchenPrior extends Module {
       const cEmbed = this.condMapper.forward(c);
       trace?.('r_embed', rEmbed);
       trace?.('c_embed', cEmbed);
-      let h = this.projection.forward(x);
-      trace?.('x_projected', h);
-      for (const block of this.blocks.items) {
-        if (block instanceof ResBlock) h = block.forward(h);
-        else if (block instanceof TimestepBlock) h = block.forward(h, rEmbed);
-        else h = block.forward(h, cEmbed);
-      }
+      const projected = this.projection.forward(x);
+      trace?.('x_projected', projected);
+      const h = pipe(
+        projected,
+        ...this.blocks.items.map((block) => (v: tf.Tensor) => {
+          if (block instanceof ResBlock) return block.forward(v);
+          if (block instanceof TimestepBlock) return block.forward(v, rEmbed);
+          return block.forward(v, cEmbed);
+        }),
+      );
       trace?.('blocks_out', h);
       const [a, b] = tf.split(this.out.forward(h), 2, 3);
       trace?.('a', a);
