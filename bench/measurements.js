@@ -2,7 +2,7 @@
 /**
  * The benchmark definitions, shared by bench/worker.js (which runs one of them in a fresh process)
  * and bench/run.js (which lists and filters them). The same names and shapes are in
- * bench/torch_reference.py.
+ * bench/torch_reference.py, except those marked `torch: false` (the bundled tiny model exists only here).
  *
  * A definition:
  *   name, shape (string, as printed), flops (number | null: matmul/conv FLOPs of one run),
@@ -11,7 +11,7 @@
  *   probe: { what, flops, setup } — a smaller run used to estimate the full run's time before it
  *          is attempted (skipped when warm-up + 1 timed run would exceed --max-seconds),
  *   setup(tf, W) → { run(), dispose() } where run() does one timed unit of work.
- * W is the lazily loaded model code: { core, common, prior, diffnext, paella }.
+ * W is the lazily loaded model code: { core, coreInternal, common, prior, diffnext, wuerstchen, train, paella }.
  */
 const F = require('./flops');
 const fs = require('fs');
@@ -366,12 +366,14 @@ const MEASUREMENTS = [
     name: 'tiny_generate',
     shape: 'bundled tiny model, one 64×64 image: 30 prior steps (guidance 4), 12 decoder steps, text encoder and VQGAN',
     flops: null,
+    torch: false,
     setup: (tf, W) => tinySetup(W),
   },
   ...['a', 'b', 'c'].map((stage) => ({
     name: `tiny_train_step_${stage}`,
     shape: `one update of the bundled tiny model's Stage ${stage.toUpperCase()} (configs/tiny-${stage}.json, its batch)`,
     flops: null,
+    torch: false,
     setup: (tf, W) => tinyTrainSetup(W, stage),
   })),
 ];

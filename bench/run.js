@@ -290,7 +290,7 @@ async function main() {
         const fallback = { name: m.name, backend: b, shape: m.shape };
         print(tag(pass)(await runChild(process.execPath, argv, timeout, fallback, opts.underLoad)));
       }
-      if (python) {
+      if (python && m.torch !== false) {
         if (opts.waitIdle) await waitIdle(opts.waitIdle);
         process.stderr.write(`bench: ${m.name} on torch${of}…\n`);
         const argv = [path.join(__dirname, 'torch_reference.py'), '--only', m.name, ...common];
