@@ -153,11 +153,6 @@ function vqSetup(tf, W, { side }) {
   };
 }
 
-/**
- * A 1024² generation with 2 steps per stage: the prior (batch 2, as with guidance) and the decoder at the
- * published configs, then the VQGAN decode, all three resident as in the combined pipeline. The text encoders
- * are left out (torch's side has none either). For peak memory of the whole chain in the time limit.
- */
 /** `steps` model calls from `start` (not consumed) at t = 1, 1 − 1/steps, …, each output the next input,
  *  each intermediate freed once used; returns the last output. */
 function denoise(tf, start, steps, step) {
@@ -170,6 +165,11 @@ function denoise(tf, start, steps, step) {
   return z;
 }
 
+/**
+ * A 1024² generation with 2 steps per stage: the prior (batch 2, as with guidance) and the decoder at the
+ * published configs, then the VQGAN decode, all three resident as in the combined pipeline. The text encoders
+ * are left out (torch's side has none either). For peak memory of the whole chain in the time limit.
+ */
 function generateSetup(tf, W, { steps = 2 } = {}) {
   const prior = priorModel(W);
   const decoder = new W.diffnext.WuerstchenDiffNeXt();

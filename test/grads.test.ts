@@ -55,14 +55,16 @@ describe('variableGrads', () => {
     expect(ours).toBeLessThan(0.8 * theirs);
   });
 
-  test('names what is wrong', () => {
+  test('names what is wrong, and leaves nothing behind', () => {
+    const frozen = tf.variable(tf.zeros([1]), false);
+    const unrelated = tf.variable(tf.zeros([1]));
+    const before = tf.memory().numTensors;
     expect(() => variableGrads(() => tf.ones([2]) as unknown as tf.Scalar, vars)).toThrow(
       /must return a scalar.*rank 1/,
     );
-    const frozen = tf.variable(tf.zeros([1]), false);
     expect(() => variableGrads(loss, [frozen])).toThrow(/none of the 1 variables is trainable/);
-    const unrelated = tf.variable(tf.zeros([1]));
     expect(() => variableGrads(loss, [unrelated])).toThrow(/no variable leads to the value/);
+    expect(tf.memory().numTensors).toBe(before);
     tf.dispose([frozen, unrelated]);
   });
 });

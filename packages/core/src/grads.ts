@@ -69,6 +69,7 @@ export function variableGrads(f: () => tf.Scalar, vars: tf.Variable[]): { value:
     () => engine.tidy('forward', f),
   );
   if (!(y instanceof tf.Tensor) || y.rank !== 0) {
+    tf.dispose(y);
     throw new Error(
       `variableGrads: f must return a scalar tensor, not ${y instanceof tf.Tensor ? `rank ${y.rank}` : typeof y}`,
     );
@@ -77,6 +78,7 @@ export function variableGrads(f: () => tf.Scalar, vars: tf.Variable[]): { value:
   try {
     const grads = engine.tidy('backward', () => backpropagate(nodesFromXsToY(tape, xs, y), xs, y));
     if (grads.every((g) => g === undefined)) {
+      y.dispose();
       throw new Error('variableGrads: no variable leads to the value of f (are their ops inside f?)');
     }
     const named: tf.NamedTensorMap = {};
