@@ -15,6 +15,7 @@ import {
   registerNativeBackend,
 } from '../packages/core/src/backends/native';
 import { FusedKernel } from '../packages/core/src/layers/fused';
+import { adamwUpdate } from '../packages/core/src/adamw';
 import { GlobalResponseNorm, gelu, layerNormLastAxis, multiHeadAttention } from '../packages/core/src/layers';
 
 const required = Boolean(process.env.CI) || process.env.WUERSTCHEN_REQUIRE_NATIVE === '1';
@@ -568,6 +569,27 @@ function nativeSuite(): void {
       const paramGrads = () => Object.values(tf.variableGrads(() => loss(T(x)), params).grads);
       expect(await compare(paramGrads, calls)).toEqual([1, 1]);
       grn.dispose();
+    });
+
+    test('AdamW update: parameter and both moments bit for bit as composed on cpu, with and without decay', async () => {
+      const [p, m, v, g] = [rand([37, 5]), rand([37, 5]), rand([37, 5]), rand([37, 5])];
+      for (const decay of [1, 1 - 1e-3 * 0.01]) {
+        const s = {
+          beta1: 0.9,
+          beta2: 0.95,
+          decay,
+          stepSize: 1e-3 / (1 - 0.9 ** 3),
+          bc2Sqrt: Math.sqrt(1 - 0.95 ** 3),
+          eps: 1e-8,
+        };
+        const update = () => adamwUpdate(T(p), T(m), tf.abs(T(v)), T(g), s);
+        const composed = await runOn('cpu', update);
+        const spy = jest.spyOn(addon, 'adamw');
+        const fused = await runOn('native', update);
+        expect(spy).toHaveBeenCalledTimes(1);
+        spy.mockRestore();
+        expect(fused.map((t) => Array.from(t.data))).toEqual(composed.map((t) => Array.from(t.data)));
+      }
     });
   });
 

@@ -4,6 +4,8 @@
  * Browser-safe, like browser.ts; in Node, the main entry is what installs the disk file store.
  */
 export { fileStore, joinPath, memoryFile, parentPath, readTextFile, writeTextFile } from './files';
+export { adamwUpdate } from './adamw';
+export type { AdamWStep } from './adamw';
 export { variableGrads } from './grads';
 export { JsonTextError, parseStrictJson, quoteValue } from './strict_json';
 export { unsafeRelativeName } from './safetensors_read';

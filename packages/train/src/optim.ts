@@ -10,6 +10,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { HostTensor, Parameter } from '@wuerstchen/core';
+import { AdamWStep, adamwUpdate } from '@wuerstchen/core/internal';
 
 /** Where saved optimizer / EMA tensors are read from; `get` throws for a missing key. */
 export interface HostTensorSource {
@@ -45,23 +46,24 @@ export class AdamW {
     const [b1, b2] = this.opts.betas;
     const bc1 = 1 - b1 ** this.step;
     const bc2 = 1 - b2 ** this.step;
-    const stepSize = lr / bc1;
-    const bc2Sqrt = Math.sqrt(bc2);
-    const decay = 1 - lr * this.opts.weightDecay;
+    const step: AdamWStep = {
+      beta1: b1,
+      beta2: b2,
+      decay: 1 - lr * this.opts.weightDecay,
+      stepSize: lr / bc1,
+      bc2Sqrt: Math.sqrt(bc2),
+      eps: this.opts.eps,
+    };
     for (const [k, p] of this.params) {
       const g = grads.get(k);
       if (!g) continue;
-      tf.tidy(() => {
-        const m = this.m.get(k)!;
-        const v = this.v.get(k)!;
-        const theta = this.opts.weightDecay !== 0 ? tf.mul(p.value, decay) : p.value;
-        const m1 = tf.add(tf.mul(m, b1), tf.mul(g, 1 - b1));
-        const v1 = tf.add(tf.mul(v, b2), tf.mul(tf.square(g), 1 - b2));
-        const denom = tf.add(tf.div(tf.sqrt(v1), bc2Sqrt), this.opts.eps);
-        m.assign(m1);
-        v.assign(v1);
-        p.value.assign(tf.sub(theta, tf.mul(tf.div(m1, denom), stepSize)));
-      });
+      const m = this.m.get(k)!;
+      const v = this.v.get(k)!;
+      const [p1, m1, v1] = adamwUpdate(p.value, m, v, g, step);
+      m.assign(m1);
+      v.assign(v1);
+      p.value.assign(p1);
+      tf.dispose([p1, m1, v1]);
     }
   }
 

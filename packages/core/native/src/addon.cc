@@ -416,6 +416,24 @@ napi_value GrnGrad(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+/** adamw(p, m, v, g, pOut, mOut, vOut, [β1, 1−β1, β2, 1−β2, decay, stepSize, √bc2, eps]) */
+napi_value AdamW(napi_env env, napi_callback_info info) {
+  Args args(env, info);
+  int64_t n = 0;
+  const float* p = args.f32(0, 0, false, &n);
+  const float* m = args.f32(1, n);
+  const float* v = args.f32(2, n);
+  const float* g = args.f32(3, n);
+  float* p_out = args.output(4, n);
+  float* m_out = args.output(5, n);
+  float* v_out = args.output(6, n);
+  const float* k = args.f32(7, 8);
+  if (!args.ok()) return nullptr;
+  const wn::AdamWScalars s{k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]};
+  wn::adamw(p, m, v, g, p_out, m_out, v_out, n, s);
+  return nullptr;
+}
+
 /** stridedCopy(x, out, offset, shape, strides) */
 napi_value StridedCopy(napi_env env, napi_callback_info info) {
   Args args(env, info);
@@ -534,6 +552,7 @@ NAPI_MODULE_INIT() {
       {"layerNormGrad", nullptr, LayerNormGrad, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"grn", nullptr, Grn, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"grnGrad", nullptr, GrnGrad, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"adamw", nullptr, AdamW, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"stridedCopy", nullptr, StridedCopy, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"reduceSum", nullptr, ReduceSum, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"features", nullptr, Features, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},

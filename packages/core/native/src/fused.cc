@@ -1,6 +1,7 @@
 // Fused float32 kernels for the layers that dominate the elementwise time of Würstchen's blocks: exact GELU,
 // LayerNorm over the last axis (Würstchen's channel LayerNorm on NHWC) and ConvNeXt-V2 GlobalResponseNorm,
-// each with its gradient. One pass over memory replaces the chain of tfjs ops (and their saved intermediates).
+// each with its gradient; and the AdamW update. One pass over memory replaces the chain of tfjs ops (and their
+// saved intermediates, or for AdamW the fourteen parameter-sized temporaries of each update).
 #include <cmath>
 #include <vector>
 
@@ -166,6 +167,21 @@ void parallel_image_rows(int64_t batch, int64_t positions, int64_t channels, con
   });
 }
 
+// No fused multiply-adds here: rounded like the separate tfjs ops, the update is the composed one bit for bit.
+WN_MULTIVERSION __attribute__((optimize("fp-contract=off")))
+void adamw_range(const float* p, const float* m, const float* v, const float* g, float* p_out, float* m_out,
+                 float* v_out, int64_t n, const AdamWScalars& s) {
+  // The order of the tfjs ops it replaces (train's AdamW): θ·decay − m1 / (√v1 / √bc2 + eps) · step.
+  for (int64_t i = 0; i < n; i++) {
+    const float m1 = m[i] * s.beta1 + g[i] * s.one_minus_beta1;
+    const float v1 = v[i] * s.beta2 + (g[i] * g[i]) * s.one_minus_beta2;
+    const float denom = std::sqrt(v1) / s.bc2_sqrt + s.eps;
+    m_out[i] = m1;
+    v_out[i] = v1;
+    p_out[i] = p[i] * s.decay - m1 / denom * s.step_size;
+  }
+}
+
 }  // namespace
 
 void gelu(const float* x, float* y, int64_t n) {
@@ -229,6 +245,13 @@ void grn_grad(const float* dy, const float* x, const float* gamma, float* dx, fl
     for (int64_t b = 0; b < batch; b++) acc += s.g[b * channels + c] / s.d[b] * s.dyx[b * channels + c];
     dgamma[c] = static_cast<float>(acc);
   }
+}
+
+void adamw(const float* p, const float* m, const float* v, const float* g, float* p_out, float* m_out, float* v_out,
+           int64_t n, const AdamWScalars& s) {
+  parallel_for(n, 12 * n, [&](int64_t i0, int64_t i1) {
+    adamw_range(p + i0, m + i0, v + i0, g + i0, p_out + i0, m_out + i0, v_out + i0, i1 - i0, s);
+  });
 }
 
 }  // namespace wn

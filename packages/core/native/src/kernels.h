@@ -88,6 +88,14 @@ void grn(const float* x, const float* gamma, const float* beta, float* y, int64_
 /** The gradients of grn with respect to x (`dx`, like x) and γ (`dgamma`, [channels]), from one pass of sums. */
 void grn_grad(const float* dy, const float* x, const float* gamma, float* dx, float* dgamma, int64_t batch,
               int64_t positions, int64_t channels);
+/** One AdamW update (PyTorch's, decoupled decay) of a parameter p with moments m, v and gradient g:
+ *  m' = β1·m + (1−β1)·g, v' = β2·v + (1−β2)·g², p' = p·decay − m' / (√v' / bc2_sqrt + eps) · step_size. */
+struct AdamWScalars {
+  // 1 − β is rounded from double like the tfjs scalar it replaces, not computed in float.
+  float beta1, one_minus_beta1, beta2, one_minus_beta2, decay, step_size, bc2_sqrt, eps;
+};
+void adamw(const float* p, const float* m, const float* v, const float* g, float* p_out, float* m_out, float* v_out,
+           int64_t n, const AdamWScalars& s);
 
 // layout.cc
 /** out (dense, `shape`) = x read with element `strides`: transposes and slices. */

@@ -74,6 +74,17 @@ interface Addon {
     positions: number,
     channels: number,
   ): void;
+  /** scalars: [β1, 1−β1, β2, 1−β2, decay, stepSize, √bc2, eps] */
+  adamw(
+    p: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    g: Float32Array,
+    pOut: Float32Array,
+    mOut: Float32Array,
+    vOut: Float32Array,
+    scalars: Float32Array,
+  ): void;
   stridedCopy(x: Float32Array, out: Float32Array, offset: number, shape: number[], strides: number[]): void;
   reduceSum(x: Float32Array, out: Float32Array, outer: number, mid: number, inner: number, scale: number): void;
   info(): { threads: number; config: string; coreName: string };
@@ -249,6 +260,31 @@ function fusedKernels(native: Addon): tf.KernelConfig[] {
       const dgamma = new Float32Array(c);
       native.grnGrad(float32(backend, dy), float32(backend, x), float32(backend, gamma), dx, dgamma, b, p, c);
       return [backend.makeTensorInfo(x.shape, 'float32', dx), backend.makeTensorInfo([1, 1, 1, c], 'float32', dgamma)];
+    },
+    [FusedKernel.AdamW]: ({ inputs: { param, m, v, grad }, backend, attrs }) => {
+      const n = tf.util.sizeFromShape(param.shape);
+      const bad = [m, v, grad].find((t) => tf.util.sizeFromShape(t.shape) !== n);
+      if (bad)
+        throw new Error(
+          `${FusedKernel.AdamW}: expected moments and gradient of shape [${param.shape}], got [${bad.shape}]`,
+        );
+      const [p1, m1, v1] = [0, 1, 2].map(() => new Float32Array(n));
+      const { beta1, beta2, decay, stepSize, bc2Sqrt, eps } = attrs as Record<string, number>;
+      const scalars = Float32Array.of(beta1, 1 - beta1, beta2, 1 - beta2, decay, stepSize, bc2Sqrt, eps);
+      if (n)
+        native.adamw(
+          ...([param, m, v, grad].map((t) => float32(backend, t)) as [
+            Float32Array,
+            Float32Array,
+            Float32Array,
+            Float32Array,
+          ]),
+          p1,
+          m1,
+          v1,
+          scalars,
+        );
+      return [p1, m1, v1].map((d) => backend.makeTensorInfo(param.shape, 'float32', d));
     },
   };
   return Object.entries(kernels).map(([kernelName, kernelFunc]) => ({

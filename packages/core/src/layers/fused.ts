@@ -26,6 +26,9 @@ export const FusedKernel = {
   Softmax: 'WuSoftmax',
   /** inputs { dy, y }: y·(dy − Σ dy·y) along the last axis, from the softmax y. */
   SoftmaxGrad: 'WuSoftmaxGrad',
+  /** inputs { param, m, v, grad }, attrs { beta1, beta2, decay, stepSize, bc2Sqrt, eps }: one AdamW update,
+   *  three outputs [param', m', v'] (adamw.ts has the math). Not differentiable. */
+  AdamW: 'WuAdamW',
 } as const;
 
 /** Whether the active backend runs `kernel` (and `x` is a float32 tensor it takes). */
