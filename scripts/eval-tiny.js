@@ -3,7 +3,9 @@
  * `npm run eval:tiny`: the bundled model's evaluator. Generates a fixed set of prompts (seen and
  * held-out colour–shape pairs, several seeds), judges every PNG from its pixels alone
  * (`judgeImage`: background, colour, shape, position, size), reports Stage A's reconstruction PSNR
- * on held-out images, and times one image per backend. Prints JSON lines, then a table.
+ * on held-out images, and times one image per backend. When the folder has the compressor (`effnet/`), the
+ * same scenes are also rendered, encoded by it and redrawn by Stage B and A alone: what the model would
+ * draw with a perfect prior, which tells a prior's failures from the decoder's. Prints JSON lines, then tables.
  *
  *   node scripts/eval-tiny.js [--model DIR] [--backend NAME] [--time-backends native,wasm,cpu]
  *                             [--seen N] [--held-out N] [--seeds K] [--prior-steps N] [--decoder-steps N]
@@ -54,7 +56,11 @@ function promptSet() {
   ];
 }
 
-async function accuracy(pipe) {
+/**
+ * Accuracy per split and attribute of the pictures `draw(chunk, seed)` makes for the prompt set (8-bit images,
+ * one per item); `name` prefixes the saved PNGs.
+ */
+async function accuracy(draw, name) {
   const items = promptSet();
   const tally = nNew ? { seen: {}, held_out: {}, new: {} } : { seen: {}, held_out: {} };
   for (const s of Object.keys(tally)) for (const a of [...ATTRS, 'all']) tally[s][a] = [0, 0];
@@ -63,12 +69,7 @@ async function accuracy(pipe) {
   for (const seed of seeds) {
     for (let i = 0; i < items.length; i += batch) {
       const chunk = items.slice(i, i + batch);
-      const out = await pipe(
-        chunk.map((it) => sceneCaption(it.scene)),
-        { ...callOpts, seed: seed * 1000 + i },
-      );
-      const raws = await w.tensorToImages(out.images);
-      out.images.dispose();
+      const raws = await draw(chunk, seed * 1000 + i);
       chunk.forEach((it, k) => {
         const img = raws[k];
         const j = judgeImage(
@@ -90,11 +91,12 @@ async function accuracy(pipe) {
         tally[it.split].all[1] += 1;
         if (imagesOut)
           fs.writeFileSync(
-            path.join(imagesOut, `${it.split}-${String(i + k).padStart(3, '0')}-s${seed}.png`),
+            path.join(imagesOut, `${name}-${it.split}-${String(i + k).padStart(3, '0')}-s${seed}.png`),
             w.encodePng(img),
           );
         emit({
           kind: 'judgement',
+          from: name,
           split: it.split,
           seed,
           prompt: sceneCaption(it.scene),
@@ -150,6 +152,38 @@ async function timeOneImage() {
   return times.sort((a, b) => a - b)[1];
 }
 
+/** `accuracy`'s pictures from the captions alone: the whole pipeline. */
+const fromCaptions = (pipe) => async (chunk, seed) => {
+  const out = await pipe(
+    chunk.map((it) => sceneCaption(it.scene)),
+    { ...callOpts, seed },
+  );
+  const raws = await w.tensorToImages(out.images);
+  out.images.dispose();
+  return raws;
+};
+
+/** `accuracy`'s pictures redrawn by Stage B and A from each rendered scene's own compressor map (and its
+ *  caption): what the model draws when the prior is perfect. */
+const fromCompressorMaps = (variation) => async (chunk, seed) => {
+  const rng = new w.Generator(seed);
+  const side = callOpts.width;
+  const raws = [];
+  for (const [k, it] of chunk.entries()) {
+    const image = { width: side, height: side, channels: 3, data: renderScene(it.scene, rng, { side }) };
+    const out = await variation(image, {
+      prompt: sceneCaption(it.scene),
+      width: side,
+      height: side,
+      decoderNumInferenceSteps: callOpts.numInferenceSteps,
+      seed: seed + k,
+    });
+    raws.push(...(await w.tensorToImages(out.images)));
+    out.images.dispose();
+  }
+  return raws;
+};
+
 (async () => {
   tf.enableProdMode();
   await useBackend(backend, { quiet: true });
@@ -163,8 +197,14 @@ async function timeOneImage() {
     const spec = parseLoraSpec(one);
     pipe.loadLora(spec.file, { scale: spec.scale });
   }
-  const { result, counts } = await accuracy(pipe);
+  const { result, counts } = await accuracy(fromCaptions(pipe), 'prompt');
   pipe.release();
+  let fromMaps = null;
+  if (fs.existsSync(path.join(model, 'effnet'))) {
+    const variation = w.WuerstchenVariationPipeline.fromPretrained(model);
+    fromMaps = await accuracy(fromCompressorMaps(variation), 'map');
+    variation.release();
+  }
   const psnr = stageAPsnr();
   const timing = {};
   for (const b of timeBackends.length ? timeBackends : [mainBackend]) {
@@ -183,6 +223,7 @@ async function timeOneImage() {
     },
     images: counts,
     accuracy: result,
+    ...(fromMaps ? { accuracy_from_compressor_maps: fromMaps.result } : {}),
     stage_a_psnr_db: +psnr.toFixed(2),
     seconds_per_image: Object.fromEntries(Object.entries(timing).map(([k, v]) => [k, +v.toFixed(2)])),
     peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
@@ -190,13 +231,25 @@ async function timeOneImage() {
   };
   emit(summary);
   const pct = (v) => (v === null ? '  -  ' : `${(v * 100).toFixed(1).padStart(5)}%`);
-  const lines = [
-    '',
+  const table = (acc) => [
     `| split | n | ${ATTRS.join(' | ')} | all |`,
     `|---|---|${ATTRS.map(() => '---').join('|')}|---|`,
-    ...Object.keys(counts).map(
-      (s) => `| ${s} | ${counts[s]} | ${ATTRS.map((a) => pct(result[s][a])).join(' | ')} | ${pct(result[s].all)} |`,
+    ...Object.keys(acc.counts).map(
+      (s) =>
+        `| ${s} | ${acc.counts[s]} | ${ATTRS.map((a) => pct(acc.result[s][a])).join(' | ')} | ${pct(acc.result[s].all)} |`,
     ),
+  ];
+  const lines = [
+    '',
+    ...table({ result, counts }),
+    ...(fromMaps
+      ? [
+          '',
+          "Stage B and A from each scene's own compressor map (what a perfect prior would give):",
+          '',
+          ...table(fromMaps),
+        ]
+      : []),
     '',
     `Stage A PSNR on held-out images: ${psnr.toFixed(2)} dB`,
     `seconds per image (${callOpts.priorNumInferenceSteps} prior + ${callOpts.numInferenceSteps} decoder steps): ${Object.entries(

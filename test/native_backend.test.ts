@@ -651,6 +651,77 @@ function nativeSuite(): void {
       expect(await compare(() => tf.grad(f)(T(a)), 'stridedCopy')).toBeGreaterThan(0);
     });
 
+    test('pad: inner, outer and no axes padded, a constant, an empty input, and its gradient', async () => {
+      expect(tf.getKernel('PadV2', 'native')).toBeDefined();
+      const x = rand([2, 5, 4, 3]);
+      const cases: [number[][], number][] = [
+        [
+          [
+            [0, 0],
+            [1, 1],
+            [1, 1],
+            [0, 0],
+          ],
+          0,
+        ], // a conv's zero padding (NHWC)
+        [
+          [
+            [0, 0],
+            [0, 2],
+            [3, 0],
+            [0, 0],
+          ],
+          -1.5,
+        ],
+        [
+          [
+            [1, 0],
+            [0, 0],
+            [0, 0],
+            [2, 1],
+          ],
+          0,
+        ], // the innermost axis
+        [
+          [
+            [0, 0],
+            [0, 0],
+            [0, 0],
+            [0, 0],
+          ],
+          7,
+        ],
+      ];
+      for (const [paddings, value] of cases)
+        expect(await compare(() => tf.pad(T(x), paddings as [number, number][], value), 'stridedCopy')).toBe(0);
+      expect(
+        await compare(
+          () =>
+            tf.pad(
+              tf.zeros([2, 0, 3]),
+              [
+                [1, 1],
+                [0, 0],
+                [2, 0],
+              ],
+              4,
+            ),
+          'stridedCopy',
+        ),
+      ).toBe(0);
+      const f = (p: tf.Tensor) =>
+        tf
+          .pad(p, [
+            [0, 0],
+            [1, 1],
+            [1, 1],
+            [0, 0],
+          ])
+          .square()
+          .sum();
+      expect(await compare(() => tf.grad(f)(T(x)), 'stridedCopy')).toBeGreaterThanOrEqual(0);
+    });
+
     const reductions: [number[], number | number[], boolean][] = [
       [[3, 4, 50], -1, false],
       [[3, 4, 50], [1, 2], true],

@@ -214,6 +214,7 @@ function nativeKernels(native: Addon): tf.KernelConfig[] {
     Slice: slice,
     SplitV: splitV,
     Concat: concat,
+    PadV2: padV2,
     Sum: (args, native) => reduceSum(args, native, false),
     Mean: (args, native) => reduceSum(args, native, true),
   };
@@ -769,6 +770,34 @@ function concat({ inputs, backend, attrs }: Args): tf.TensorInfo | null {
       const v = values(backend, x);
       for (let r = 0; r < rows && width > 0; r++) out.set(v.subarray(r * width, (r + 1) * width), r * cols + offset);
       offset += width;
+    }
+  });
+}
+
+/** PadV2 as one typed-array copy per row of x down to its innermost padded axis (the axes inside it are copied
+ *  whole); tfjs's cpu kernel maps every element's index. */
+function padV2({ inputs: { x }, backend, attrs }: Args): tf.TensorInfo | null {
+  if (!allFloat32(backend, x) || x.shape.length === 0) return null;
+  const paddings = attrs.paddings as [number, number][];
+  const outShape = x.shape.map((d, i) => paddings[i][0] + d + paddings[i][1]);
+  const outStrides = [...tf.util.computeStrides(outShape), 1];
+  let last = x.shape.length - 1;
+  while (last > 0 && paddings[last][0] === 0 && paddings[last][1] === 0) last--;
+  const rowLength = tf.util.sizeFromShape(x.shape.slice(last));
+  const rows = tf.util.sizeFromShape(x.shape.slice(0, last));
+  return output(backend, outShape, (out) => {
+    const constant = attrs.constantValue as number;
+    if (constant !== 0) out.fill(constant);
+    const v = values(backend, x);
+    if (rowLength === 0) return;
+    for (let r = 0; r < rows; r++) {
+      let offset = paddings[last][0] * outStrides[last];
+      for (let d = last - 1, rest = r; d >= 0; d--) {
+        const i = rest % x.shape[d];
+        rest = (rest - i) / x.shape[d];
+        offset += (i + paddings[d][0]) * outStrides[d];
+      }
+      out.set(v.subarray(r * rowLength, (r + 1) * rowLength), offset);
     }
   });
 }
