@@ -577,7 +577,7 @@ describe('training', () => {
       lr: 1e-2,
       batchSize: 2,
     });
-    expect(cfg.phases[0]).toMatchObject({ freeze_effnet: true, image_size: 64, effnet_size: 64 });
+    expect(cfg.phases[0]).toMatchObject({ freeze_effnet: true, image_size: 64, effnet_size: 32 });
     const trainer = new DecoderLoraTrainer(
       { config: cfg, data, out: path.join(tmp(), 'run'), progress: 'none', log: () => undefined },
       { rank: 4 },
