@@ -193,15 +193,19 @@ const fromCompressorMaps = (variation) => async (chunk, seed) => {
     path.join(model, 'wuerstchen-prior'),
     path.join(model, 'wuerstchen'),
   );
-  for (const one of lora ? lora.split(',') : []) {
-    const spec = parseLoraSpec(one);
-    pipe.loadLora(spec.file, { scale: spec.scale });
-  }
+  const loadLoras = (p) => {
+    for (const one of lora ? lora.split(',') : []) {
+      const spec = parseLoraSpec(one);
+      p.loadLora(spec.file, { scale: spec.scale });
+    }
+  };
+  loadLoras(pipe);
   const { result, counts } = await accuracy(fromCaptions(pipe), 'prompt');
   pipe.release();
   let fromMaps = null;
   if (fs.existsSync(path.join(model, 'effnet'))) {
     const variation = w.WuerstchenVariationPipeline.fromPretrained(model);
+    loadLoras(variation.pipe);
     fromMaps = await accuracy(fromCompressorMaps(variation), 'map');
     variation.release();
   }
