@@ -719,7 +719,8 @@ function nativeSuite(): void {
           ])
           .square()
           .sum();
-      expect(await compare(() => tf.grad(f)(T(x)), 'stridedCopy')).toBeGreaterThanOrEqual(0);
+      // the gradient is a slice of the inner rows, which the native strided copy runs
+      expect(await compare(() => tf.grad(f)(T(x)), 'stridedCopy')).toBeGreaterThan(0);
     });
 
     const reductions: [number[], number | number[], boolean][] = [

@@ -272,19 +272,8 @@ function fusedKernels(native: Addon): tf.KernelConfig[] {
       const [p1, m1, v1] = [0, 1, 2].map(() => new Float32Array(n));
       const { beta1, beta2, decay, stepSize, bc2Sqrt, eps } = attrs as Record<string, number>;
       const scalars = Float32Array.of(beta1, 1 - beta1, beta2, 1 - beta2, decay, stepSize, bc2Sqrt, eps);
-      if (n)
-        native.adamw(
-          ...([param, m, v, grad].map((t) => float32(backend, t)) as [
-            Float32Array,
-            Float32Array,
-            Float32Array,
-            Float32Array,
-          ]),
-          p1,
-          m1,
-          v1,
-          scalars,
-        );
+      const [p, mi, vi, g] = [param, m, v, grad].map((t) => float32(backend, t));
+      if (n) native.adamw(p, mi, vi, g, p1, m1, v1, scalars);
       return [p1, m1, v1].map((d) => backend.makeTensorInfo(param.shape, 'float32', d));
     },
   };
