@@ -723,6 +723,19 @@ function nativeSuite(): void {
       expect(await compare(() => tf.grad(f)(T(x)), 'stridedCopy')).toBeGreaterThan(0);
     });
 
+    test('unsorted segment sum: repeated, missing and out-of-range ids, and the gradient of a gather', async () => {
+      const x = rand([6, 3, 2]);
+      const ids = [4, 0, 4, -1, 9, 2]; // segment 1 and 3 get nothing; -1 and 9 are dropped
+      expect(await compare(() => tf.unsortedSegmentSum(T(x), tf.tensor1d(ids, 'int32'), 5), 'segmentSum')).toBe(1);
+      const table = rand([7, 4]);
+      const f = (p: tf.Tensor) =>
+        tf
+          .gather(p, tf.tensor1d([3, 1, 3, 6, 3], 'int32'))
+          .square()
+          .sum();
+      expect(await compare(() => tf.grad(f)(T(table)), 'segmentSum')).toBe(1);
+    });
+
     const reductions: [number[], number | number[], boolean][] = [
       [[3, 4, 50], -1, false],
       [[3, 4, 50], [1, 2], true],

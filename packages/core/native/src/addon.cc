@@ -43,19 +43,12 @@ class Args {
 
   /** A Float32Array of at least `min_len` elements; null or undefined gives nullptr when `optional`. */
   float* f32(size_t i, int64_t min_len, bool optional = false, int64_t* len = nullptr) {
-    if (optional && is_nullish(i)) return nullptr;
-    napi_typedarray_type type;
-    size_t length = 0;
-    void* data = nullptr;
-    bool is_typed = false;
-    if (i < argc_) napi_is_typedarray(env_, argv_[i], &is_typed);
-    if (!is_typed || napi_get_typedarray_info(env_, argv_[i], &type, &length, &data, nullptr, nullptr) != napi_ok ||
-        type != napi_float32_array) {
-      return fail(i, "must be a Float32Array"), nullptr;
-    }
-    if (static_cast<int64_t>(length) < min_len) return fail(i, "is too short"), nullptr;
-    if (len) *len = static_cast<int64_t>(length);
-    return static_cast<float*>(data);
+    return typed<float>(i, min_len, napi_float32_array, "must be a Float32Array", optional, len);
+  }
+
+  /** An Int32Array of at least `min_len` elements. */
+  const int32_t* i32(size_t i, int64_t min_len) {
+    return typed<int32_t>(i, min_len, napi_int32_array, "must be an Int32Array", false, nullptr);
   }
 
   /** A fresh output Float32Array of at least `min_len` elements. */
@@ -123,6 +116,23 @@ class Args {
   }
 
  private:
+  template <typename T>
+  T* typed(size_t i, int64_t min_len, napi_typedarray_type want, const char* what, bool optional, int64_t* len) {
+    if (optional && is_nullish(i)) return nullptr;
+    napi_typedarray_type type;
+    size_t length = 0;
+    void* data = nullptr;
+    bool is_typed = false;
+    if (i < argc_) napi_is_typedarray(env_, argv_[i], &is_typed);
+    if (!is_typed || napi_get_typedarray_info(env_, argv_[i], &type, &length, &data, nullptr, nullptr) != napi_ok ||
+        type != want) {
+      return fail(i, what), nullptr;
+    }
+    if (static_cast<int64_t>(length) < min_len) return fail(i, "is too short"), nullptr;
+    if (len) *len = static_cast<int64_t>(length);
+    return static_cast<T*>(data);
+  }
+
   bool is_nullish(size_t i) {
     napi_valuetype t = napi_undefined;
     if (i < argc_) napi_typeof(env_, argv_[i], &t);
@@ -464,6 +474,21 @@ napi_value ReduceSum(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+/** segmentSum(x, ids, out, rows, inner, segments): out[ids[r], :] += x[r, :]; ids outside [0, segments) are dropped. */
+napi_value SegmentSum(napi_env env, napi_callback_info info) {
+  Args args(env, info);
+  const int64_t rows = args.i64(3), inner = args.i64(4), segments = args.i64(5);
+  if (args.ok() && (rows < 0 || inner <= 0 || segments <= 0)) {
+    napi_throw_range_error(env, nullptr, "segmentSum: bad sizes");
+    return nullptr;
+  }
+  const float* x = args.f32(0, rows * inner);
+  const int32_t* ids = args.i32(1, rows);
+  float* out = args.output(2, segments * inner);
+  if (args.ok()) wn::segment_sum(x, ids, out, rows, inner, segments);
+  return nullptr;
+}
+
 /** info() -> { threads, config, coreName } of the OpenBLAS library in use. */
 napi_value Info(napi_env env, napi_callback_info) {
   napi_value result, threads, config, core;
@@ -555,6 +580,7 @@ NAPI_MODULE_INIT() {
       {"adamw", nullptr, AdamW, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"stridedCopy", nullptr, StridedCopy, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"reduceSum", nullptr, ReduceSum, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
+      {"segmentSum", nullptr, SegmentSum, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"features", nullptr, Features, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default_jsproperty, nullptr},
   };

@@ -102,5 +102,7 @@ void adamw(const float* p, const float* m, const float* v, const float* g, float
 void strided_copy(const float* x, float* out, const std::vector<int64_t>& shape, const std::vector<int64_t>& strides);
 /** out[o, i] = scale * sum_m x[o, m, i] for x viewed as [outer, mid, inner]. */
 void reduce_sum(const float* x, float* out, int64_t outer, int64_t mid, int64_t inner, float scale);
+/** out[ids[r], i] += x[r, i] for x viewed as [rows, inner], in row order; ids outside [0, segments) are dropped. */
+void segment_sum(const float* x, const int32_t* ids, float* out, int64_t rows, int64_t inner, int64_t segments);
 
 }  // namespace wn

@@ -63,4 +63,14 @@ void reduce_sum(const float* x, float* out, int64_t outer, int64_t mid, int64_t 
   });
 }
 
+void segment_sum(const float* x, const int32_t* ids, float* out, int64_t rows, int64_t inner, int64_t segments) {
+  // Sequential in row order: the gradient of a gather, deterministic for a bit-exact resume.
+  for (int64_t r = 0; r < rows; r++) {
+    if (ids[r] < 0 || ids[r] >= segments) continue;
+    float* dst = out + ids[r] * inner;
+    const float* src = x + r * inner;
+    for (int64_t i = 0; i < inner; i++) dst[i] += src[i];
+  }
+}
+
 }  // namespace wn

@@ -87,6 +87,7 @@ interface Addon {
   ): void;
   stridedCopy(x: Float32Array, out: Float32Array, offset: number, shape: number[], strides: number[]): void;
   reduceSum(x: Float32Array, out: Float32Array, outer: number, mid: number, inner: number, scale: number): void;
+  segmentSum(x: Float32Array, ids: Int32Array, out: Float32Array, rows: number, inner: number, segments: number): void;
   info(): { threads: number; config: string; coreName: string };
   features(): NativeFeatures;
 }
@@ -217,6 +218,7 @@ function nativeKernels(native: Addon): tf.KernelConfig[] {
     PadV2: padV2,
     Sum: (args, native) => reduceSum(args, native, false),
     Mean: (args, native) => reduceSum(args, native, true),
+    UnsortedSegmentSum: unsortedSegmentSum,
   };
   return Object.entries(kernels).map(([kernelName, kernel]) => {
     const cpu = cpuKernel(kernelName);
@@ -813,4 +815,20 @@ function reduceSum({ inputs: { x }, backend, attrs }: Args, native: Addon, mean:
   );
   if (src !== x) backend.disposeIntermediateTensorInfo(src);
   return result;
+}
+
+/** UnsortedSegmentSum (the gradient of a gather, e.g. of a VQ codebook) as one pass over x's rows; tfjs's cpu
+ *  kernel makes a mask, a product and a sum per segment. */
+function unsortedSegmentSum({ inputs: { x, segmentIds }, backend, attrs }: Args, native: Addon): tf.TensorInfo | null {
+  const ids = backend.data.get(segmentIds.dataId).values;
+  const rows = tf.util.sizeFromShape(segmentIds.shape);
+  const innerShape = x.shape.slice(segmentIds.shape.length);
+  const inner = tf.util.sizeFromShape(innerShape);
+  const segments = attrs.numSegments as number;
+  const prefixMatches = segmentIds.shape.every((d, i) => x.shape[i] === d);
+  if (!allFloat32(backend, x) || !(ids instanceof Int32Array) || !prefixMatches || inner === 0 || segments <= 0)
+    return null;
+  return output(backend, [segments, ...innerShape], (out) =>
+    native.segmentSum(values(backend, x), ids, out, rows, inner, segments),
+  );
 }
