@@ -2,9 +2,9 @@
 /**
  * `npm run train:tiny`: reproduces the bundled model packages/wuerstchen/models/wuerstchen-tiny from
  * nothing — shapes data → Stage A → Stage B (with its compressor) → Stage C → export (fp16) →
- * evaluation. Stage B's second phase keeps the compressor fixed, so Stage C (which trains on the
- * compressor's maps) runs beside it, each process on one core (one BLAS thread each: on these tiny
- * models two threads per process are slower than one). Every stage resumes where it stopped (run
+ * evaluation. Stage A and Stage B's first phase run alone, on all cores. Stage B's second phase keeps
+ * the compressor fixed, so Stage C (which trains on the compressor's maps) runs beside it, each process
+ * on one core (one BLAS thread each: two processes of two threads each on two cores are slower). Every stage resumes where it stopped (run
  * the command again after an interruption); a finished stage is skipped. Work goes to runs/tiny (or
  * --runs DIR); the model folder is replaced only at the end.
  *
@@ -65,7 +65,7 @@ const state = (run) => {
 const config = (name) => JSON.parse(fs.readFileSync(path.join(root, 'configs', name), 'utf8'));
 
 /** Train stage `s` (resuming), optionally only up to `maxSteps`; skipped when already there. */
-function stage(s, configName, extra, maxSteps) {
+function stage(s, configName, extra, maxSteps, env = ONE_THREAD) {
   const run = path.join(runs, s);
   const st = state(run);
   // a run is done when it has reached the config's steps (a config whose steps grew resumes)
@@ -92,6 +92,7 @@ function stage(s, configName, extra, maxSteps) {
   return step(
     maxSteps === undefined ? `stage-${s}` : `stage-${s}-to-${maxSteps}`,
     maxSteps === undefined ? argv : [...argv, '--max-steps', String(maxSteps)],
+    env,
   );
 }
 
@@ -100,7 +101,8 @@ function stage(s, configName, extra, maxSteps) {
   const have = fs.existsSync(data) ? fs.readdirSync(data).filter((f) => f.endsWith('.png')).length : 0;
   if (have !== DATA_N)
     await step('data', ['make-shapes', '--out', data, '--n', String(DATA_N), '--seed', '1', '--side', '64']);
-  await stage('a', 'tiny-a.json', []);
+  // A and B's joint phase run alone, on every core; the two runs after them share the cores, one thread each
+  await stage('a', 'tiny-a.json', [], undefined, process.env);
   const vqgan = ['--vqgan', path.join(runs, 'a')];
   // Stage B's joint phase (decoder + compressor), then its frozen-compressor phase beside Stage C
   const joint = config('tiny-b.json').phases.findIndex((p) => p.freeze_effnet);
@@ -108,7 +110,7 @@ function stage(s, configName, extra, maxSteps) {
   const jointSteps = config('tiny-b.json')
     .phases.slice(0, joint)
     .reduce((a, p) => a + p.steps, 0);
-  await stage('b', 'tiny-b.json', vqgan, jointSteps);
+  await stage('b', 'tiny-b.json', vqgan, jointSteps, process.env);
   await Promise.all([stage('b', 'tiny-b.json', vqgan), stage('c', 'tiny-c.json', ['--effnet', path.join(runs, 'b')])]);
   await step('export', [
     'export',
