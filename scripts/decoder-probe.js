@@ -51,16 +51,18 @@ function swapped(scene, attr) {
   const noise = tf.tensor(new w.Generator(7).randnArray(x0.size), x0.shape);
   for (const t of ts) {
     const r = tf.fill([n], t);
-    const a = pipe.scheduler.alphaCumprod(tf.tensor1d([t])).dataSync()[0];
+    const a = tf.tidy(() => pipe.scheduler.alphaCumprod(tf.tensor1d([t])).dataSync()[0]);
     const xt = tf.tidy(() => tf.add(tf.mul(x0, Math.sqrt(a)), tf.mul(noise, Math.sqrt(1 - a))));
     const eps = decoder.forward(xt, r, maps, clip);
-    const rmsChange = (e) => tf.tidy(() => tf.sqrt(tf.mean(tf.squaredDifference(e, eps))).dataSync()[0]);
+    /** RMS change of the ε prediction when `predict` replaces the own map and caption. */
+    const rmsChange = (predict) =>
+      +tf.tidy(() => tf.sqrt(tf.mean(tf.squaredDifference(predict(), eps))).dataSync()[0]).toFixed(4);
     const change = {};
-    for (const [name, c] of Object.entries(variants))
-      change[name] = +rmsChange(tf.tidy(() => decoder.forward(xt, r, maps, c))).toFixed(4);
-    change.map_zeroed = +rmsChange(tf.tidy(() => decoder.forward(xt, r, tf.zerosLike(maps), clip))).toFixed(4);
+    for (const [name, c] of Object.entries(variants)) change[name] = rmsChange(() => decoder.forward(xt, r, maps, c));
+    change.map_zeroed = rmsChange(() => decoder.forward(xt, r, tf.zerosLike(maps), clip));
     const x0Hat = tf.tidy(() => tf.div(tf.sub(xt, tf.mul(eps, Math.sqrt(1 - a))), Math.sqrt(a)));
-    const decoded = await w.tensorToImages(pipe.decodeLatents(x0Hat));
+    const decodedImages = pipe.decodeLatents(x0Hat);
+    const decoded = await w.tensorToImages(decodedImages);
     const kept = scenes.filter((s, k) => {
       const img = decoded[k];
       return judgeImage(img.data, img.width, img.height, img.channels, 40, COLOURS).shape === s.shape;
@@ -69,11 +71,11 @@ function swapped(scene, attr) {
       JSON.stringify({
         t,
         shape_kept: +(kept / n).toFixed(3),
-        eps_std: +tf.moments(eps).variance.sqrt().dataSync()[0].toFixed(4),
+        eps_std: +tf.tidy(() => tf.moments(eps).variance.sqrt().dataSync()[0]).toFixed(4),
         eps_change: change,
       }) + '\n',
     );
-    tf.dispose([r, xt, eps, x0Hat]);
+    tf.dispose([r, xt, eps, x0Hat, decodedImages]);
   }
 })().catch((e) => {
   process.stderr.write(`decoder-probe: ${e.message}\n`);

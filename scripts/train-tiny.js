@@ -4,8 +4,8 @@
  * nothing — shapes data → Stage A → Stage B (with its compressor) → Stage C → export (fp16) →
  * evaluation. Stage A and Stage B's first phase run alone, on all cores. Stage B's second phase keeps
  * the compressor fixed, so Stage C (which trains on the compressor's maps) runs beside it, each process
- * on one core (one BLAS thread each: two processes of two threads each on two cores are slower). Every stage resumes where it stopped (run
- * the command again after an interruption); a finished stage is skipped. Work goes to runs/tiny (or
+ * on one core (one BLAS thread each: two processes of two threads each on two cores are slower). Every
+ * stage resumes where it stopped (run the command again after an interruption); a finished stage is skipped. Work goes to runs/tiny (or
  * --runs DIR); the model folder is replaced only at the end.
  *
  *   node scripts/train-tiny.js [--runs DIR] [--out DIR] [--backend NAME] [--skip-eval]
@@ -101,7 +101,6 @@ function stage(s, configName, extra, maxSteps, env = ONE_THREAD) {
   const have = fs.existsSync(data) ? fs.readdirSync(data).filter((f) => f.endsWith('.png')).length : 0;
   if (have !== DATA_N)
     await step('data', ['make-shapes', '--out', data, '--n', String(DATA_N), '--seed', '1', '--side', '64']);
-  // A and B's joint phase run alone, on every core; the two runs after them share the cores, one thread each
   await stage('a', 'tiny-a.json', [], undefined, process.env);
   const vqgan = ['--vqgan', path.join(runs, 'a')];
   // Stage B's joint phase (decoder + compressor), then its frozen-compressor phase beside Stage C
