@@ -211,6 +211,37 @@ describe('schedule configs', () => {
     expect(() => parseConfig({ ...base, _comment: 'notes are fine' }, 'x.json')).not.toThrow();
   });
 
+  test('the caption-word loss and the compressor-only phase are checked', () => {
+    const b = {
+      stage: 'b',
+      text_encoder: 't',
+      tokenizer: 'k',
+      phases: [{ steps: 1, batch_size: 1, image_size: 8, effnet_size: 8, compressor_only: true }],
+    };
+    expect(() => parseConfig(b, 'b.json')).toThrow(
+      /b\.json: phase phase-1: "compressor_only" trains on the caption-word loss; set objective\.effnet_words > 0/,
+    );
+    expect(() => parseConfig({ ...b, objective: { effnet_words: 0.1 } }, 'b.json')).not.toThrow();
+    expect(() =>
+      parseConfig(
+        { ...b, objective: { effnet_words: 0.1 }, phases: [{ ...b.phases[0], freeze_effnet: true }] },
+        'b.json',
+      ),
+    ).toThrow(/"compressor_only" trains the compressor; it cannot also freeze it/);
+    expect(() => parseConfig({ ...b, objective: { effnet_words: -1 } }, 'b.json')).toThrow(
+      /objective\.effnet_words must be a weight ≥ 0, got -1/,
+    );
+    expect(() => parseConfig({ ...b, objective: { effnet_words: 0.1, effnet_words_buckets: 2.5 } }, 'b.json')).toThrow(
+      /objective\.effnet_words_buckets must be a positive integer, got 2\.5/,
+    );
+    expect(() =>
+      parseConfig(
+        { stage: 'c', text_encoder: 't', tokenizer: 'k', objective: { effnet_words: 0.1 }, phases: b.phases },
+        'c.json',
+      ),
+    ).toThrow(/"compressor_only" is a Stage B phase option/);
+  });
+
   test('the paper schedules', () => {
     const c = loadConfig(path.join(CONFIGS, 'stage-c.json'), 'c');
     expect(c.phases.map((p) => p.steps)).toEqual([500000, 364000, 4000, 50000]);

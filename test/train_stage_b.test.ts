@@ -7,9 +7,9 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { loadModel } from 'wuerstchen';
+import { CLIPTokenizer, Generator, loadModel } from 'wuerstchen';
 import { StageBTrainer, StepMetrics, loadConfig, readLatest } from '@wuerstchen/train';
-import { makeToyDataset } from '@wuerstchen/train/internal';
+import { CaptionWordHead, captionWordTargets, makeToyDataset } from '@wuerstchen/train/internal';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'train-b-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -68,4 +68,73 @@ test('tiny Stage B: loss decreases, compressor trains, no leaks, checkpoint fold
     'EfficientNetEncoder',
   );
   expect(fs.existsSync(path.join(out, 'samples', 'step-00000012.png'))).toBe(true);
+});
+
+test("the caption-word head: a compressor-only phase, then a loss beside the decoder's; checkpointed, resumed bit for bit, off once frozen", async () => {
+  const data = path.join(tmp, 'data-words');
+  makeToyDataset(data, 8);
+  const cfg = loadConfig(path.resolve(__dirname, '../configs/stage-b-tiny.json'), 'b');
+  cfg.objective = { ...cfg.objective, effnet_words: 0.1, effnet_words_buckets: 32 };
+  cfg.phases = [
+    { ...cfg.phases[0], name: 'compressor', steps: 2, compressor_only: true },
+    { ...cfg.phases[0], steps: 2 },
+    { ...cfg.phases[0], name: 'frozen', steps: 1, freeze_effnet: true },
+  ];
+  Object.assign(cfg, { checkpoint_every: 2, keep_checkpoints: 5, sample_every: 100 });
+  const run = async (out: string, maxSteps?: number) => {
+    const metrics: StepMetrics[] = [];
+    const trainer = new StageBTrainer({
+      config: cfg,
+      data,
+      out,
+      resume: true,
+      maxSteps,
+      progress: 'none',
+      log: () => undefined,
+      onStep: (m) => metrics.push(m),
+    });
+    trainer.init();
+    await trainer.run();
+    trainer.dispose();
+    return metrics;
+  };
+  const ref = await run(path.join(tmp, 'words-ref'));
+  // reported while the compressor trains, absent once it is frozen
+  expect(ref.slice(0, 4).every((m) => Number.isFinite(m.word_loss) && (m.word_loss as number) > 0)).toBe(true);
+  expect(ref[4].word_loss).toBeUndefined();
+  // the compressor-only phase runs no decoder (no map dropout or noise is drawn for it)
+  expect(ref.map((m) => m.effnet_cond === undefined)).toEqual([true, true, false, false, false]);
+  const head = (out: string, step: number) =>
+    fs.readFileSync(
+      path.join(
+        out,
+        'checkpoints',
+        `step-${String(step).padStart(8, '0')}`,
+        'effnet_words',
+        'diffusion_pytorch_model.safetensors',
+      ),
+    );
+  const cut = path.join(tmp, 'words-cut');
+  await run(cut, 2);
+  const resumed = await run(cut);
+  expect(resumed.map((m) => m.word_loss)).toEqual(ref.slice(2).map((m) => m.word_loss));
+  expect(head(cut, 4).equals(head(path.join(tmp, 'words-ref'), 4))).toBe(true);
+});
+
+test('the caption-word head starts every word at −log(buckets); its targets have one bucket per token id', () => {
+  const h = new CaptionWordHead(4, 32);
+  h.init(new Generator(1));
+  expect(Array.from(h.proj.bias!.value.dataSync())).toEqual(new Array(32).fill(Math.fround(-Math.log(32))));
+  h.dispose();
+  const tok = CLIPTokenizer.fromPretrained(
+    path.resolve(__dirname, '../packages/wuerstchen/models/wuerstchen-tiny/wuerstchen/tokenizer'),
+  );
+  const ids = tok.encode('a red circle');
+  const t = captionWordTargets(tok, ['a red circle', ''], 1000);
+  const rows = t.arraySync();
+  t.dispose();
+  expect(rows[0].flatMap((v, i) => (v === 1 ? [i] : []))).toEqual(
+    [...new Set(ids.map((id) => id % 1000))].sort((a, b) => a - b),
+  );
+  expect(rows[1].every((v) => v === 0)).toBe(true);
 });

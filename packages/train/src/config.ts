@@ -37,6 +37,11 @@ export interface PhaseConfig {
   hflip: boolean;
   /** Stage B: keep the compressor fixed (eval mode, no updates) in this phase, so Stage C can train on its final maps meanwhile. */
   freeze_effnet?: boolean;
+  /**
+   * Stage B: train the compressor alone, on the caption-word loss (objective.effnet_words), before the
+   * decoder starts: our stand-in for the paper's ImageNet-pretrained compressor.
+   */
+  compressor_only?: boolean;
   /** overrides optimizer.lr for this phase. */
   lr?: number;
   /** free-form note (e.g. the paper's latent size). */
@@ -97,6 +102,12 @@ export interface TrainConfig {
     effnet_dropout: number;
     effnet_noise: number;
     effnet_noise_tmax: number;
+    /**
+     * Stage B: weight of the compressor's caption-word loss while it trains (0 = off; see caption_words.ts),
+     * and how many buckets the caption's token ids are hashed into.
+     */
+    effnet_words: number;
+    effnet_words_buckets: number;
     /** Stage A weights. */
     rec_weight: number;
     adv_weight: number;
@@ -217,6 +228,7 @@ const KNOWN_KEYS: Record<string, readonly string[]> = {
     'resize',
     'hflip',
     'freeze_effnet',
+    'compressor_only',
     'lr',
     'note',
   ],
@@ -231,6 +243,8 @@ const KNOWN_KEYS: Record<string, readonly string[]> = {
     'effnet_dropout',
     'effnet_noise',
     'effnet_noise_tmax',
+    'effnet_words',
+    'effnet_words_buckets',
     'rec_weight',
     'adv_weight',
     'vq_weight',
@@ -319,6 +333,7 @@ export function parseConfig(raw0: Record<string, unknown>, file: string, stage?:
       hflip: (p.hflip as boolean | undefined) ?? false,
       lr: p.lr as number | undefined,
       freeze_effnet: p.freeze_effnet === undefined ? undefined : Boolean(p.freeze_effnet),
+      compressor_only: p.compressor_only === undefined ? undefined : Boolean(p.compressor_only),
       note: p.note as string | undefined,
     };
   });
@@ -366,6 +381,8 @@ export function parseConfig(raw0: Record<string, unknown>, file: string, stage?:
       effnet_dropout: (obj.effnet_dropout as number) ?? 0.05,
       effnet_noise: (obj.effnet_noise as number) ?? 0.3,
       effnet_noise_tmax: (obj.effnet_noise_tmax as number) ?? 0.5,
+      effnet_words: (obj.effnet_words as number) ?? 0,
+      effnet_words_buckets: (obj.effnet_words_buckets as number) ?? 256,
       rec_weight: (obj.rec_weight as number) ?? 1.0,
       adv_weight: (obj.adv_weight as number) ?? 0.1,
       vq_weight: (obj.vq_weight as number) ?? 0.1,
@@ -410,6 +427,16 @@ export function parseConfig(raw0: Record<string, unknown>, file: string, stage?:
       Number.isFinite(ls.latent_std))
   )) {
     fail(`objective.latent_scaling must be "dome", "fit" or {"latent_mean": number ≠ 0, "latent_std": number}`);
+  }
+  if (!(Number.isFinite(cfg.objective.effnet_words) && cfg.objective.effnet_words >= 0))
+    fail(`objective.effnet_words must be a weight ≥ 0, got ${JSON.stringify(obj.effnet_words)}`);
+  if (!Number.isSafeInteger(cfg.objective.effnet_words_buckets) || cfg.objective.effnet_words_buckets < 1)
+    fail(`objective.effnet_words_buckets must be a positive integer, got ${JSON.stringify(obj.effnet_words_buckets)}`);
+  for (const p of cfg.phases.filter((ph) => ph.compressor_only)) {
+    if (st !== 'b') fail(`phase ${p.name}: "compressor_only" is a Stage B phase option`);
+    if (p.freeze_effnet) fail(`phase ${p.name}: "compressor_only" trains the compressor; it cannot also freeze it`);
+    if (!(cfg.objective.effnet_words > 0))
+      fail(`phase ${p.name}: "compressor_only" trains on the caption-word loss; set objective.effnet_words > 0`);
   }
   if (!(cfg.checkpoint_every > 0)) fail('"checkpoint_every" must be positive');
   if (!Number.isSafeInteger(cfg.max_image_pixels) || cfg.max_image_pixels < 1)

@@ -3,6 +3,7 @@
  * public API and not semver-stable: names may change in any release.
  */
 export { AdamW, EMA, clipGrads, globalNorm, oneCycleLR, warmupLR } from './optim';
+export { CaptionWordHead, captionWordTargets } from './caption_words';
 export { alphaCumprod, p2Weight, sampleT } from './objectives';
 export { phaseAt, totalSteps } from './config';
 export {

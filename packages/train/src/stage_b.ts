@@ -20,6 +20,7 @@ import {
   WuerstchenDiffNeXt,
   WuerstchenDiffNeXtConfig,
 } from 'wuerstchen';
+import { CaptionWordHead, captionWordTargets } from './caption_words';
 import { PhaseConfig, weightingOf } from './config';
 import { loadDiffusersWeights } from './checkpoint';
 import { Sample } from './data/dataset';
@@ -45,6 +46,8 @@ export class StageBTrainer extends Trainer {
   effnet!: EfficientNetEncoder;
   vqgan!: PaellaVQModel;
   text!: TextConditioner;
+  /** the compressor's caption-word head (objective.effnet_words > 0), trained while the compressor is. */
+  words: CaptionWordHead | null = null;
   opt!: AdamW;
   private params!: [string, Parameter][];
   private seeded!: SeededStochasticLayers;
@@ -82,6 +85,10 @@ export class StageBTrainer extends Trainer {
           `phase ${p.name}: image_size ${p.image_size} gives ${lat}×${lat} latents; the decoder needs a multiple of ${this.decoder.sizeMultiple}`,
         );
     }
+    if (cfg.objective.effnet_words > 0) {
+      this.words = new CaptionWordHead(this.effnet.config.c_latent, cfg.objective.effnet_words_buckets);
+      this.words.init(new Generator(deriveSeed(cfg.seed, 'init', 'effnet_words')));
+    }
     this.params = this.trainedParameters();
     const o = cfg.optimizer;
     this.opt = new AdamW(this.params, { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay });
@@ -95,10 +102,12 @@ export class StageBTrainer extends Trainer {
     return [
       ...this.decoder.trainableParameters().map(([k, p]) => [`decoder.${k}`, p] as [string, Parameter]),
       ...this.effnet.trainableParameters().map(([k, p]) => [`effnet.${k}`, p] as [string, Parameter]),
+      ...(this.words?.trainableParameters() ?? []).map(([k, p]) => [`effnet_words.${k}`, p] as [string, Parameter]),
     ];
   }
 
   protected update(batch: Sample[], phase: PhaseConfig, accum: number): UpdateResult {
+    if (phase.compressor_only) return this.updateCompressor(batch, phase, accum);
     const cfg = this.cfg;
     const ob = cfg.objective;
     const e = phase.effnet_size!;
@@ -136,6 +145,8 @@ export class StageBTrainer extends Trainer {
     const acc = new GradAccumulator(frozen ? this.params.filter(([k]) => k.startsWith('decoder.')) : this.params);
     let lossSum = 0;
     let adjSum = 0;
+    let wordSum = 0;
+    const words = frozen ? null : this.words;
     let finite = true;
     const sf = this.vqgan.config.scale_factor;
     const lat = phase.image_size / (this.vqgan.config.up_down_scale_factor * 2 ** (this.vqgan.config.levels - 1));
@@ -169,14 +180,32 @@ export class StageBTrainer extends Trainer {
       const seed = this.rng.nextUint32();
       this.seeded.reseed(deriveSeed(seed, 'decoder'));
       this.seededEffnet.reseed(deriveSeed(seed, 'effnet'));
-      const r = addDiffusionLoss(acc, nb, accum, () => {
-        let eff: tf.Tensor = frozenMaps ? effIn : this.effnet.forward(effIn);
-        if (mode === 'drop') eff = tf.mul(eff, 0);
-        else if (mode === 'noise') eff = tf.add(tf.mul(eff, effA!), tf.mul(effNoise!, effB!));
-        return this.decoder.forward(nb.xt, nb.t, eff, clip);
-      });
+      // the word loss reads the captions before caption dropout, and the map before it is dropped or noised
+      const wordTargets = words
+        ? captionWordTargets(
+            this.text.tokenizer,
+            sl(batch).map((s) => s.caption),
+            words.buckets,
+          )
+        : null;
+      let map: tf.Tensor | null = null;
+      const r = addDiffusionLoss(
+        acc,
+        nb,
+        accum,
+        () => {
+          map = frozenMaps ? effIn : this.effnet.forward(effIn);
+          let eff = map;
+          if (mode === 'drop') eff = tf.mul(eff, 0);
+          else if (mode === 'noise') eff = tf.add(tf.mul(eff, effA!), tf.mul(effNoise!, effB!));
+          return this.decoder.forward(nb.xt, nb.t, eff, clip);
+        },
+        words ? () => tf.mul(words.loss(map!, wordTargets!), ob.effnet_words) : undefined,
+      );
+      wordTargets?.dispose();
       lossSum += r.loss / accum;
       adjSum += r.adjusted;
+      wordSum += r.aux / accum;
       if (!Number.isFinite(r.loss) || !Number.isFinite(r.adjusted)) finite = false;
       tf.dispose([x0, effIn, clip, nb.xt, nb.noise, nb.t, nb.weights]);
       tf.dispose([effA, effB, effNoise].filter((x): x is tf.Tensor => x !== null));
@@ -192,13 +221,51 @@ export class StageBTrainer extends Trainer {
       gradNorm,
       lr,
       skipped,
-      extra: { effnet_cond: mode === 'clean' ? 0 : mode === 'drop' ? 1 : 2 },
+      extra: {
+        effnet_cond: mode === 'clean' ? 0 : mode === 'drop' ? 1 : 2,
+        ...(words ? { word_loss: wordSum / ob.effnet_words } : {}),
+      },
     };
+  }
+
+  /** A compressor-only update: the caption-word loss alone (no decoder, no Stage A). */
+  private updateCompressor(batch: Sample[], phase: PhaseConfig, accum: number): UpdateResult {
+    const e = phase.effnet_size!;
+    const words = this.words!;
+    const weight = this.cfg.objective.effnet_words;
+    this.effnet.train(true);
+    const acc = new GradAccumulator(this.params.filter(([k]) => !k.startsWith('decoder.')));
+    const micro = batch.length / accum;
+    let adjSum = 0;
+    for (let a = 0; a < accum; a++) {
+      const part = batch.slice(a * micro, (a + 1) * micro);
+      const x = Trainer.toTensor(part.map((s) => this.effnetInput(this.cropSample(s, phase), e, e)));
+      const targets = captionWordTargets(
+        this.text.tokenizer,
+        part.map((s) => s.caption),
+        words.buckets,
+      );
+      this.seededEffnet.reseed(deriveSeed(this.rng.nextUint32(), 'effnet'));
+      adjSum += acc.add(() => tf.div(tf.mul(words.loss(this.effnet.forward(x), targets), weight), accum) as tf.Scalar);
+      tf.dispose([x, targets]);
+    }
+    const lr = this.learningRate(phase, this.opt.step);
+    const { gradNorm, skipped } = this.applyGradients(acc, this.opt, lr, Number.isFinite(adjSum));
+    acc.dispose();
+    const wordLoss = adjSum / weight;
+    return { loss: wordLoss, lossAdjusted: adjSum, gradNorm, lr, skipped, extra: { word_loss: wordLoss } };
   }
 
   protected saveModels(dir: string): void {
     saveModule(path.join(dir, 'decoder'), 'WuerstchenDiffNeXt', this.decoder.config, this.decoder);
     saveModule(path.join(dir, 'effnet'), 'EfficientNetEncoder', this.effnet.config, this.effnet);
+    if (this.words)
+      saveModule(
+        path.join(dir, 'effnet_words'),
+        'CaptionWordHead',
+        { c_latent: this.words.cLatent, buckets: this.words.buckets },
+        this.words,
+      );
     // a seeded text encoder exists nowhere else: keep it with the weights that were trained against it
     if (this.cfg.text_encoder!.endsWith('.json')) saveTextEncoder(path.join(dir, 'text_encoder'), this.text.encoder);
   }
@@ -206,6 +273,7 @@ export class StageBTrainer extends Trainer {
   protected loadModels(dir: string): void {
     loadDiffusersWeights(this.decoder, path.join(dir, 'decoder'));
     loadDiffusersWeights(this.effnet, path.join(dir, 'effnet'));
+    if (this.words) loadDiffusersWeights(this.words, path.join(dir, 'effnet_words'));
   }
 
   protected optimizerState(): { tensors: Map<string, HostTensor>; steps: Record<string, number> } {
@@ -282,6 +350,7 @@ export class StageBTrainer extends Trainer {
     this.opt?.dispose();
     this.decoder?.dispose();
     this.effnet?.dispose();
+    this.words?.dispose();
     this.vqgan?.dispose();
     this.text?.dispose();
     this.dataset.close();

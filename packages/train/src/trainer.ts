@@ -127,24 +127,29 @@ export class GradAccumulator {
 
 /**
  * One micro-batch of the ε-objective: `predict()` (run inside the gradient tape) returns ε̂ for `nb.xt`; the
- * p2-weighted loss divided by `accum` is backpropagated into `acc`. Returns the unweighted mean MSE (what is
- * logged) and the backpropagated value.
+ * p2-weighted loss, plus `aux()` when given (a further loss term, run in the same tape after `predict`),
+ * divided by `accum` is backpropagated into `acc`. Returns the unweighted mean MSE (what is logged), the
+ * backpropagated value and the aux term's value.
  */
 export function addDiffusionLoss(
   acc: GradAccumulator,
   nb: NoisedBatch,
   accum: number,
   predict: () => tf.Tensor,
-): { loss: number; adjusted: number } {
-  let per: tf.Tensor | null = null;
+  aux?: () => tf.Scalar,
+): { loss: number; adjusted: number; aux: number } {
+  const kept: { per?: tf.Tensor; aux?: tf.Scalar } = {};
   const adjusted = acc.add(() => {
     const { perSample, weighted } = diffusionLoss(predict(), nb.noise, nb.weights);
-    per = tf.keep(perSample);
-    return tf.div(weighted, accum) as tf.Scalar;
+    kept.per = tf.keep(perSample);
+    if (!aux) return tf.div(weighted, accum) as tf.Scalar;
+    kept.aux = tf.keep(aux());
+    return tf.div(tf.add(weighted, kept.aux), accum) as tf.Scalar;
   });
-  const loss = tf.tidy(() => tf.mean(per!).dataSync()[0]);
-  (per as tf.Tensor | null)?.dispose();
-  return { loss, adjusted };
+  const loss = tf.tidy(() => tf.mean(kept.per!).dataSync()[0]);
+  const auxValue = kept.aux ? kept.aux.dataSync()[0] : 0;
+  tf.dispose([kept.per!, ...(kept.aux ? [kept.aux] : [])]);
+  return { loss, adjusted, aux: auxValue };
 }
 
 /** What a call of run() did, for the summary the CLI prints. */
