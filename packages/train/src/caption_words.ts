@@ -5,7 +5,7 @@
  * before Stage B ever sees it. Ours starts from nothing, and Stage B's ε-loss alone barely rewards it for
  * encoding small details (in the shapes data it learns the colour and the place, not the shape). This
  * head stands in for that pretraining with the data we have: from every location of the map a linear
- * layer predicts which words the caption holds (token ids hashed into `buckets`), max-pooled over the
+ * layer predicts which words the caption holds (token ids hashed into `buckets`), averaged over the
  * map, with a sigmoid cross-entropy. It is trained beside the decoder and is not part of the exported model.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -32,9 +32,13 @@ export class CaptionWordHead extends Module {
     tf.tidy(() => this.proj.bias!.assign(tf.fill([this.buckets], -Math.log(this.buckets))));
   }
 
-  /** map `[B, H, W, c_latent]` → word logits `[B, buckets]` (each bucket's largest logit over the map). */
+  /**
+   * map `[B, H, W, c_latent]` → word logits `[B, buckets]`: each cell's logits, averaged over the map. (With the
+   * largest logit instead, one cell may carry a word for the whole map, and Stage B, which reads the map cell by
+   * cell, never learnt to draw from such maps.)
+   */
   forward(map: tf.Tensor): tf.Tensor2D {
-    return tf.tidy(() => tf.max(this.proj.forward(map), [1, 2]) as tf.Tensor2D);
+    return tf.tidy(() => tf.mean(this.proj.forward(map), [1, 2]) as tf.Tensor2D);
   }
 
   /** Sigmoid cross-entropy summed over buckets, averaged over the batch. */
