@@ -259,7 +259,8 @@ export function loraTrainConfig(o: LoraRunOptions): TrainConfig {
       grad_clip: optimizer.grad_clip ?? 1,
     },
     ema: null,
-    objective: stage === 'c' ? { ...objective, ...stageC() } : objective,
+    // the compressor is frozen in a decoder LoRA run: no caption-word head
+    objective: stage === 'c' ? { ...objective, ...stageC() } : { ...objective, effnet_words: 0 },
     phases: [
       {
         random_crop: false,
