@@ -236,7 +236,8 @@ function tinyTrainSetup(W, stage) {
   if (stage === 'b') config.vqgan = { ...config.vqgan, from: path.join(bundle, 'wuerstchen') };
   if (stage === 'c') config.effnet = { ...config.effnet, from: path.join(bundle, 'effnet') };
   const trainer = T.createTrainer({ config, data, out: path.join(tmp, 'run'), progress: 'none', log: () => {} }).init();
-  const phase = config.phases[0];
+  // Stage B's first phase that trains the decoder (a compressor-only phase before it trains no decoder)
+  const phase = config.phases.find((p) => !p.compressor_only);
   const batch = Array.from({ length: phase.batch_size }, () => trainer.dataset.next());
   return {
     run: () => trainer.update(batch, phase, phase.grad_accum),
