@@ -33,9 +33,8 @@ export class CaptionWordHead extends Module {
   }
 
   /**
-   * map `[B, H, W, c_latent]` → word logits `[B, buckets]`: each cell's logits, averaged over the map. (With the
-   * largest logit instead, one cell may carry a word for the whole map, and Stage B, which reads the map cell by
-   * cell, never learnt to draw from such maps.)
+   * map `[B, H, W, c_latent]` → word logits `[B, buckets]`: each cell's logits, averaged over the map, so that
+   * every cell is asked for every word (Stage B reads the map cell by cell).
    */
   forward(map: tf.Tensor): tf.Tensor2D {
     return tf.tidy(() => tf.mean(this.proj.forward(map), [1, 2]) as tf.Tensor2D);
