@@ -181,13 +181,7 @@ export class StageBTrainer extends Trainer {
       this.seeded.reseed(deriveSeed(seed, 'decoder'));
       this.seededEffnet.reseed(deriveSeed(seed, 'effnet'));
       // the word loss reads the captions before caption dropout, and the map before it is dropped or noised
-      const wordTargets = words
-        ? captionWordTargets(
-            this.text.tokenizer,
-            sl(batch).map((s) => s.caption),
-            words.buckets,
-          )
-        : null;
+      const wordCaptions = sl(batch).map((s) => s.caption);
       let map: tf.Tensor | null = null;
       const r = addDiffusionLoss(
         acc,
@@ -200,9 +194,8 @@ export class StageBTrainer extends Trainer {
           else if (mode === 'noise') eff = tf.add(tf.mul(eff, effA!), tf.mul(effNoise!, effB!));
           return this.decoder.forward(nb.xt, nb.t, eff, clip);
         },
-        words ? () => tf.mul(words.loss(map!, wordTargets!), ob.effnet_words) : undefined,
+        words ? () => this.wordLoss(map!, wordCaptions) : undefined,
       );
-      wordTargets?.dispose();
       lossSum += r.loss / accum;
       adjSum += r.adjusted;
       wordSum += r.aux / accum;
@@ -231,7 +224,6 @@ export class StageBTrainer extends Trainer {
   /** A compressor-only update: the caption-word loss alone (no decoder, no Stage A). */
   private updateCompressor(batch: Sample[], phase: PhaseConfig, accum: number): UpdateResult {
     const e = phase.effnet_size!;
-    const words = this.words!;
     const weight = this.cfg.objective.effnet_words;
     this.effnet.train(true);
     const acc = new GradAccumulator(this.params.filter(([k]) => !k.startsWith('decoder.')));
@@ -240,20 +232,25 @@ export class StageBTrainer extends Trainer {
     for (let a = 0; a < accum; a++) {
       const part = batch.slice(a * micro, (a + 1) * micro);
       const x = Trainer.toTensor(part.map((s) => this.effnetInput(this.cropSample(s, phase), e, e)));
-      const targets = captionWordTargets(
-        this.text.tokenizer,
-        part.map((s) => s.caption),
-        words.buckets,
-      );
       this.seededEffnet.reseed(deriveSeed(this.rng.nextUint32(), 'effnet'));
-      adjSum += acc.add(() => tf.div(tf.mul(words.loss(this.effnet.forward(x), targets), weight), accum) as tf.Scalar);
-      tf.dispose([x, targets]);
+      const captions = part.map((s) => s.caption);
+      adjSum += acc.add(() => tf.div(this.wordLoss(this.effnet.forward(x), captions), accum) as tf.Scalar);
+      x.dispose();
     }
     const lr = this.learningRate(phase, this.opt.step);
     const { gradNorm, skipped } = this.applyGradients(acc, this.opt, lr, Number.isFinite(adjSum));
     acc.dispose();
     const wordLoss = adjSum / weight;
     return { loss: wordLoss, lossAdjusted: adjSum, gradNorm, lr, skipped, extra: { word_loss: wordLoss } };
+  }
+
+  /** The caption-word loss of `map` for `captions` (their words before caption dropout), times its weight. */
+  private wordLoss(map: tf.Tensor, captions: string[]): tf.Scalar {
+    const words = this.words!;
+    return tf.tidy(() => {
+      const targets = captionWordTargets(this.text.tokenizer, captions, words.buckets);
+      return tf.mul(words.loss(map, targets), this.cfg.objective.effnet_words) as tf.Scalar;
+    });
   }
 
   protected saveModels(dir: string): void {
