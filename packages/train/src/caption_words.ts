@@ -33,8 +33,9 @@ export class CaptionWordHead extends Module {
   }
 
   /**
-   * map `[B, H, W, c_latent]` → word logits `[B, buckets]`: each cell's logits, averaged over the map, so that
-   * every cell is asked for every word (Stage B reads the map cell by cell).
+   * map `[B, H, W, c_latent]` → word logits `[B, buckets]`: each cell's logits, averaged over the map. The head is
+   * linear, so this reads the map's mean: every cell gets the same gradient, and the words end up in a code that
+   * all cells share (on the shapes data the cells then tell less of what lies under them; docs/training.md).
    */
   forward(map: tf.Tensor): tf.Tensor2D {
     return tf.tidy(() => tf.mean(this.proj.forward(map), [1, 2]) as tf.Tensor2D);
