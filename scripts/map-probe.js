@@ -16,11 +16,11 @@ const path = require('path');
 const tf = require('@tensorflow/tfjs');
 const { useBackend } = require('@wuerstchen/core');
 const w = require('wuerstchen');
-const { COLOURS, PALETTE, POSITIONS, SHAPES, SIZES, randomScene, renderScene } = require('wuerstchen/internal');
+const { COLOURS, POSITIONS, SHAPES, SIZES, nearestColour, randomScene, renderScene } = require('wuerstchen/internal');
 const { flag } = require('./lib/flags');
+const { fitRidge } = require('./lib/ridge');
 
 const SIDE = w.TINY_MODEL.width;
-const RGB = COLOURS.map((c) => PALETTE[c]);
 const ATTRS = { shape: SHAPES, position: POSITIONS, size: SIZES, colour: COLOURS, background: COLOURS };
 
 /** For each of the gh × gw cells of an RGB picture, the index (in COLOURS) of the palette colour nearest most of its pixels. */
@@ -30,19 +30,18 @@ function cellColours(px, gh, gw) {
   const out = [];
   for (let cy = 0; cy < gh; cy++)
     for (let cx = 0; cx < gw; cx++) {
-      const count = new Array(RGB.length).fill(0);
+      const count = new Array(COLOURS.length).fill(0);
       for (let y = cy * ch; y < (cy + 1) * ch; y++)
         for (let x = cx * cw; x < (cx + 1) * cw; x++) {
           const o = (y * SIDE + x) * 3;
-          const d = RGB.map((p) => (p[0] - px[o]) ** 2 + (p[1] - px[o + 1]) ** 2 + (p[2] - px[o + 2]) ** 2);
-          count[d.indexOf(Math.min(...d))]++;
+          count[COLOURS.indexOf(nearestColour([px[o], px[o + 1], px[o + 2]], COLOURS))]++;
         }
       out.push(count.indexOf(Math.max(...count)));
     }
   return out;
 }
 
-/** Accuracy on the last quarter of a ridge regression (λ = 1, standardised features, a bias) fitted on the rest. */
+/** Accuracy on the last quarter of a ridge classifier (λ = 1, standardised features) fitted on the rest. */
 function probe(rows, labels, classes) {
   const split = Math.floor(rows.length * 0.75);
   const d = rows[0].length;
@@ -50,37 +49,17 @@ function probe(rows, labels, classes) {
   const sd = new Float64Array(d);
   for (let i = 0; i < split; i++) rows[i].forEach((v, j) => (mean[j] += v / split));
   for (let i = 0; i < split; i++) rows[i].forEach((v, j) => (sd[j] += (v - mean[j]) ** 2 / split));
-  const feature = (r) => [...Array.from(r, (v, j) => (v - mean[j]) / (Math.sqrt(sd[j]) + 1e-6)), 1];
-  // normal equations [XᵀX + λI | XᵀY], solved by Gauss–Jordan elimination with partial pivoting
-  const n = d + 1;
-  const A = Array.from({ length: n }, (_, i) => {
-    const row = new Float64Array(n + classes);
-    row[i] = 1;
-    return row;
-  });
-  for (let i = 0; i < split; i++) {
-    const x = feature(rows[i]);
-    for (let a = 0; a < n; a++) {
-      for (let b = 0; b < n; b++) A[a][b] += x[a] * x[b];
-      A[a][n + labels[i]] += x[a];
-    }
-  }
-  for (let c = 0; c < n; c++) {
-    let p = c;
-    for (let r = c + 1; r < n; r++) if (Math.abs(A[r][c]) > Math.abs(A[p][c])) p = r;
-    [A[c], A[p]] = [A[p], A[c]];
-    for (let r = 0; r < n; r++) {
-      if (r === c || A[r][c] === 0) continue;
-      const f = A[r][c] / A[c][c];
-      for (let k = c; k < n + classes; k++) A[r][k] -= f * A[c][k];
-    }
-  }
+  sd.forEach((v, j) => (sd[j] = Math.sqrt(v) + 1e-6));
+  const classify = fitRidge(
+    (i, j) => (rows[i][j] - mean[j]) / sd[j],
+    split,
+    d,
+    classes,
+    (i) => labels[i],
+    1,
+  );
   let right = 0;
-  for (let i = split; i < rows.length; i++) {
-    const x = feature(rows[i]);
-    const score = Array.from({ length: classes }, (_, k) => x.reduce((s, v, a) => s + (v * A[a][n + k]) / A[a][a], 0));
-    if (score.indexOf(Math.max(...score)) === labels[i]) right++;
-  }
+  for (let i = split; i < rows.length; i++) if (classify(i) === labels[i]) right++;
   return +((100 * right) / (rows.length - split)).toFixed(1);
 }
 
@@ -116,7 +95,7 @@ function probe(rows, labels, classes) {
   );
   const c = maps[0].length / (gh * gw);
   const cellRows = maps.flatMap((m) => Array.from({ length: gh * gw }, (_, k) => m.subarray(k * c, (k + 1) * c)));
-  const localCellColour = probe(cellRows, cells.flat(), RGB.length);
+  const localCellColour = probe(cellRows, cells.flat(), COLOURS.length);
   const rms = Math.sqrt(maps.reduce((s, m) => s + m.reduce((a, v) => a + v * v, 0), 0) / (n * maps[0].length));
   console.log(JSON.stringify({ model, n, global, local_cell_colour: localCellColour, map_rms: +rms.toFixed(2) }));
 })();

@@ -20,6 +20,7 @@ const tf = require('@tensorflow/tfjs');
 const { useBackend } = require('@wuerstchen/core');
 const w = require('wuerstchen');
 const { flag } = require('./lib/flags');
+const { fitRidge } = require('./lib/ridge');
 
 const PROMPTS = [
   'a small red circle on the left on a blue background',
@@ -27,65 +28,18 @@ const PROMPTS = [
   'a small green triangle in the middle on a orange background',
 ];
 
-/** Solves (A) X = B for a symmetric positive definite A (n × n) and B (n × k), both row-major, by Cholesky. */
-function choleskySolve(a, b, n) {
-  const l = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j <= i; j++) {
-      let s = a[i * n + j];
-      for (let k = 0; k < j; k++) s -= l[i * n + k] * l[j * n + k];
-      l[i * n + j] = i === j ? Math.sqrt(s) : s / l[j * n + j];
-    }
-  }
-  const k = b.length / n;
-  const x = new Float64Array(b.length);
-  const y = new Float64Array(n);
-  for (let c = 0; c < k; c++) {
-    for (let i = 0; i < n; i++) {
-      let s = b[i * k + c];
-      for (let j = 0; j < i; j++) s -= l[i * n + j] * y[j];
-      y[i] = s / l[i * n + i];
-    }
-    for (let i = n - 1; i >= 0; i--) {
-      let s = y[i];
-      for (let j = i + 1; j < n; j++) s -= l[j * n + i] * x[j * k + c];
-      x[i * k + c] = s / l[i * n + i];
-    }
-  }
-  return x;
-}
-
 /**
  * Accuracy of a ridge classifier (one-hot targets, bias feature) trained on the first half of `rows` and
  * tested on the second. `features` is [rows, dims]; `label(i)` in [0, classes).
  */
 function probe(features, rows, dims, classes, label, inner) {
-  const d = dims + 1;
-  const feature = (i, j) => (j === dims ? 1 : features[i * dims + j]);
   const half = rows >> 1;
-  const gram = new Float64Array(d * d);
-  const rhs = new Float64Array(d * classes);
-  for (let i = 0; i < half; i++) {
-    for (let a = 0; a < d; a++) {
-      const fa = feature(i, a);
-      for (let b = 0; b < d; b++) gram[a * d + b] += fa * feature(i, b);
-      rhs[a * classes + label(i)] += fa;
-    }
-  }
-  for (let a = 0; a < d; a++) gram[a * d + a] += 1e-3 * half;
-  const weights = choleskySolve(gram, rhs, d);
+  const classify = fitRidge((i, j) => features[i * dims + j], half, dims, classes, label, 1e-3 * half);
   let right = 0;
   let innerRight = 0;
   let innerCount = 0;
   for (let i = half; i < rows; i++) {
-    let best = 0;
-    let bestScore = -Infinity;
-    for (let c = 0; c < classes; c++) {
-      let s = 0;
-      for (let j = 0; j < d; j++) s += feature(i, j) * weights[j * classes + c];
-      if (s > bestScore) [best, bestScore] = [c, s];
-    }
-    const ok = best === label(i);
+    const ok = classify(i) === label(i);
     right += ok;
     if (inner(label(i))) [innerRight, innerCount] = [innerRight + ok, innerCount + 1];
   }

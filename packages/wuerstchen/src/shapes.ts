@@ -191,7 +191,8 @@ export interface Judgement {
   fill: number;
 }
 
-function nearestColour(c: RGB, colours: readonly string[], exclude?: string): string {
+/** The name in `colours` (other than `exclude`) whose palette colour is nearest to `c`; the first on a tie. */
+export function nearestColour(c: RGB, colours: readonly string[], exclude?: string): string {
   let best = '';
   let bestD = Infinity;
   for (const name of colours) {
