@@ -211,7 +211,7 @@ describe('schedule configs', () => {
     expect(() => parseConfig({ ...base, _comment: 'notes are fine' }, 'x.json')).not.toThrow();
   });
 
-  test('the caption-word loss and the compressor-only phase are checked', () => {
+  test("the compressor heads' losses and the compressor-only phase are checked", () => {
     const b = {
       stage: 'b',
       text_encoder: 't',
@@ -219,9 +219,13 @@ describe('schedule configs', () => {
       phases: [{ steps: 1, batch_size: 1, image_size: 8, effnet_size: 8, compressor_only: true }],
     };
     expect(() => parseConfig(b, 'b.json')).toThrow(
-      /b\.json: phase phase-1: "compressor_only" trains on the caption-word loss; set objective\.effnet_words > 0/,
+      /b\.json: phase phase-1: "compressor_only" trains on the compressor's head losses; set objective\.effnet_words or effnet_patches > 0/,
     );
     expect(() => parseConfig({ ...b, objective: { effnet_words: 0.1 } }, 'b.json')).not.toThrow();
+    expect(() => parseConfig({ ...b, objective: { effnet_patches: 1 } }, 'b.json')).not.toThrow();
+    expect(() => parseConfig({ ...b, objective: { effnet_patches: 'much' } }, 'b.json')).toThrow(
+      /objective\.effnet_patches must be a weight ≥ 0, got "much"/,
+    );
     expect(() =>
       parseConfig(
         { ...b, objective: { effnet_words: 0.1 }, phases: [{ ...b.phases[0], freeze_effnet: true }] },

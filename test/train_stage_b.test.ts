@@ -9,7 +9,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { CLIPTokenizer, Generator, loadModel } from 'wuerstchen';
 import { StageBTrainer, StepMetrics, loadConfig, readLatest } from '@wuerstchen/train';
-import { CaptionWordHead, captionWordTargets, makeToyDataset } from '@wuerstchen/train/internal';
+import { CaptionWordHead, captionWordTargets, makeToyDataset, patchTargets } from '@wuerstchen/train/internal';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'train-b-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -70,11 +70,11 @@ test('tiny Stage B: loss decreases, compressor trains, no leaks, checkpoint fold
   expect(fs.existsSync(path.join(out, 'samples', 'step-00000012.png'))).toBe(true);
 });
 
-test("the caption-word head: a compressor-only phase, then a loss beside the decoder's; checkpointed, resumed bit for bit, off once frozen", async () => {
+test("the compressor's word and patch heads: a compressor-only phase, then losses beside the decoder's; checkpointed, resumed bit for bit, off once frozen", async () => {
   const data = path.join(tmp, 'data-words');
   makeToyDataset(data, 8);
   const cfg = loadConfig(path.resolve(__dirname, '../configs/stage-b-tiny.json'), 'b');
-  cfg.objective = { ...cfg.objective, effnet_words: 0.1, effnet_words_buckets: 32 };
+  cfg.objective = { ...cfg.objective, effnet_words: 0.1, effnet_words_buckets: 32, effnet_patches: 1 };
   cfg.phases = [
     { ...cfg.phases[0], name: 'compressor', steps: 2, compressor_only: true },
     { ...cfg.phases[0], steps: 2 },
@@ -100,25 +100,57 @@ test("the caption-word head: a compressor-only phase, then a loss beside the dec
   };
   const ref = await run(path.join(tmp, 'words-ref'));
   // reported while the compressor trains, absent once it is frozen
-  expect(ref.slice(0, 4).every((m) => Number.isFinite(m.word_loss) && (m.word_loss as number) > 0)).toBe(true);
-  expect(ref[4].word_loss).toBeUndefined();
+  for (const metric of ['word_loss', 'patch_loss']) {
+    expect(ref.slice(0, 4).every((m) => Number.isFinite(m[metric]) && (m[metric] as number) > 0)).toBe(true);
+    expect(ref[4][metric]).toBeUndefined();
+  }
   // the compressor-only phase runs no decoder (no map dropout or noise is drawn for it)
   expect(ref.map((m) => m.effnet_cond === undefined)).toEqual([true, true, false, false, false]);
-  const head = (out: string, step: number) =>
+  const head = (out: string, step: number, name: string) =>
     fs.readFileSync(
       path.join(
         out,
         'checkpoints',
         `step-${String(step).padStart(8, '0')}`,
-        'effnet_words',
+        name,
         'diffusion_pytorch_model.safetensors',
       ),
     );
   const cut = path.join(tmp, 'words-cut');
   await run(cut, 2);
   const resumed = await run(cut);
-  expect(resumed.map((m) => m.word_loss)).toEqual(ref.slice(2).map((m) => m.word_loss));
-  expect(head(cut, 4).equals(head(path.join(tmp, 'words-ref'), 4))).toBe(true);
+  expect(resumed.map((m) => [m.word_loss, m.patch_loss])).toEqual(ref.slice(2).map((m) => [m.word_loss, m.patch_loss]));
+  for (const name of ['effnet_words', 'effnet_patches'])
+    expect(head(cut, 4, name).equals(head(path.join(tmp, 'words-ref'), 4, name))).toBe(true);
+  // the patch head's weights depend on the patch side, so every phase that trains the compressor must give the same
+  cfg.phases = [cfg.phases[0], { ...cfg.phases[1], effnet_size: 6 }];
+  expect(() =>
+    new StageBTrainer({
+      config: cfg,
+      data,
+      out: path.join(tmp, 'words-sides'),
+      progress: 'none',
+      log: () => undefined,
+    }).init(),
+  ).toThrow(
+    /objective\.effnet_patches: the phases that train the compressor give patch sides 8, 6; they must share one/,
+  );
+});
+
+test('the patch targets: each map cell gets its own patch of the input, rows, then columns, then RGB', () => {
+  // a 1×4×6×3 input whose value encodes (row, column, channel), cut into 2×2 patches under a 2×3 map
+  const input = tf.tensor4d(
+    Array.from({ length: 4 * 6 * 3 }, (_, i) => i),
+    [1, 4, 6, 3],
+  );
+  const t = patchTargets(input, 2);
+  expect(t.shape).toEqual([1, 2, 3, 12]);
+  const v = (y: number, x: number, c: number) => (y * 6 + x) * 3 + c;
+  const cell = t.arraySync()[0][1][2];
+  // cell (1, 2) covers rows 2–3 and columns 4–5
+  expect(cell).toEqual([2, 3].flatMap((y) => [4, 5].flatMap((x) => [0, 1, 2].map((c) => v(y, x, c)))));
+  expect(() => patchTargets(input, 4)).toThrow(/input 4×6 is not a whole number of 4×4 patches/);
+  tf.dispose([input, t]);
 });
 
 test('the caption-word head starts every word at −log(buckets); its targets have one bucket per token id', () => {

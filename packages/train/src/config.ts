@@ -38,8 +38,8 @@ export interface PhaseConfig {
   /** Stage B: keep the compressor fixed (eval mode, no updates) in this phase, so Stage C can train on its final maps meanwhile. */
   freeze_effnet?: boolean;
   /**
-   * Stage B: train the compressor alone, on the caption-word loss (objective.effnet_words), before the
-   * decoder starts: our stand-in for the paper's ImageNet-pretrained compressor.
+   * Stage B: train the compressor alone, on its heads' losses (objective.effnet_words, effnet_patches), before
+   * the decoder starts: our stand-in for the paper's ImageNet-pretrained compressor.
    */
   compressor_only?: boolean;
   /** overrides optimizer.lr for this phase. */
@@ -108,6 +108,8 @@ export interface TrainConfig {
      */
     effnet_words: number;
     effnet_words_buckets: number;
+    /** Stage B: weight of the compressor's patch loss while it trains (0 = off; see patch_head.ts). */
+    effnet_patches: number;
     /** Stage A weights. */
     rec_weight: number;
     adv_weight: number;
@@ -245,6 +247,7 @@ const KNOWN_KEYS: Record<string, readonly string[]> = {
     'effnet_noise_tmax',
     'effnet_words',
     'effnet_words_buckets',
+    'effnet_patches',
     'rec_weight',
     'adv_weight',
     'vq_weight',
@@ -383,6 +386,7 @@ export function parseConfig(raw0: Record<string, unknown>, file: string, stage?:
       effnet_noise_tmax: (obj.effnet_noise_tmax as number) ?? 0.5,
       effnet_words: (obj.effnet_words as number) ?? 0,
       effnet_words_buckets: (obj.effnet_words_buckets as number) ?? 256,
+      effnet_patches: (obj.effnet_patches as number) ?? 0,
       rec_weight: (obj.rec_weight as number) ?? 1.0,
       adv_weight: (obj.adv_weight as number) ?? 0.1,
       vq_weight: (obj.vq_weight as number) ?? 0.1,
@@ -432,11 +436,15 @@ export function parseConfig(raw0: Record<string, unknown>, file: string, stage?:
     fail(`objective.effnet_words must be a weight ≥ 0, got ${JSON.stringify(obj.effnet_words)}`);
   if (!Number.isSafeInteger(cfg.objective.effnet_words_buckets) || cfg.objective.effnet_words_buckets < 1)
     fail(`objective.effnet_words_buckets must be a positive integer, got ${JSON.stringify(obj.effnet_words_buckets)}`);
+  if (!(Number.isFinite(cfg.objective.effnet_patches) && cfg.objective.effnet_patches >= 0))
+    fail(`objective.effnet_patches must be a weight ≥ 0, got ${JSON.stringify(obj.effnet_patches)}`);
   for (const p of cfg.phases.filter((ph) => ph.compressor_only)) {
     if (st !== 'b') fail(`phase ${p.name}: "compressor_only" is a Stage B phase option`);
     if (p.freeze_effnet) fail(`phase ${p.name}: "compressor_only" trains the compressor; it cannot also freeze it`);
-    if (!(cfg.objective.effnet_words > 0))
-      fail(`phase ${p.name}: "compressor_only" trains on the caption-word loss; set objective.effnet_words > 0`);
+    if (!(cfg.objective.effnet_words > 0 || cfg.objective.effnet_patches > 0))
+      fail(
+        `phase ${p.name}: "compressor_only" trains on the compressor's head losses; set objective.effnet_words or effnet_patches > 0`,
+      );
   }
   if (!(cfg.checkpoint_every > 0)) fail('"checkpoint_every" must be positive');
   if (!Number.isSafeInteger(cfg.max_image_pixels) || cfg.max_image_pixels < 1)

@@ -4,6 +4,7 @@
  */
 export { AdamW, EMA, clipGrads, globalNorm, oneCycleLR, warmupLR } from './optim';
 export { CaptionWordHead, captionWordTargets } from './caption_words';
+export { PatchHead, patchTargets } from './patch_head';
 export { alphaCumprod, p2Weight, sampleT } from './objectives';
 export { phaseAt, totalSteps } from './config';
 export {

@@ -259,8 +259,8 @@ export function loraTrainConfig(o: LoraRunOptions): TrainConfig {
       grad_clip: optimizer.grad_clip ?? 1,
     },
     ema: null,
-    // the compressor is frozen in a decoder LoRA run: no caption-word head
-    objective: stage === 'c' ? { ...objective, ...stageC() } : { ...objective, effnet_words: 0 },
+    // the compressor is frozen in a decoder LoRA run: no compressor heads
+    objective: stage === 'c' ? { ...objective, ...stageC() } : { ...objective, effnet_words: 0, effnet_patches: 0 },
     phases: [
       {
         random_crop: false,

@@ -21,6 +21,7 @@ import {
   WuerstchenDiffNeXtConfig,
 } from 'wuerstchen';
 import { CaptionWordHead, captionWordTargets } from './caption_words';
+import { PatchHead } from './patch_head';
 import { PhaseConfig, weightingOf } from './config';
 import { loadDiffusersWeights } from './checkpoint';
 import { Sample } from './data/dataset';
@@ -48,6 +49,8 @@ export class StageBTrainer extends Trainer {
   text!: TextConditioner;
   /** the compressor's caption-word head (objective.effnet_words > 0), trained while the compressor is. */
   words: CaptionWordHead | null = null;
+  /** the compressor's patch head (objective.effnet_patches > 0), trained while the compressor is. */
+  patches: PatchHead | null = null;
   opt!: AdamW;
   private params!: [string, Parameter][];
   private seeded!: SeededStochasticLayers;
@@ -89,6 +92,10 @@ export class StageBTrainer extends Trainer {
       this.words = new CaptionWordHead(this.effnet.config.c_latent, cfg.objective.effnet_words_buckets);
       this.words.init(new Generator(deriveSeed(cfg.seed, 'init', 'effnet_words')));
     }
+    if (cfg.objective.effnet_patches > 0) {
+      this.patches = new PatchHead(this.effnet.config.c_latent, this.patchSize());
+      this.patches.init(new Generator(deriveSeed(cfg.seed, 'init', 'effnet_patches')));
+    }
     this.params = this.trainedParameters();
     const o = cfg.optimizer;
     this.opt = new AdamW(this.params, { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay });
@@ -103,7 +110,27 @@ export class StageBTrainer extends Trainer {
       ...this.decoder.trainableParameters().map(([k, p]) => [`decoder.${k}`, p] as [string, Parameter]),
       ...this.effnet.trainableParameters().map(([k, p]) => [`effnet.${k}`, p] as [string, Parameter]),
       ...(this.words?.trainableParameters() ?? []).map(([k, p]) => [`effnet_words.${k}`, p] as [string, Parameter]),
+      ...(this.patches?.trainableParameters() ?? []).map(([k, p]) => [`effnet_patches.${k}`, p] as [string, Parameter]),
     ];
+  }
+
+  /** The patch head's patch side: the same in every phase that trains the compressor (its weights depend on it). */
+  private patchSize(): number {
+    const sizes = new Set<number>();
+    for (const p of this.cfg.phases.filter((ph) => !ph.freeze_effnet)) {
+      const e = p.effnet_size!;
+      const side = effnetOutSize(this.effnet.config, e);
+      if (e % side !== 0)
+        throw new Error(
+          `phase ${p.name}: objective.effnet_patches needs effnet_size ${e} to be a whole number of the compressor's ${side}×${side} map cells`,
+        );
+      sizes.add(e / side);
+    }
+    if (sizes.size !== 1)
+      throw new Error(
+        `objective.effnet_patches: the phases that train the compressor give patch sides ${[...sizes].join(', ') || '(none)'}; they must share one`,
+      );
+    return [...sizes][0];
   }
 
   protected update(batch: Sample[], phase: PhaseConfig, accum: number): UpdateResult {
@@ -145,8 +172,8 @@ export class StageBTrainer extends Trainer {
     const acc = new GradAccumulator(frozen ? this.params.filter(([k]) => k.startsWith('decoder.')) : this.params);
     let lossSum = 0;
     let adjSum = 0;
-    let wordSum = 0;
-    const words = frozen ? null : this.words;
+    const heads = frozen ? [] : this.heads();
+    const headSums = heads.map(() => 0);
     let finite = true;
     const sf = this.vqgan.config.scale_factor;
     const lat = phase.image_size / (this.vqgan.config.up_down_scale_factor * 2 ** (this.vqgan.config.levels - 1));
@@ -180,8 +207,8 @@ export class StageBTrainer extends Trainer {
       const seed = this.rng.nextUint32();
       this.seeded.reseed(deriveSeed(seed, 'decoder'));
       this.seededEffnet.reseed(deriveSeed(seed, 'effnet'));
-      // the word loss reads the captions before caption dropout, and the map before it is dropped or noised
-      const wordCaptions = sl(batch).map((s) => s.caption);
+      // the head losses read the captions before caption dropout, and the map before it is dropped or noised
+      const headCaptions = sl(batch).map((s) => s.caption);
       let map: tf.Tensor | null = null;
       const r = addDiffusionLoss(
         acc,
@@ -194,11 +221,11 @@ export class StageBTrainer extends Trainer {
           else if (mode === 'noise') eff = tf.add(tf.mul(eff, effA!), tf.mul(effNoise!, effB!));
           return this.decoder.forward(nb.xt, nb.t, eff, clip);
         },
-        words ? () => this.wordLoss(map!, wordCaptions) : undefined,
+        heads.length > 0 ? () => this.headLosses(map!, effIn as tf.Tensor4D, headCaptions) : undefined,
       );
       lossSum += r.loss / accum;
       adjSum += r.adjusted;
-      wordSum += r.aux / accum;
+      r.aux.forEach((v, i) => (headSums[i] += v / accum));
       if (!Number.isFinite(r.loss) || !Number.isFinite(r.adjusted)) finite = false;
       tf.dispose([x0, effIn, clip, nb.xt, nb.noise, nb.t, nb.weights]);
       tf.dispose([effA, effB, effNoise].filter((x): x is tf.Tensor => x !== null));
@@ -216,40 +243,62 @@ export class StageBTrainer extends Trainer {
       skipped,
       extra: {
         effnet_cond: mode === 'clean' ? 0 : mode === 'drop' ? 1 : 2,
-        ...(words ? { word_loss: wordSum / ob.effnet_words } : {}),
+        ...headMetrics(heads, headSums),
       },
     };
   }
 
-  /** A compressor-only update: the caption-word loss alone (no decoder, no Stage A). */
+  /** A compressor-only update: the compressor's head losses alone (no decoder, no Stage A). */
   private updateCompressor(batch: Sample[], phase: PhaseConfig, accum: number): UpdateResult {
     const e = phase.effnet_size!;
-    const weight = this.cfg.objective.effnet_words;
     this.effnet.train(true);
     const acc = new GradAccumulator(this.params.filter(([k]) => !k.startsWith('decoder.')));
     const micro = batch.length / accum;
+    const heads = this.heads();
+    const headSums = heads.map(() => 0);
     let adjSum = 0;
     for (let a = 0; a < accum; a++) {
       const part = batch.slice(a * micro, (a + 1) * micro);
       const x = Trainer.toTensor(part.map((s) => this.effnetInput(this.cropSample(s, phase), e, e)));
       this.seededEffnet.reseed(deriveSeed(this.rng.nextUint32(), 'effnet'));
       const captions = part.map((s) => s.caption);
-      adjSum += acc.add(() => tf.div(this.wordLoss(this.effnet.forward(x), captions), accum) as tf.Scalar);
-      x.dispose();
+      let kept: tf.Tensor1D | null = null;
+      adjSum += acc.add(() => {
+        kept = tf.keep(this.headLosses(this.effnet.forward(x), x, captions));
+        return tf.div(tf.sum(kept), accum) as tf.Scalar;
+      });
+      Array.from(kept!.dataSync()).forEach((v, i) => (headSums[i] += v / accum));
+      tf.dispose([x, kept!]);
     }
     const lr = this.learningRate(phase, this.opt.step);
     const { gradNorm, skipped } = this.applyGradients(acc, this.opt, lr, Number.isFinite(adjSum));
     acc.dispose();
-    const wordLoss = adjSum / weight;
-    return { loss: wordLoss, lossAdjusted: adjSum, gradNorm, lr, skipped, extra: { word_loss: wordLoss } };
+    return { loss: adjSum, lossAdjusted: adjSum, gradNorm, lr, skipped, extra: headMetrics(heads, headSums) };
   }
 
-  /** The caption-word loss of `map` for `captions` (their words before caption dropout), times its weight. */
-  private wordLoss(map: tf.Tensor, captions: string[]): tf.Scalar {
-    const words = this.words!;
+  /** The compressor's heads that are on: each one's metric name and loss weight, in the order of headLosses. */
+  private heads(): { metric: string; weight: number }[] {
+    const ob = this.cfg.objective;
+    return [
+      ...(this.words ? [{ metric: 'word_loss', weight: ob.effnet_words }] : []),
+      ...(this.patches ? [{ metric: 'patch_loss', weight: ob.effnet_patches }] : []),
+    ];
+  }
+
+  /**
+   * The weighted loss of each of the compressor's heads (order of heads()) on `map`, the compressor's output for
+   * `input`; `captions` are the words before caption dropout.
+   */
+  private headLosses(map: tf.Tensor, input: tf.Tensor4D, captions: string[]): tf.Tensor1D {
+    const ob = this.cfg.objective;
     return tf.tidy(() => {
-      const targets = captionWordTargets(this.text.tokenizer, captions, words.buckets);
-      return tf.mul(words.loss(map, targets), this.cfg.objective.effnet_words) as tf.Scalar;
+      const terms: tf.Scalar[] = [];
+      if (this.words) {
+        const targets = captionWordTargets(this.text.tokenizer, captions, this.words.buckets);
+        terms.push(tf.mul(this.words.loss(map, targets), ob.effnet_words));
+      }
+      if (this.patches) terms.push(tf.mul(this.patches.loss(map, input), ob.effnet_patches));
+      return tf.stack(terms) as tf.Tensor1D;
     });
   }
 
@@ -263,6 +312,13 @@ export class StageBTrainer extends Trainer {
         { c_latent: this.words.cLatent, buckets: this.words.buckets },
         this.words,
       );
+    if (this.patches)
+      saveModule(
+        path.join(dir, 'effnet_patches'),
+        'PatchHead',
+        { c_latent: this.patches.cLatent, patch: this.patches.patch },
+        this.patches,
+      );
     // a seeded text encoder exists nowhere else: keep it with the weights that were trained against it
     if (this.cfg.text_encoder!.endsWith('.json')) saveTextEncoder(path.join(dir, 'text_encoder'), this.text.encoder);
   }
@@ -271,6 +327,7 @@ export class StageBTrainer extends Trainer {
     loadDiffusersWeights(this.decoder, path.join(dir, 'decoder'));
     loadDiffusersWeights(this.effnet, path.join(dir, 'effnet'));
     if (this.words) loadDiffusersWeights(this.words, path.join(dir, 'effnet_words'));
+    if (this.patches) loadDiffusersWeights(this.patches, path.join(dir, 'effnet_patches'));
   }
 
   protected optimizerState(): { tensors: Map<string, HostTensor>; steps: Record<string, number> } {
@@ -348,8 +405,14 @@ export class StageBTrainer extends Trainer {
     this.decoder?.dispose();
     this.effnet?.dispose();
     this.words?.dispose();
+    this.patches?.dispose();
     this.vqgan?.dispose();
     this.text?.dispose();
     this.dataset.close();
   }
+}
+
+/** Each head's unweighted loss (its summed weighted loss / its weight), keyed by its metric name. */
+function headMetrics(heads: { metric: string; weight: number }[], weightedSums: number[]): Record<string, number> {
+  return Object.fromEntries(heads.map((h, i) => [h.metric, weightedSums[i] / h.weight]));
 }

@@ -127,29 +127,29 @@ export class GradAccumulator {
 
 /**
  * One micro-batch of the ε-objective: `predict()` (run inside the gradient tape) returns ε̂ for `nb.xt`; the
- * p2-weighted loss, plus `aux()` when given (a further loss term, run in the same tape after `predict`),
- * divided by `accum` is backpropagated into `acc`. Returns the unweighted mean MSE (what is logged), the
- * backpropagated value and the aux term's value.
+ * p2-weighted loss, plus the sum of `aux()` when given (further loss terms, run in the same tape after
+ * `predict`), divided by `accum` is backpropagated into `acc`. Returns the unweighted mean MSE (what is
+ * logged), the backpropagated value and each aux term's value.
  */
 export function addDiffusionLoss(
   acc: GradAccumulator,
   nb: NoisedBatch,
   accum: number,
   predict: () => tf.Tensor,
-  aux?: () => tf.Scalar,
-): { loss: number; adjusted: number; aux: number } {
-  const kept: { per?: tf.Tensor; aux?: tf.Scalar } = {};
+  aux?: () => tf.Tensor1D,
+): { loss: number; adjusted: number; aux: number[] } {
+  const kept: { per?: tf.Tensor; aux?: tf.Tensor1D } = {};
   const adjusted = acc.add(() => {
     const { perSample, weighted } = diffusionLoss(predict(), nb.noise, nb.weights);
     kept.per = tf.keep(perSample);
     if (!aux) return tf.div(weighted, accum) as tf.Scalar;
     kept.aux = tf.keep(aux());
-    return tf.div(tf.add(weighted, kept.aux), accum) as tf.Scalar;
+    return tf.div(tf.add(weighted, tf.sum(kept.aux)), accum) as tf.Scalar;
   });
   const loss = tf.tidy(() => tf.mean(kept.per!).dataSync()[0]);
-  const auxValue = kept.aux ? kept.aux.dataSync()[0] : 0;
+  const auxValues = kept.aux ? Array.from(kept.aux.dataSync()) : [];
   tf.dispose([kept.per!, ...(kept.aux ? [kept.aux] : [])]);
-  return { loss, adjusted, aux: auxValue };
+  return { loss, adjusted, aux: auxValues };
 }
 
 /** What a call of run() did, for the summary the CLI prints. */
