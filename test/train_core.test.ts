@@ -232,6 +232,19 @@ describe('schedule configs', () => {
         'b.json',
       ),
     ).toThrow(/"compressor_only" trains the compressor; it cannot also freeze it/);
+    expect(() =>
+      parseConfig(
+        {
+          ...b,
+          objective: { effnet_words: 0.1 },
+          phases: [
+            { ...b.phases[0], name: 'decoder', compressor_only: false },
+            { ...b.phases[0], name: 'late' },
+          ],
+        },
+        'b.json',
+      ),
+    ).toThrow(/phase late: "compressor_only" phases pretrain the compressor; they come before the decoder's phases/);
     expect(() => parseConfig({ ...b, objective: { effnet_words: -1 } }, 'b.json')).toThrow(
       /objective\.effnet_words must be a weight ≥ 0, got -1/,
     );

@@ -104,6 +104,9 @@ test("the compressor's word and patch heads: a compressor-only phase, then losse
     expect(ref.slice(0, 4).every((m) => Number.isFinite(m[metric]) && (m[metric] as number) > 0)).toBe(true);
     expect(ref[4][metric]).toBeUndefined();
   }
+  // the decoder's schedule starts where the compressor's did, not in the middle of its cycle
+  expect(ref[2].lr).toBe(ref[0].lr);
+  expect(ref[1].lr).not.toBe(ref[0].lr);
   // the compressor-only phase runs no decoder (no map dropout or noise is drawn for it)
   expect(ref.map((m) => m.effnet_cond === undefined)).toEqual([true, true, false, false, false]);
   const head = (out: string, step: number, name: string) =>

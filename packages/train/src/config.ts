@@ -39,7 +39,8 @@ export interface PhaseConfig {
   freeze_effnet?: boolean;
   /**
    * Stage B: train the compressor alone, on its heads' losses (objective.effnet_words, effnet_patches), before
-   * the decoder starts: our stand-in for the paper's ImageNet-pretrained compressor.
+   * the decoder starts: our stand-in for the paper's ImageNet-pretrained compressor. These phases come first,
+   * and their learning-rate schedule is separate from the decoder's.
    */
   compressor_only?: boolean;
   /** overrides optimizer.lr for this phase. */
@@ -438,6 +439,12 @@ export function parseConfig(raw0: Record<string, unknown>, file: string, stage?:
     fail(`objective.effnet_words_buckets must be a positive integer, got ${JSON.stringify(obj.effnet_words_buckets)}`);
   if (!(Number.isFinite(cfg.objective.effnet_patches) && cfg.objective.effnet_patches >= 0))
     fail(`objective.effnet_patches must be a weight ≥ 0, got ${JSON.stringify(obj.effnet_patches)}`);
+  const firstDecoderPhase = cfg.phases.findIndex((ph) => !ph.compressor_only);
+  const lateCompressor = cfg.phases.findIndex((ph, i) => ph.compressor_only && i > firstDecoderPhase);
+  if (firstDecoderPhase >= 0 && lateCompressor >= 0)
+    fail(
+      `phase ${cfg.phases[lateCompressor].name}: "compressor_only" phases pretrain the compressor; they come before the decoder's phases`,
+    );
   for (const p of cfg.phases.filter((ph) => ph.compressor_only)) {
     if (st !== 'b') fail(`phase ${p.name}: "compressor_only" is a Stage B phase option`);
     if (p.freeze_effnet) fail(`phase ${p.name}: "compressor_only" trains the compressor; it cannot also freeze it`);

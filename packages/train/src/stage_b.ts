@@ -22,7 +22,7 @@ import {
 } from 'wuerstchen';
 import { CaptionWordHead, captionWordTargets } from './caption_words';
 import { PatchHead } from './patch_head';
-import { PhaseConfig, weightingOf } from './config';
+import { PhaseConfig, totalSteps, weightingOf } from './config';
 import { loadDiffusersWeights } from './checkpoint';
 import { Sample } from './data/dataset';
 import { GridRow } from './data/grid';
@@ -112,6 +112,15 @@ export class StageBTrainer extends Trainer {
       ...(this.words?.trainableParameters() ?? []).map(([k, p]) => [`effnet_words.${k}`, p] as [string, Parameter]),
       ...(this.patches?.trainableParameters() ?? []).map(([k, p]) => [`effnet_patches.${k}`, p] as [string, Parameter]),
     ];
+  }
+
+  /**
+   * The compressor-only pretraining and the decoder's phases train different weights, so each gets a schedule of
+   * its own (warm-up or one cycle): the decoder starts from a warm-up, not from the middle of the compressor's cycle.
+   */
+  protected override scheduleSpan(phase: PhaseConfig): { start: number; length: number } {
+    const pre = this.cfg.phases.filter((p) => p.compressor_only).reduce((a, p) => a + p.steps, 0);
+    return phase.compressor_only ? { start: 0, length: pre } : { start: pre, length: totalSteps(this.cfg) - pre };
   }
 
   /** The patch head's patch side: the same in every phase that trains the compressor (its weights depend on it). */

@@ -253,14 +253,21 @@ export abstract class Trainer {
     return { ...phase, random_crop: false, hflip: false };
   }
 
-  /** Base learning rate at the current update count (warm-up or OneCycle). */
+  /** Base learning rate at the current update count (warm-up or OneCycle, over `phase`'s schedule span). */
   protected learningRate(phase: PhaseConfig, updates: number): number {
     const base = phase.lr ?? this.cfg.optimizer.lr;
+    const span = this.scheduleSpan(phase);
+    const u = Math.max(0, updates - span.start);
     if (this.cfg.one_cycle) {
       const oc = this.cfg.one_cycle;
-      return oneCycleLR(base, totalSteps(this.cfg), updates, oc.pct_start, oc.div_factor, oc.final_div_factor);
+      return oneCycleLR(base, span.length, u, oc.pct_start, oc.div_factor, oc.final_div_factor);
     }
-    return warmupLR(base, this.cfg.optimizer.warmup, updates);
+    return warmupLR(base, this.cfg.optimizer.warmup, u);
+  }
+
+  /** The updates that `phase`'s learning-rate schedule runs over: the whole run, unless a stage splits it. */
+  protected scheduleSpan(_phase: PhaseConfig): { start: number; length: number } {
+    return { start: 0, length: totalSteps(this.cfg) };
   }
 
   /** Clip and apply accumulated gradients unless the loss or the norm is not finite. */
