@@ -2,9 +2,9 @@
 /**
  * `npm run train:tiny`: reproduces the bundled model packages/wuerstchen/models/wuerstchen-tiny from
  * nothing — shapes data → Stage A → Stage B (with its compressor) → Stage C → export (fp16) →
- * evaluation. Stage A and Stage B's first phase run alone, on all cores. Stage B's second phase keeps
- * the compressor fixed, so Stage C (which trains on the compressor's maps) runs beside it, each process
- * on one core (one BLAS thread each: two processes of two threads each on two cores are slower). Every
+ * evaluation. Stage A and the pretraining of Stage B's compressor run alone, on all cores. Then Stage B's
+ * decoder trains on the fixed compressor's maps, so Stage C (which trains on the same maps) runs beside it,
+ * each process on one core (one BLAS thread each: two processes of two threads each on two cores are slower). Every
  * stage resumes where it stopped (run the command again after an interruption); a finished stage is skipped. Work goes to runs/tiny (or
  * --runs DIR); the model folder is replaced only at the end.
  *
@@ -103,13 +103,13 @@ function stage(s, configName, extra, maxSteps, env = ONE_THREAD) {
     await step('data', ['make-shapes', '--out', data, '--n', String(DATA_N), '--seed', '1', '--side', '64']);
   await stage('a', 'tiny-a.json', [], undefined, process.env);
   const vqgan = ['--vqgan', path.join(runs, 'a')];
-  // Stage B's joint phase (decoder + compressor), then its frozen-compressor phase beside Stage C
-  const joint = config('tiny-b.json').phases.findIndex((p) => p.freeze_effnet);
-  if (joint < 0) throw new Error('configs/tiny-b.json: expected a phase with "freeze_effnet": true');
-  const jointSteps = config('tiny-b.json')
-    .phases.slice(0, joint)
+  // Stage B's phases that train the compressor, then its frozen-compressor phases beside Stage C
+  const frozen = config('tiny-b.json').phases.findIndex((p) => p.freeze_effnet);
+  if (frozen < 0) throw new Error('configs/tiny-b.json: expected a phase with "freeze_effnet": true');
+  const compressorSteps = config('tiny-b.json')
+    .phases.slice(0, frozen)
     .reduce((a, p) => a + p.steps, 0);
-  await stage('b', 'tiny-b.json', vqgan, jointSteps, process.env);
+  await stage('b', 'tiny-b.json', vqgan, compressorSteps, process.env);
   await Promise.all([stage('b', 'tiny-b.json', vqgan), stage('c', 'tiny-c.json', ['--effnet', path.join(runs, 'b')])]);
   await step('export', [
     'export',
